@@ -1,0 +1,106 @@
+import type { ExpiredSession, SessionRef, SessionStore } from '../../ports/session-store.js'
+import type { Member, Presence } from '../../lib/types.js'
+
+export interface MemorySessionStoreOptions {
+  /** session TTL in ms (default 30,000) */
+  readonly ttlMs?: number
+  /** clock, injectable for tests (default Date.now) */
+  readonly now?: () => number
+}
+
+interface Entry {
+  member: Member
+  expiresAt: number
+}
+
+/** Sessions in a Map per project, each with an expiry time. */
+export class MemorySessionStore implements SessionStore {
+  readonly #projects = new Map<string, Map<string, Entry>>()
+  readonly #ttlMs: number
+  readonly #now: () => number
+  #closed = false
+
+  constructor (options: MemorySessionStoreOptions = {}) {
+    this.#ttlMs = options.ttlMs ?? 30_000
+    this.#now = options.now ?? Date.now
+  }
+
+  async add (project: string, member: Member): Promise<void> {
+    this.#assertOpen()
+    let sessions = this.#projects.get(project)
+    if (sessions === undefined) {
+      sessions = new Map()
+      this.#projects.set(project, sessions)
+    }
+    sessions.set(member.sessionId, { member: structuredClone(member), expiresAt: this.#now() + this.#ttlMs })
+  }
+
+  async remove (project: string, sessionId: string): Promise<Member | null> {
+    this.#assertOpen()
+    const sessions = this.#projects.get(project)
+    const entry = sessions?.get(sessionId)
+    if (sessions === undefined || entry === undefined) return null
+    sessions.delete(sessionId)
+    if (sessions.size === 0) this.#projects.delete(project)
+    if (entry.expiresAt <= this.#now()) return null
+    return entry.member
+  }
+
+  async setPresence (project: string, sessionId: string, presence: Presence): Promise<boolean> {
+    this.#assertOpen()
+    const entry = this.#projects.get(project)?.get(sessionId)
+    if (entry === undefined || entry.expiresAt <= this.#now()) return false
+    entry.member = { ...entry.member, presence: structuredClone(presence) }
+    return true
+  }
+
+  async list (project: string): Promise<Member[]> {
+    this.#assertOpen()
+    const sessions = this.#projects.get(project)
+    if (sessions === undefined) return []
+    const now = this.#now()
+    const live: Member[] = []
+    for (const entry of sessions.values()) {
+      if (entry.expiresAt > now) live.push(structuredClone(entry.member))
+    }
+    return live.sort((a, b) => a.joinedAt - b.joinedAt)
+  }
+
+  async refresh (sessions: readonly SessionRef[]): Promise<void> {
+    this.#assertOpen()
+    const now = this.#now()
+    for (const { project, sessionId } of sessions) {
+      const entry = this.#projects.get(project)?.get(sessionId)
+      if (entry !== undefined && entry.expiresAt > now) entry.expiresAt = now + this.#ttlMs
+    }
+  }
+
+  async reap (): Promise<ExpiredSession[]> {
+    this.#assertOpen()
+    const now = this.#now()
+    const expired: ExpiredSession[] = []
+    for (const [project, sessions] of this.#projects) {
+      for (const [sessionId, entry] of sessions) {
+        if (entry.expiresAt <= now) {
+          sessions.delete(sessionId)
+          expired.push({ project, member: entry.member })
+        }
+      }
+      if (sessions.size === 0) this.#projects.delete(project)
+    }
+    return expired
+  }
+
+  async close (): Promise<void> {
+    this.#closed = true
+    this.#projects.clear()
+  }
+
+  #assertOpen (): void {
+    if (this.#closed) throw new Error('session store is closed')
+  }
+}
+
+export function createMemorySessionStore (options?: MemorySessionStoreOptions): MemorySessionStore {
+  return new MemorySessionStore(options)
+}

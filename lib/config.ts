@@ -1,0 +1,148 @@
+import { ConfigError } from './errors.js'
+
+/**
+ * Every setting of the server, with its environment variable, its plugin
+ * option name, type, bounds and default. The README's configuration table is
+ * this list; `resolveConfig` is the only reader of process.env.
+ */
+type Kind = 'int' | 'bool' | 'string' | 'secret' | 'enum' | 'url' | 'float'
+
+interface Setting {
+  readonly env: string
+  readonly kind: Kind
+  readonly default?: string | number | boolean
+  readonly min?: number
+  readonly max?: number
+  readonly values?: readonly string[]
+  readonly doc: string
+}
+
+export const SETTINGS = {
+  port: { env: 'PORT', kind: 'int', default: 3000, min: 0, max: 65535, doc: 'TCP port `npm start` listens on' },
+  host: { env: 'HOST', kind: 'string', default: '127.0.0.1', doc: 'address `npm start` listens on (`0.0.0.0` for all interfaces)' },
+  logLevel: { env: 'LOG_LEVEL', kind: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level' },
+  nodeEnv: { env: 'NODE_ENV', kind: 'string', default: 'development', doc: '`production` refuses to start without authentication unless `FLOW_AUTH=none`' },
+  instanceId: { env: 'FLOW_INSTANCE_ID', kind: 'string', doc: 'name of this instance in stats, health and Redis (default: random)' },
+  sessionTtlSeconds: { env: 'SESSION_TTL_SECONDS', kind: 'int', default: 30, min: 2, max: 86400, doc: 'session TTL; a crashed instance\'s sessions leave within it' },
+  historyMemory: { env: 'FLOW_HISTORY_MEMORY', kind: 'int', default: 1000, min: 1, max: 10_000_000, doc: 'ops kept per project by the memory op log (at least)' },
+  historyRedis: { env: 'FLOW_HISTORY_REDIS', kind: 'int', default: 10000, min: 1, max: 100_000_000, doc: 'ops kept per project by the Redis op log (at least)' },
+  maxPayloadBytes: { env: 'FLOW_MAX_PAYLOAD_BYTES', kind: 'int', default: 65536, min: 1024, max: 16 * 1024 * 1024, doc: 'largest WebSocket frame; a larger one closes the connection with 1009' },
+  maxPresenceBytes: { env: 'FLOW_MAX_PRESENCE_BYTES', kind: 'int', default: 4096, min: 2, max: 1024 * 1024, doc: 'largest presence object, as JSON' },
+  maxProjectsPerConnection: { env: 'FLOW_MAX_PROJECTS_PER_CONNECTION', kind: 'int', default: 64, min: 1, max: 100_000, doc: 'projects one connection may join' },
+  rateLimit: { env: 'FLOW_RATE_LIMIT', kind: 'int', default: 1000, min: 1, max: 10_000_000, doc: 'frames per second per connection (token bucket refill)' },
+  rateBurst: { env: 'FLOW_RATE_BURST', kind: 'int', default: 2000, min: 1, max: 10_000_000, doc: 'token bucket size: frames a connection may send at once' },
+  heartbeatMs: { env: 'FLOW_HEARTBEAT_INTERVAL_MS', kind: 'int', default: 30000, min: 100, max: 3_600_000, doc: 'WebSocket ping interval; a connection that misses two is ended' },
+  maxBufferedBytes: { env: 'FLOW_MAX_BUFFERED_BYTES', kind: 'int', default: 8 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, doc: 'unsent data a connection may hold before it is closed with 1008 (slow consumer)' },
+  shutdownTimeoutMs: { env: 'FLOW_SHUTDOWN_TIMEOUT_MS', kind: 'int', default: 5000, min: 0, max: 600_000, doc: 'longest drain before connections are closed with 1001 on shutdown' },
+  opsPageMax: { env: 'FLOW_OPS_PAGE_MAX', kind: 'int', default: 1000, min: 500, max: 100_000, doc: 'cap of `limit` in `GET /projects/:project/ops`' },
+  maxEventLoopDelayMs: { env: 'FLOW_MAX_EVENT_LOOP_DELAY_MS', kind: 'int', default: 1000, min: 0, max: 600_000, doc: 'event-loop delay over which the server answers 503 (0: off)' },
+  maxEventLoopUtilization: { env: 'FLOW_MAX_EVENT_LOOP_UTILIZATION', kind: 'float', default: 0, min: 0, max: 1, doc: 'event-loop utilisation over which the server answers 503 (0: off)' },
+  maxHeapUsedBytes: { env: 'FLOW_MAX_HEAP_USED_BYTES', kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, doc: 'heap used over which the server answers 503 (0: off)' },
+  maxRssBytes: { env: 'FLOW_MAX_RSS_BYTES', kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, doc: 'RSS over which the server answers 503 (0: off)' },
+  healthCheckIntervalMs: { env: 'FLOW_HEALTH_CHECK_INTERVAL_MS', kind: 'int', default: 5000, min: 100, max: 600_000, doc: 'how often the health check and pressure sampling run' },
+  redisUrl: { env: 'REDIS_URL', kind: 'url', default: 'redis://127.0.0.1:6379', doc: '`redis://` or `rediss://` URL, with username and password when needed' },
+  useRedisCollaboration: { env: 'USE_REDIS_COLLABORATION', kind: 'bool', default: false, doc: '`true`: sessions in Redis (SessionStore port)' },
+  useRedisWebsockets: { env: 'USE_REDIS_WEBSOCKETS', kind: 'bool', default: false, doc: '`true`: cross-instance fan-out over Redis Pub/Sub (Broadcaster port)' },
+  useRedisEventOrdering: { env: 'USE_REDIS_EVENT_ORDERING', kind: 'bool', default: false, doc: '`true`: op log in Redis Streams, one seq per project cluster-wide (OperationLog port)' },
+  keyPrefix: { env: 'FLOW_KEY_PREFIX', kind: 'string', default: 'flow', doc: 'prefix of every Redis key and channel' },
+  jwtSecret: { env: 'FLOW_JWT_SECRET', kind: 'secret', doc: 'HS256 secret; turns authentication on' },
+  jwtPublicKey: { env: 'FLOW_JWT_PUBLIC_KEY', kind: 'secret', doc: 'PEM public key for RS256/ES256; turns authentication on' },
+  apiKey: { env: 'FLOW_API_KEY', kind: 'secret', doc: 'key for the HTTP API (`Authorization: Bearer <key>`)' },
+  auth: { env: 'FLOW_AUTH', kind: 'enum', values: ['none'], doc: '`none` runs without authentication on purpose' }
+} as const satisfies Record<string, Setting>
+
+type Settings = typeof SETTINGS
+type ValueOf<S> = S extends { kind: 'int' | 'float' } ? number
+  : S extends { kind: 'bool' } ? boolean
+    : string
+type HasDefault<S> = S extends { default: unknown } ? true : false
+
+/** The resolved configuration: every setting with a default is present. */
+export type FlowConfig = {
+  readonly [K in keyof Settings as HasDefault<Settings[K]> extends true ? K : never]: ValueOf<Settings[K]>
+} & {
+  readonly [K in keyof Settings as HasDefault<Settings[K]> extends true ? never : K]?: ValueOf<Settings[K]>
+}
+
+/** Options a host app may pass to the plugin: any setting, by option name. */
+export type FlowConfigOptions = { readonly [K in keyof Settings]?: ValueOf<Settings[K]> }
+
+const INT = /^-?\d+$/
+const FLOAT = /^-?\d+(\.\d+)?$/
+
+function parse (name: string, setting: Setting, raw: unknown, from: 'env' | 'option'): string | number | boolean {
+  const where = from === 'env' ? setting.env : `option ${name} (${setting.env})`
+  const fail = (why: string): never => { throw new ConfigError(`${where} ${why}`) }
+  switch (setting.kind) {
+    case 'int':
+    case 'float': {
+      let n: number
+      if (typeof raw === 'number') n = raw
+      else if (typeof raw === 'string' && (setting.kind === 'int' ? INT : FLOAT).test(raw.trim())) n = Number(raw)
+      else return fail(`must be ${setting.kind === 'int' ? 'an integer' : 'a number'}, got ${JSON.stringify(raw)}`)
+      if (setting.kind === 'int' && !Number.isSafeInteger(n)) fail(`must be an integer, got ${JSON.stringify(raw)}`)
+      if (!Number.isFinite(n)) fail(`must be a finite number, got ${JSON.stringify(raw)}`)
+      if (setting.min !== undefined && n < setting.min) fail(`must be >= ${setting.min}, got ${n}`)
+      if (setting.max !== undefined && n > setting.max) fail(`must be <= ${setting.max}, got ${n}`)
+      return n
+    }
+    case 'bool': {
+      if (typeof raw === 'boolean') return raw
+      const s = String(raw).trim().toLowerCase()
+      if (s === 'true' || s === '1' || s === 'yes') return true
+      if (s === 'false' || s === '0' || s === 'no' || s === '') return false
+      return fail(`must be true or false, got ${JSON.stringify(raw)}`)
+    }
+    case 'enum': {
+      const s = String(raw).trim()
+      if (setting.values?.includes(s) !== true) fail(`must be one of ${setting.values?.join(', ')}, got ${JSON.stringify(raw)}`)
+      return s
+    }
+    case 'url': {
+      const s = String(raw).trim()
+      let url: URL
+      try { url = new URL(s) } catch { return fail('must be a URL such as redis://127.0.0.1:6379') }
+      if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') fail(`must start with redis:// or rediss://, got ${url.protocol}//`)
+      return s
+    }
+    case 'secret':
+    case 'string': {
+      if (typeof raw !== 'string') return fail('must be a string')
+      if (raw.length === 0) return fail('must not be empty')
+      return raw
+    }
+  }
+}
+
+/**
+ * Reads the configuration: defaults, then the environment, then the options
+ * a host app passed. Throws FLOW_ERR_CONFIG_INVALID naming the variable (or
+ * option) of the first bad value.
+ */
+export function resolveConfig (options: FlowConfigOptions = {}, env: NodeJS.ProcessEnv = process.env): FlowConfig {
+  const out: Record<string, string | number | boolean> = {}
+  for (const [name, s] of Object.entries(SETTINGS) as Array<[string, Setting]>) {
+    const fromOption = (options as Record<string, unknown>)[name]
+    const fromEnv = env[s.env]
+    if (fromOption !== undefined) out[name] = parse(name, s, fromOption, 'option')
+    else if (fromEnv !== undefined && !(fromEnv === '' && s.kind !== 'string')) out[name] = parse(name, s, fromEnv, 'env')
+    else if (s.default !== undefined) out[name] = s.default
+  }
+  for (const key of Object.keys(options)) {
+    if (!(key in SETTINGS)) throw new ConfigError(`unknown option ${key}`)
+  }
+  const config = out as unknown as FlowConfig
+  if (config.auth === 'none' && (config.jwtSecret !== undefined || config.jwtPublicKey !== undefined)) {
+    throw new ConfigError('FLOW_AUTH=none cannot be combined with FLOW_JWT_SECRET or FLOW_JWT_PUBLIC_KEY')
+  }
+  if (config.nodeEnv === 'production' && config.auth !== 'none' &&
+      config.jwtSecret === undefined && config.jwtPublicKey === undefined) {
+    throw new ConfigError('NODE_ENV=production needs FLOW_JWT_SECRET or FLOW_JWT_PUBLIC_KEY, or FLOW_AUTH=none to run without authentication on purpose')
+  }
+  return config
+}
+
+/** Whether connections and the project API need a token. */
+export function authEnabled (config: FlowConfig): boolean {
+  return config.jwtSecret !== undefined || config.jwtPublicKey !== undefined
+}

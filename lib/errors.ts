@@ -1,0 +1,39 @@
+import createError from '@fastify/error'
+
+/** The protocol's error codes (PROTOCOL.md). */
+export type ErrorCode =
+  | 'bad_request'
+  | 'unknown_type'
+  | 'forbidden'
+  | 'not_joined'
+  | 'rate_limited'
+  | 'limit_exceeded'
+  | 'unavailable'
+  | 'internal'
+  | 'unauthorized'
+
+/** An error the hub answers a frame or a request with. */
+export class ProtocolError extends Error {
+  readonly code: ErrorCode
+  constructor (code: ErrorCode, message: string) {
+    super(message)
+    this.name = 'ProtocolError'
+    this.code = code
+  }
+}
+
+/** HTTP status for each protocol code (PROTOCOL.md, HTTP). */
+export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
+  bad_request: 400,
+  unknown_type: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_joined: 409,
+  limit_exceeded: 413,
+  rate_limited: 429,
+  unavailable: 503,
+  internal: 500
+}
+
+/** A bad configuration value: start-up stops with this message. */
+export const ConfigError = createError<[string]>('FLOW_ERR_CONFIG_INVALID', 'invalid configuration: %s')

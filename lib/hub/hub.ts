@@ -1,0 +1,702 @@
+import type { Broadcaster, BroadcastMessage } from '../../ports/broadcaster.js'
+import type { OperationLog } from '../../ports/operation-log.js'
+import type { SessionStore } from '../../ports/session-store.js'
+import type { FlowConfig } from '../config.js'
+import type { Member, Op } from '../types.js'
+import { ProtocolError, type ErrorCode } from '../errors.js'
+import { randomId, isOpId, isProjectId } from '../ids.js'
+import { jsonBytes, parseFrame, type ClientFrame, type JoinFrame, type LeaveFrame, type OpFrame, type PresenceFrame, type Ref, type SyncFrame } from '../protocol/frames.js'
+import { Stats } from '../stats.js'
+import { Connection } from './connection.js'
+import { LocalMember, LocalProject, opFrame } from './project.js'
+import { AbuseTracker, TokenBucket } from './rate-limiter.js'
+import { CLOSE, type Identity, type Transport } from './transport.js'
+
+export interface HubPorts {
+  readonly sessions: SessionStore
+  readonly broadcaster: Broadcaster
+  readonly log: OperationLog
+}
+
+export interface HubLogger {
+  info (obj: object, msg?: string): void
+  warn (obj: object, msg?: string): void
+  error (obj: object, msg?: string): void
+  debug (obj: object, msg?: string): void
+}
+
+export type HubConfig = Pick<FlowConfig,
+  'sessionTtlSeconds' | 'maxPayloadBytes' | 'maxPresenceBytes' | 'maxProjectsPerConnection' |
+  'rateLimit' | 'rateBurst' | 'heartbeatMs' | 'maxBufferedBytes' | 'shutdownTimeoutMs'>
+
+export interface HubOptions {
+  readonly config: HubConfig
+  readonly ports: HubPorts
+  readonly instanceId: string
+  readonly logger: HubLogger
+  readonly stats?: Stats
+}
+
+/** Result of an op posted over HTTP. */
+export interface PostedOp {
+  readonly project: string
+  readonly id: string
+  readonly seq: number
+  readonly duplicate: boolean
+}
+
+/** Page of history for the HTTP API. */
+export interface History {
+  readonly project: string
+  readonly epoch: string
+  readonly seq: number
+  readonly ops: readonly Op[]
+  readonly reset: boolean
+}
+
+/** Longest stretch of dropped frames, with no quiet second, before 1008. */
+const ABUSE_WINDOW_MS = 5000
+/** Frames one connection may have waiting behind a join or leave. */
+const MAX_QUEUED_FRAMES = 4096
+/** How long an out-of-order op waits for the ops before it to arrive by broadcast. */
+const GAP_FILL_DELAY_MS = 100
+/** Page size of replays read from the log. */
+const REPLAY_PAGE = 500
+
+/**
+ * The collaboration hub: connections, projects, sessions and the order of
+ * delivery. It knows the ports, not Fastify, ws or Redis.
+ */
+export class Hub {
+  readonly stats: Stats
+  readonly instanceId: string
+  readonly #config: HubConfig
+  readonly #ports: HubPorts
+  readonly #log: HubLogger
+  readonly #connections = new Set<Connection>()
+  readonly #projects = new Map<string, LocalProject>()
+  readonly #timers: NodeJS.Timeout[] = []
+  /** ops accepted for append whose result is not in yet */
+  #inFlight = 0
+  #draining = false
+  #drained: Promise<void> | undefined
+  #closed = false
+
+  constructor (options: HubOptions) {
+    this.#config = options.config
+    this.#ports = options.ports
+    this.#log = options.logger
+    this.instanceId = options.instanceId
+    this.stats = options.stats ?? new Stats()
+    const heartbeat = setInterval(() => { this.#heartbeat() }, this.#config.heartbeatMs)
+    const sessions = setInterval(() => { void this.#refreshSessions() }, Math.max(500, this.#config.sessionTtlSeconds * 1000 / 3))
+    heartbeat.unref()
+    sessions.unref()
+    this.#timers.push(heartbeat, sessions)
+  }
+
+  get connectionCount (): number { return this.#connections.size }
+  get projectCount (): number { return this.#projects.size }
+  get sessionCount (): number {
+    let n = 0
+    for (const p of this.#projects.values()) n += p.members.size
+    return n
+  }
+
+  get draining (): boolean { return this.#draining }
+
+  // ---------------------------------------------------------------- connections
+
+  /**
+   * Takes a new client connection. The caller wires the transport's events to
+   * `frame`, `pong` and `disconnect`.
+   */
+  connect (transport: Transport, identity: Identity): Connection {
+    const now = Date.now()
+    const conn = new Connection(randomId(9), transport, identity,
+      new TokenBucket(this.#config.rateLimit, this.#config.rateBurst, now), new AbuseTracker(ABUSE_WINDOW_MS))
+    conn.send = (frame) => { this.#send(conn, frame) }
+    this.#connections.add(conn)
+    this.stats.connectionsOpened++
+    if (this.#draining) transport.close(CLOSE.goingAway, 'server shutting down')
+    return conn
+  }
+
+  /** A pong (or any sign of life) from the client. */
+  pong (conn: Connection): void {
+    conn.missedPings = 0
+  }
+
+  /** One WebSocket message from the client. Never throws. */
+  frame (conn: Connection, data: Buffer | string, isBinary: boolean): void {
+    if (conn.closed) return
+    this.stats.framesIn++
+    conn.missedPings = 0
+    const size = typeof data === 'string' ? Buffer.byteLength(data) : data.length
+    if (size > this.#config.maxPayloadBytes) {
+      this.#closeConn(conn, CLOSE.tooBig, 'frame too large')
+      return
+    }
+    const now = Date.now()
+    if (!conn.bucket.take(now)) {
+      this.stats.rateLimited++
+      if (conn.abuse.drop(now)) {
+        this.#closeConn(conn, CLOSE.policy, 'rate limit exceeded')
+        return
+      }
+      this.#reply(conn, { type: 'error', code: 'rate_limited', message: 'too many frames: this one was dropped' })
+      return
+    }
+    const parsed = parseFrame(data, isBinary)
+    if (!parsed.ok) {
+      this.stats.framesRejected++
+      this.#error(conn, parsed.code, parsed.message, parsed.ref, parsed.project)
+      return
+    }
+    const frame = parsed.frame
+    this.stats.countFrame(frame.type)
+    if (this.#draining && frame.type !== 'ping') {
+      this.#error(conn, 'unavailable', 'server is shutting down', frame.ref, 'project' in frame ? frame.project : undefined)
+      return
+    }
+    switch (frame.type) {
+      case 'ping':
+        this.#reply(conn, withRef({ type: 'pong', ts: Date.now() }, frame.ref))
+        return
+      case 'op':
+        // Ops do not wait for each other, only for a join or leave before them.
+        if (conn.queued === 0) this.#op(conn, frame)
+        else this.#enqueue(conn, frame)
+        return
+      case 'presence':
+        if (conn.queued === 0) this.#presence(conn, frame)
+        else this.#enqueue(conn, frame)
+        return
+      default:
+        this.#enqueue(conn, frame)
+    }
+  }
+
+  /** Runs a frame after the frames before it on this connection. */
+  #enqueue (conn: Connection, frame: ClientFrame): void {
+    if (conn.queued >= MAX_QUEUED_FRAMES) {
+      this.#error(conn, 'rate_limited', 'too many frames waiting: this one was dropped', frame.ref)
+      return
+    }
+    conn.queued++
+    conn.chain = conn.chain.then(async () => {
+      try {
+        if (!conn.closed) await this.#dispatch(conn, frame)
+      } catch (err) {
+        this.#fail(conn, err, frame)
+      } finally {
+        conn.queued--
+      }
+    })
+  }
+
+  async #dispatch (conn: Connection, frame: ClientFrame): Promise<void> {
+    switch (frame.type) {
+      case 'join': return await this.#join(conn, frame)
+      case 'leave': return await this.#leave(conn, frame)
+      case 'sync': return await this.#sync(conn, frame)
+      case 'op': return this.#op(conn, frame)
+      case 'presence': return this.#presence(conn, frame)
+      case 'ping': return this.#reply(conn, withRef({ type: 'pong', ts: Date.now() }, frame.ref))
+    }
+  }
+
+  /** The connection closed: its sessions leave at once. */
+  disconnect (conn: Connection): void {
+    if (!this.#connections.delete(conn)) return
+    conn.closed = true
+    this.stats.connectionsClosed++
+    // After whatever the connection had queued, so a join in flight is undone too.
+    conn.chain = conn.chain.then(async () => {
+      await Promise.all([...conn.projects.keys()].map(async (project) => {
+        await this.#removeMember(conn, project).catch((err: unknown) => {
+          this.#log.warn({ err, project }, 'leave on disconnect failed')
+        })
+      }))
+    })
+  }
+
+  // ---------------------------------------------------------------- frames
+
+  async #join (conn: Connection, frame: JoinFrame): Promise<void> {
+    const { project } = frame
+    if (!conn.identity.allows(project)) throw new ProtocolError('forbidden', `not allowed to join ${project}`)
+    const existing = conn.projects.get(project)
+    if (existing !== undefined) {
+      // Joined already: answer `joined` again, replay when asked, membership unchanged.
+      const lp = this.#projects.get(project) as LocalProject
+      existing.held ??= []
+      await this.#welcome(conn, lp, existing, frame)
+      return
+    }
+    if (conn.projects.size >= this.#config.maxProjectsPerConnection) {
+      throw new ProtocolError('limit_exceeded', `at most ${this.#config.maxProjectsPerConnection} projects per connection`)
+    }
+    const presence = frame.presence ?? {}
+    if (jsonBytes(presence) > this.#config.maxPresenceBytes) {
+      throw new ProtocolError('limit_exceeded', `presence is larger than ${this.#config.maxPresenceBytes} bytes`)
+    }
+    const lp = await this.#acquire(project)
+    const member = new LocalMember(conn, randomId(12), conn.identity.userId, presence, Date.now())
+    try {
+      await this.#ports.sessions.add(project, toMember(member))
+    } catch (err) {
+      this.#releaseProject(lp)
+      throw err
+    }
+    if (conn.closed) {
+      // The socket went away while we joined: undo.
+      await this.#ports.sessions.remove(project, member.sessionId).catch(() => null)
+      this.#releaseProject(lp)
+      return
+    }
+    member.lastSeq = lp.delivered
+    lp.members.set(member.sessionId, member)
+    conn.projects.set(project, member)
+    this.#announce(lp, { kind: 'member', event: 'join', member: toMember(member) }, member.sessionId)
+    await this.#welcome(conn, lp, member, frame)
+  }
+
+  /** Sends `joined`, then the replay or `reset` when `since` is given, then makes the member live. */
+  async #welcome (conn: Connection, lp: LocalProject, member: LocalMember, frame: JoinFrame): Promise<void> {
+    try {
+      const members = await this.#ports.sessions.list(lp.name)
+      const head = lp.delivered
+      if (frame.since === undefined) member.lastSeq = Math.max(member.lastSeq, head)
+      this.#reply(conn, withRef({
+        type: 'joined',
+        project: lp.name,
+        sessionId: member.sessionId,
+        userId: member.userId,
+        epoch: lp.epoch,
+        seq: head,
+        members
+      }, frame.ref))
+      if (frame.since !== undefined) await this.#replay(lp, member, frame.since, frame.epoch, head)
+    } finally {
+      lp.release(member)
+    }
+  }
+
+  /**
+   * Sends the ops since `since` up to `target` (what the project has
+   * delivered live), or `reset`. The member's held ops follow it.
+   */
+  async #replay (lp: LocalProject, member: LocalMember, since: number, epoch: string | undefined, target: number): Promise<void> {
+    let from = since
+    for (;;) {
+      const page = await this.#ports.log.read(lp.name, from, REPLAY_PAGE, epoch)
+      if (page.reset || page.epoch !== lp.epoch) {
+        member.lastSeq = Math.max(member.lastSeq, target)
+        this.#reply(member.conn, { type: 'reset', project: lp.name, epoch: lp.epoch, seq: target })
+        return
+      }
+      for (const op of page.ops) {
+        if (op.seq > target) break
+        member.conn.send(opFrame(op))
+        from = op.seq
+      }
+      if (from >= target || page.ops.length === 0 || (page.ops.at(-1) as Op).seq >= target) break
+    }
+    member.lastSeq = Math.max(since, target)
+  }
+
+  async #leave (conn: Connection, frame: LeaveFrame): Promise<void> {
+    if (!conn.projects.has(frame.project)) throw new ProtocolError('not_joined', `not joined to ${frame.project}`)
+    await this.#removeMember(conn, frame.project)
+    this.#reply(conn, withRef({ type: 'left', project: frame.project }, frame.ref))
+  }
+
+  async #removeMember (conn: Connection, project: string): Promise<void> {
+    const member = conn.projects.get(project)
+    if (member === undefined) return
+    conn.projects.delete(project)
+    const lp = this.#projects.get(project)
+    if (lp !== undefined) {
+      lp.members.delete(member.sessionId)
+      this.#releaseProject(lp)
+    }
+    const removed = await this.#ports.sessions.remove(project, member.sessionId).catch((err: unknown) => {
+      // The store expires it within its TTL; the members here learn of it now.
+      this.#log.warn({ err, project }, 'removing a session failed')
+      return null
+    })
+    // Announce even when the store had lost it (expired): local members saw it join.
+    const announced = removed ?? toMember(member)
+    if (lp !== undefined) lp.sendOthers(memberFrame(project, 'leave', announced), member.sessionId)
+    this.#publish(project, { kind: 'member', event: 'leave', member: announced })
+  }
+
+  async #sync (conn: Connection, frame: SyncFrame): Promise<void> {
+    const member = conn.projects.get(frame.project)
+    if (member === undefined) throw new ProtocolError('not_joined', `not joined to ${frame.project}`)
+    const lp = this.#projects.get(frame.project) as LocalProject
+    member.held ??= []
+    try {
+      await this.#replay(lp, member, frame.since, frame.epoch, lp.delivered)
+    } finally {
+      lp.release(member)
+    }
+    this.#reply(conn, withRef({ type: 'synced', project: lp.name, epoch: lp.epoch, seq: member.lastSeq }, frame.ref))
+  }
+
+  #op (conn: Connection, frame: OpFrame): void {
+    const member = conn.projects.get(frame.project)
+    if (member === undefined) {
+      this.#error(conn, 'not_joined', `not joined to ${frame.project}`, frame.ref, frame.project)
+      return
+    }
+    const id = frame.id ?? randomId(12)
+    this.#append(frame.project, id, member.userId, member.sessionId, frame.data).then((result) => {
+      const ack = (seq: number): void => {
+        this.#reply(conn, withRef({ type: 'ack', project: frame.project, id, seq }, frame.ref))
+      }
+      if (result.duplicate) {
+        ack(result.seq)
+        return
+      }
+      const lp = this.#projects.get(frame.project)
+      if (lp === undefined || !lp.members.has(member.sessionId)) {
+        ack(result.seq)
+        if (lp !== undefined) this.#deliver(lp, result.op, result.epoch)
+        return
+      }
+      // The ack goes out when the op is delivered in order, so the sender
+      // sees its ack after every op before it.
+      lp.acks.set(result.seq, () => { ack(result.seq) })
+      this.#deliver(lp, result.op, result.epoch)
+    }, (err: unknown) => {
+      this.#fail(conn, err, frame)
+    })
+  }
+
+  #presence (conn: Connection, frame: PresenceFrame): void {
+    const member = conn.projects.get(frame.project)
+    if (member === undefined) {
+      this.#error(conn, 'not_joined', `not joined to ${frame.project}`, frame.ref, frame.project)
+      return
+    }
+    if (jsonBytes(frame.state) > this.#config.maxPresenceBytes) {
+      this.#error(conn, 'limit_exceeded', `presence is larger than ${this.#config.maxPresenceBytes} bytes`, frame.ref, frame.project)
+      return
+    }
+    member.presence = frame.state
+    const lp = this.#projects.get(frame.project)
+    lp?.sendOthers(JSON.stringify({ type: 'presence', project: frame.project, sessionId: member.sessionId, userId: member.userId, state: frame.state }), member.sessionId)
+    this.#publish(frame.project, { kind: 'presence', sessionId: member.sessionId, userId: member.userId, state: frame.state })
+    this.#ports.sessions.setPresence(frame.project, member.sessionId, frame.state).catch((err: unknown) => {
+      this.#log.warn({ err, project: frame.project }, 'storing presence failed')
+    })
+  }
+
+  // ---------------------------------------------------------------- ops
+
+  /** Appends through the log, counting what is in flight for the drain. */
+  async #append (project: string, id: string, userId: string, sessionId: string | null, data: unknown): Promise<
+    { duplicate: true, seq: number } | { duplicate: false, seq: number, op: Op, epoch: string }> {
+    this.#inFlight++
+    try {
+      const result = await this.#ports.log.append({ project, id, userId, sessionId, data, ts: Date.now() })
+      if (result.duplicate) {
+        this.stats.opsDuplicate++
+        return { duplicate: true, seq: result.seq }
+      }
+      this.stats.opsAppended++
+      this.#publish(project, { kind: 'op', epoch: result.epoch, op: result.op })
+      return { duplicate: false, seq: result.op.seq, op: result.op, epoch: result.epoch }
+    } finally {
+      this.#inFlight--
+    }
+  }
+
+  /** Feeds an op into the project's in-order delivery. */
+  #deliver (lp: LocalProject, op: Op, epoch: string): void {
+    if (epoch !== lp.epoch) {
+      this.#resync(lp).catch((err: unknown) => {
+        this.#log.warn({ err, project: lp.name }, 'resync after an epoch change failed')
+      })
+      return
+    }
+    if (lp.accept(op)) this.#scheduleGapFill(lp)
+  }
+
+  #scheduleGapFill (lp: LocalProject): void {
+    if (lp.gapTimer !== undefined) return
+    lp.gapTimer = setTimeout(() => {
+      lp.gapTimer = undefined
+      void this.#fillGap(lp)
+    }, GAP_FILL_DELAY_MS)
+    lp.gapTimer.unref()
+  }
+
+  /** Reads the ops a broadcast lost from the log and delivers them in order. */
+  async #fillGap (lp: LocalProject): Promise<void> {
+    try {
+      while (lp.pending.size > 0 && this.#projects.get(lp.name) === lp) {
+        const page = await this.#ports.log.read(lp.name, lp.delivered, REPLAY_PAGE, lp.epoch)
+        if (page.reset) {
+          await this.#resync(lp)
+          return
+        }
+        if (page.ops.length === 0) break
+        for (const op of page.ops) lp.accept(op)
+      }
+    } catch (err) {
+      this.#log.warn({ err, project: lp.name }, 'gap fill failed; retrying')
+      this.#scheduleGapFill(lp)
+    }
+  }
+
+  /** The log's epoch changed under the project: every member gets `reset`. */
+  async #resync (lp: LocalProject): Promise<void> {
+    const position = await this.#ports.log.head(lp.name)
+    if (position.epoch === lp.epoch && position.seq <= lp.delivered) return
+    lp.epoch = position.epoch
+    lp.delivered = position.seq
+    lp.pending.clear()
+    const frame = JSON.stringify({ type: 'reset', project: lp.name, epoch: position.epoch, seq: position.seq })
+    for (const member of lp.members.values()) {
+      member.lastSeq = position.seq
+      if (member.held !== null) member.held = []
+      member.conn.send(frame)
+    }
+    for (const [seq, ack] of lp.acks) if (seq <= position.seq) { lp.acks.delete(seq); ack() }
+  }
+
+  // ---------------------------------------------------------------- projects
+
+  /** The local project, created (subscribed, head read) on first use. */
+  async #acquire (project: string): Promise<LocalProject> {
+    let lp = this.#projects.get(project)
+    if (lp === undefined) {
+      const created = new LocalProject(project)
+      this.#projects.set(project, created)
+      created.ready = (async () => {
+        await this.#ports.broadcaster.subscribe(project, (message) => { this.#onBroadcast(created, message) })
+        const head = await this.#ports.log.head(project)
+        created.epoch = head.epoch
+        // Ops broadcast while we read the head may be pending already.
+        created.delivered = head.seq
+        for (const seq of [...created.pending.keys()]) if (seq <= head.seq) created.pending.delete(seq)
+        if (created.flush()) this.#scheduleGapFill(created)
+      })()
+      lp = created
+    }
+    lp.refs++
+    try {
+      await lp.ready
+    } catch (err) {
+      this.#releaseProject(lp)
+      throw err
+    }
+    return lp
+  }
+
+  /** Drops one reference; at zero the project stops listening. */
+  #releaseProject (lp: LocalProject): void {
+    lp.refs--
+    if (lp.refs > 0 || this.#projects.get(lp.name) !== lp) return
+    this.#projects.delete(lp.name)
+    if (lp.gapTimer !== undefined) clearTimeout(lp.gapTimer)
+    for (const ack of lp.acks.values()) ack()
+    lp.acks.clear()
+    this.#ports.broadcaster.unsubscribe(lp.name).catch((err: unknown) => {
+      this.#log.warn({ err, project: lp.name }, 'unsubscribe failed')
+    })
+  }
+
+  #onBroadcast (lp: LocalProject, message: BroadcastMessage): void {
+    this.stats.broadcastsReceived++
+    switch (message.kind) {
+      case 'op':
+        if (lp.epoch === '') lp.pending.set(message.op.seq, message.op)
+        else this.#deliver(lp, message.op, message.epoch)
+        return
+      case 'member':
+        lp.sendOthers(memberFrame(lp.name, message.event, message.member), null)
+        return
+      case 'presence':
+        lp.sendOthers(JSON.stringify({ type: 'presence', project: lp.name, sessionId: message.sessionId, userId: message.userId, state: message.state }), null)
+    }
+  }
+
+  /** Tells local members (but one) and other instances. */
+  #announce (lp: LocalProject, message: BroadcastMessage & { kind: 'member' }, exceptSessionId: string): void {
+    lp.sendOthers(memberFrame(lp.name, message.event, message.member), exceptSessionId)
+    this.#publish(lp.name, message)
+  }
+
+  #publish (project: string, message: BroadcastMessage): void {
+    this.stats.broadcastsPublished++
+    this.#ports.broadcaster.publish(project, message).catch((err: unknown) => {
+      this.stats.broadcastErrors++
+      this.#log.warn({ err, project }, 'broadcast failed')
+    })
+  }
+
+  // ---------------------------------------------------------------- HTTP API
+
+  /** Members of a project across every instance. */
+  async members (project: string): Promise<Member[]> {
+    assertProject(project)
+    return await this.#ports.sessions.list(project)
+  }
+
+  /** A page of history: ops with since < seq, at most `limit`. */
+  async history (project: string, since: number, limit: number): Promise<History> {
+    assertProject(project)
+    const page = await this.#ports.log.read(project, since, limit)
+    return { project, epoch: page.epoch, seq: page.head, ops: page.reset ? [] : page.ops, reset: page.reset }
+  }
+
+  /** An op posted over HTTP: appended and broadcast like a client op. */
+  async post (project: string, userId: string, id: string | undefined, data: unknown): Promise<PostedOp> {
+    assertProject(project)
+    if (id !== undefined && !isOpId(id)) throw new ProtocolError('bad_request', 'id must be 1 to 64 characters of A-Z a-z 0-9 _ -')
+    if (this.#draining) throw new ProtocolError('unavailable', 'server is shutting down')
+    const opId = id ?? randomId(12)
+    const result = await this.#append(project, opId, userId, null, data)
+    if (!result.duplicate) {
+      const lp = this.#projects.get(project)
+      if (lp !== undefined && lp.epoch !== '') this.#deliver(lp, result.op, result.epoch)
+    }
+    return { project, id: opId, seq: result.seq, duplicate: result.duplicate }
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  #send (conn: Connection, frame: string): void {
+    if (conn.closed) return
+    if (conn.transport.bufferedAmount > this.#config.maxBufferedBytes) {
+      this.stats.slowConsumersClosed++
+      this.#closeConn(conn, CLOSE.policy, 'slow consumer: too much unsent data')
+      return
+    }
+    this.stats.framesOut++
+    conn.transport.send(frame)
+  }
+
+  #reply (conn: Connection, message: object): void {
+    conn.send(JSON.stringify(message))
+  }
+
+  #error (conn: Connection, code: ErrorCode, message: string, ref?: Ref, project?: string): void {
+    this.stats.countError(code)
+    const frame: Record<string, unknown> = { type: 'error', code, message }
+    if (project !== undefined) frame.project = project
+    if (ref !== undefined) frame.ref = ref
+    this.#reply(conn, frame)
+  }
+
+  #fail (conn: Connection, err: unknown, frame: ClientFrame): void {
+    const project = 'project' in frame ? frame.project : undefined
+    if (err instanceof ProtocolError) {
+      this.#error(conn, err.code, err.message, frame.ref, project)
+      return
+    }
+    this.#log.error({ err, type: frame.type, project }, 'frame failed')
+    this.#error(conn, isUnavailable(err) ? 'unavailable' : 'internal',
+      isUnavailable(err) ? 'a dependency failed; try again' : 'internal error', frame.ref, project)
+  }
+
+  #closeConn (conn: Connection, code: number, reason: string): void {
+    if (conn.closed) return
+    conn.closed = true
+    conn.transport.close(code, reason)
+    // A peer that does not answer the close handshake is dropped.
+    setTimeout(() => { conn.transport.terminate() }, 2000).unref()
+    this.disconnect(conn)
+  }
+
+  // ---------------------------------------------------------------- timers
+
+  #heartbeat (): void {
+    for (const conn of this.#connections) {
+      if (conn.missedPings >= 2) {
+        conn.transport.terminate()
+        this.disconnect(conn)
+        continue
+      }
+      conn.missedPings++
+      try { conn.transport.ping() } catch { /* closing */ }
+    }
+  }
+
+  async #refreshSessions (): Promise<void> {
+    const refs = []
+    for (const lp of this.#projects.values()) {
+      for (const m of lp.members.values()) refs.push({ project: lp.name, sessionId: m.sessionId })
+    }
+    try {
+      if (refs.length > 0) await this.#ports.sessions.refresh(refs)
+      const expired = await this.#ports.sessions.reap()
+      for (const { project, member } of expired) {
+        this.#projects.get(project)?.sendOthers(memberFrame(project, 'leave', member), member.sessionId)
+        this.#publish(project, { kind: 'member', event: 'leave', member })
+      }
+    } catch (err) {
+      this.#log.warn({ err }, 'session refresh failed')
+    }
+  }
+
+  // ---------------------------------------------------------------- shutdown
+
+  /**
+   * Graceful shutdown: stops taking frames, waits (up to the shutdown
+   * timeout) for ops in flight and unsent data, then closes every connection
+   * with 1001 and removes its sessions.
+   */
+  drain (timeoutMs = this.#config.shutdownTimeoutMs): Promise<void> {
+    this.#drained ??= this.#drain(timeoutMs)
+    return this.#drained
+  }
+
+  async #drain (timeoutMs: number): Promise<void> {
+    this.#draining = true
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline && (this.#inFlight > 0 || [...this.#connections].some((c) => c.transport.bufferedAmount > 0 || c.queued > 0))) {
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    const conns = [...this.#connections]
+    for (const conn of conns) this.#closeConn(conn, CLOSE.goingAway, 'server shutting down')
+    await Promise.race([
+      Promise.all(conns.map(async (c) => { await c.chain })),
+      new Promise((resolve) => setTimeout(resolve, Math.max(100, deadline - Date.now())).unref())
+    ])
+  }
+
+  /** Stops the timers. The ports are closed by whoever created them. */
+  close (): void {
+    if (this.#closed) return
+    this.#closed = true
+    for (const t of this.#timers) clearInterval(t)
+    for (const lp of this.#projects.values()) if (lp.gapTimer !== undefined) clearTimeout(lp.gapTimer)
+  }
+}
+
+function toMember (m: LocalMember): Member {
+  return { sessionId: m.sessionId, userId: m.userId, presence: m.presence, joinedAt: m.joinedAt }
+}
+
+function memberFrame (project: string, event: 'join' | 'leave', member: Member): string {
+  return JSON.stringify({ type: 'member', project, event, member })
+}
+
+function withRef<T extends object> (message: T, ref: Ref | undefined): T {
+  if (ref !== undefined) (message as Record<string, unknown>).ref = ref
+  return message
+}
+
+function assertProject (project: string): void {
+  if (!isProjectId(project)) throw new ProtocolError('bad_request', 'project must be 1 to 128 characters of A-Z a-z 0-9 _ . -')
+}
+
+/** Errors of a dependency (Redis) rather than of the server. */
+function isUnavailable (err: unknown): boolean {
+  return err instanceof Error && (err as Error & { unavailable?: boolean }).unavailable === true
+}

@@ -1,0 +1,134 @@
+import type { Op, Presence } from '../types.js'
+import type { Connection } from './connection.js'
+
+/** One session on this instance: a connection's membership of a project. */
+export class LocalMember {
+  readonly sessionId: string
+  readonly userId: string
+  readonly joinedAt: number
+  readonly conn: Connection
+  presence: Presence
+  /** last seq this member has been sent (or has, by `joined`/replay) */
+  lastSeq = 0
+  /** while joining or replaying: live ops held back until the replay is sent */
+  held: Op[] | null = []
+
+  constructor (conn: Connection, sessionId: string, userId: string, presence: Presence, joinedAt: number) {
+    this.conn = conn
+    this.sessionId = sessionId
+    this.userId = userId
+    this.presence = presence
+    this.joinedAt = joinedAt
+  }
+}
+
+/** Serialises an op frame once; the same string goes to every member. */
+export function opFrame (op: Op): string {
+  return JSON.stringify({
+    type: 'op',
+    project: op.project,
+    seq: op.seq,
+    id: op.id,
+    userId: op.userId,
+    sessionId: op.sessionId,
+    data: op.data,
+    ts: op.ts
+  })
+}
+
+/**
+ * A project with members on this instance. It delivers ops to its members in
+ * seq order with no gap and no duplicate, whatever order they arrive in
+ * (append results and broadcasts race): out-of-order ops wait in `pending`
+ * until the gap is filled.
+ */
+export class LocalProject {
+  readonly name: string
+  readonly members = new Map<string, LocalMember>()
+  epoch = ''
+  /** last seq delivered to local members */
+  delivered = 0
+  /** ops that arrived ahead of a gap, by seq */
+  readonly pending = new Map<number, Op>()
+  /** acks waiting for their op to be delivered in order, by seq */
+  readonly acks = new Map<number, () => void>()
+  /** joins in progress plus members: the project is released at zero */
+  refs = 0
+  ready: Promise<void> = Promise.resolve()
+  gapTimer: NodeJS.Timeout | undefined
+
+  constructor (name: string) {
+    this.name = name
+  }
+
+  /**
+   * Takes an op from the log or a broadcast. Delivers it and every op it
+   * unblocks, in order. Returns true when ops are still waiting on a gap.
+   */
+  accept (op: Op): boolean {
+    if (op.seq <= this.delivered) {
+      this.#ack(op.seq)
+      return this.pending.size > 0
+    }
+    this.pending.set(op.seq, op)
+    return this.flush()
+  }
+
+  /** Delivers the pending ops that follow `delivered`; true when a gap remains. */
+  flush (): boolean {
+    let next = this.pending.get(this.delivered + 1)
+    while (next !== undefined) {
+      this.pending.delete(next.seq)
+      this.delivered = next.seq
+      this.#deliver(next)
+      next = this.pending.get(this.delivered + 1)
+    }
+    return this.pending.size > 0
+  }
+
+  #deliver (op: Op): void {
+    let frame: string | undefined
+    for (const member of this.members.values()) {
+      if (member.held !== null) {
+        member.held.push(op)
+        continue
+      }
+      if (op.seq <= member.lastSeq) continue
+      member.lastSeq = op.seq
+      if (member.sessionId === op.sessionId) continue
+      frame ??= opFrame(op)
+      member.conn.send(frame)
+    }
+    this.#ack(op.seq)
+  }
+
+  #ack (seq: number): void {
+    const ack = this.acks.get(seq)
+    if (ack !== undefined) {
+      this.acks.delete(seq)
+      ack()
+    }
+  }
+
+  /**
+   * Ends a member's catch-up: sends the ops held back while it joined or
+   * replayed that are newer than what it has, and makes it live.
+   */
+  release (member: LocalMember): void {
+    const held = member.held
+    member.held = null
+    if (held === null) return
+    for (const op of held) {
+      if (op.seq <= member.lastSeq) continue
+      member.lastSeq = op.seq
+      if (member.sessionId !== op.sessionId) member.conn.send(opFrame(op))
+    }
+  }
+
+  /** Sends a frame to every member but one session. */
+  sendOthers (frame: string, exceptSessionId: string | null): void {
+    for (const member of this.members.values()) {
+      if (member.sessionId !== exceptSessionId) member.conn.send(frame)
+    }
+  }
+}

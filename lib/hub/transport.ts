@@ -1,0 +1,32 @@
+/**
+ * What the hub needs of a client connection. The WebSocket plugin adapts a
+ * `ws` socket to it; tests may use any object of this shape.
+ */
+export interface Transport {
+  /** Queues one text frame. */
+  send (frame: string): void
+  /** Bytes queued and not yet written to the network. */
+  readonly bufferedAmount: number
+  /** Sends a WebSocket ping. */
+  ping (): void
+  /** Starts a clean close with this code and reason. */
+  close (code: number, reason: string): void
+  /** Drops the connection at once. */
+  terminate (): void
+}
+
+/** Who is on the other end of a connection or request. */
+export interface Identity {
+  readonly userId: string
+  /** Whether this identity may join or read the project. */
+  readonly allows: (project: string) => boolean
+  /** ms since the Unix epoch at which the credential expires, if it does */
+  readonly expiresAt?: number
+}
+
+/** Close codes used by the server (RFC 6455 and PROTOCOL.md). */
+export const CLOSE = {
+  goingAway: 1001,
+  policy: 1008,
+  tooBig: 1009
+} as const

@@ -1,0 +1,110 @@
+import { isUtf8 } from 'node:buffer'
+import { Ajv, type ValidateFunction } from 'ajv'
+import { PROJECT_ID, OP_ID } from '../ids.js'
+import type { Presence } from '../types.js'
+
+/** Client frames of protocol v1, as validated. Unknown fields are ignored. */
+export type Ref = string | number
+
+export interface JoinFrame { type: 'join', project: string, since?: number, epoch?: string, presence?: Presence, ref?: Ref }
+export interface LeaveFrame { type: 'leave', project: string, ref?: Ref }
+export interface OpFrame { type: 'op', project: string, id?: string, data: unknown, ref?: Ref }
+export interface PresenceFrame { type: 'presence', project: string, state: Presence, ref?: Ref }
+export interface SyncFrame { type: 'sync', project: string, since: number, epoch?: string, ref?: Ref }
+export interface PingFrame { type: 'ping', ref?: Ref }
+
+export type ClientFrame = JoinFrame | LeaveFrame | OpFrame | PresenceFrame | SyncFrame | PingFrame
+export type ClientFrameType = ClientFrame['type']
+
+const ref = {
+  anyOf: [
+    { type: 'string', maxLength: 64 },
+    { type: 'integer', minimum: Number.MIN_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER }
+  ]
+}
+const project = { type: 'string', pattern: PROJECT_ID.source }
+const seq = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER }
+const epoch = { type: 'string', minLength: 1, maxLength: 128 }
+const object = { type: 'object' }
+
+const schemas: Record<ClientFrameType, object> = {
+  join: { type: 'object', required: ['project'], properties: { project, since: seq, epoch, presence: object, ref } },
+  leave: { type: 'object', required: ['project'], properties: { project, ref } },
+  op: { type: 'object', required: ['project', 'data'], properties: { project, id: { type: 'string', pattern: OP_ID.source }, data: {}, ref } },
+  presence: { type: 'object', required: ['project', 'state'], properties: { project, state: object, ref } },
+  sync: { type: 'object', required: ['project', 'since'], properties: { project, since: seq, epoch, ref } },
+  ping: { type: 'object', properties: { ref } }
+}
+
+const ajv = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true, unicodeRegExp: false })
+const validators = new Map<string, ValidateFunction>(
+  Object.entries(schemas).map(([type, schema]) => [type, ajv.compile(schema)])
+)
+
+/** A frame that could not be accepted, with what to answer. */
+export interface FrameError {
+  readonly ok: false
+  readonly code: 'bad_request' | 'unknown_type'
+  readonly message: string
+  /** echoed when the frame had a usable one */
+  readonly ref?: Ref
+  readonly project?: string
+}
+
+export type ParseResult = { readonly ok: true, readonly frame: ClientFrame } | FrameError
+
+function usableRef (value: unknown): Ref | undefined {
+  if (typeof value === 'string' && value.length <= 64) return value
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return value
+  return undefined
+}
+
+function fail (code: FrameError['code'], message: string, source?: Record<string, unknown>): FrameError {
+  const error: { -readonly [K in keyof FrameError]: FrameError[K] } = { ok: false, code, message }
+  if (source !== undefined) {
+    const r = usableRef(source.ref)
+    if (r !== undefined) error.ref = r
+    if (typeof source.project === 'string' && PROJECT_ID.test(source.project)) error.project = source.project
+  }
+  return error
+}
+
+/**
+ * Turns one WebSocket message into a validated frame, or says why not.
+ * Never throws: every malformed input maps to `bad_request` or `unknown_type`.
+ */
+export function parseFrame (data: Buffer | string, isBinary: boolean): ParseResult {
+  if (isBinary) return fail('bad_request', 'binary frames are not accepted: send JSON text frames')
+  let text: string
+  if (typeof data === 'string') text = data
+  else {
+    if (!isUtf8(data)) return fail('bad_request', 'frame is not valid UTF-8')
+    text = data.toString('utf8')
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return fail('bad_request', 'frame is not valid JSON')
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return fail('bad_request', 'frame must be a JSON object')
+  }
+  const source = value as Record<string, unknown>
+  const type = source.type
+  if (typeof type !== 'string') return fail('bad_request', 'frame needs a string "type"', source)
+  const validate = Object.hasOwn(schemas, type) ? validators.get(type) : undefined
+  if (validate === undefined) return fail('unknown_type', `unknown frame type ${JSON.stringify(type.slice(0, 32))}`, source)
+  if (!validate(value)) {
+    const e = validate.errors?.[0]
+    const field = e === undefined ? '' : e.instancePath.slice(1).replaceAll('/', '.') || (e.params as { missingProperty?: string }).missingProperty || ''
+    const what = e === undefined ? 'is invalid' : e.keyword === 'required' ? 'is required' : e.keyword === 'pattern' ? 'has invalid characters or length' : (e.message ?? 'is invalid')
+    return fail('bad_request', `${type}: ${field === '' ? 'frame' : field} ${what}`, source)
+  }
+  return { ok: true, frame: value as ClientFrame }
+}
+
+/** Size of a JSON value as UTF-8 bytes when serialised. */
+export function jsonBytes (value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value))
+}

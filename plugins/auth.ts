@@ -1,0 +1,98 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { AuthError, bearerToken, createAuthenticator, openIdentity } from '../lib/auth.js'
+import { authEnabled } from '../lib/config.js'
+import { ProtocolError } from '../lib/errors.js'
+import type { Identity } from '../lib/hub/transport.js'
+
+/** A host app's own authentication: resolve the caller or throw (401). */
+export type AuthenticateHook = (request: FastifyRequest) => Identity | Promise<Identity>
+
+export interface AuthPluginOptions {
+  readonly authenticate?: AuthenticateHook
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** who made the request; set by flow-auth's hooks on Flow routes */
+    flowIdentity: Identity | null
+  }
+  interface FastifyInstance {
+    /** preValidation hooks: WebSocket upgrade, project reads, project writes */
+    flowAuth: {
+      readonly mode: 'jwt' | 'hook' | 'open'
+      readonly socket: (request: FastifyRequest) => Promise<void>
+      readonly read: (request: FastifyRequest) => Promise<void>
+      readonly write: (request: FastifyRequest) => Promise<void>
+    }
+  }
+}
+
+const USER_ID = /^[A-Za-z0-9_.@:-]{1,128}$/
+const apiIdentity: Identity = { userId: 'api', allows: () => true }
+
+/**
+ * Who may connect and call the project API. A JWT (secret or public key),
+ * the API key for HTTP, a host's `authenticate` hook, or open mode.
+ */
+async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): Promise<void> {
+  const { config } = fastify.flow
+  const auth = createAuthenticator({ jwtSecret: config.jwtSecret, jwtPublicKey: config.jwtPublicKey, apiKey: config.apiKey })
+  const hook = opts.authenticate
+  const mode = hook !== undefined ? 'hook' : authEnabled(config) ? 'jwt' : 'open'
+  if (mode === 'open') {
+    fastify.log.warn('authentication is off: anyone who reaches this server may join any project (set FLOW_JWT_SECRET or FLOW_JWT_PUBLIC_KEY)')
+  }
+  fastify.decorateRequest('flowIdentity', null)
+
+  const checkProject = (request: FastifyRequest, identity: Identity): void => {
+    const project = (request.params as { project?: string }).project
+    if (project !== undefined && !identity.allows(project)) {
+      throw new ProtocolError('forbidden', `not allowed to access ${project}`)
+    }
+  }
+
+  const viaHook = async (request: FastifyRequest): Promise<Identity> => {
+    try {
+      return await (hook as AuthenticateHook)(request)
+    } catch (err) {
+      if (err instanceof AuthError || err instanceof ProtocolError) throw err
+      throw new AuthError('unauthorized', err instanceof Error ? err.message : 'not authenticated')
+    }
+  }
+
+  const socket = async (request: FastifyRequest): Promise<void> => {
+    if (mode === 'hook') {
+      request.flowIdentity = await viaHook(request)
+      return
+    }
+    const query = request.query as { token?: unknown, userId?: unknown }
+    const token = bearerToken(request.headers.authorization) ?? (typeof query.token === 'string' ? query.token : undefined)
+    if (mode === 'jwt') {
+      if (token === undefined) throw new AuthError('unauthorized', 'a token is required (Authorization: Bearer or ?token=)')
+      request.flowIdentity = auth.verifyToken(token)
+      return
+    }
+    const userId = typeof query.userId === 'string' && USER_ID.test(query.userId) ? query.userId : 'anonymous'
+    request.flowIdentity = openIdentity(userId)
+  }
+
+  const http = (write: boolean) => async (request: FastifyRequest): Promise<void> => {
+    let identity: Identity
+    const token = bearerToken(request.headers.authorization)
+    if (token !== undefined && auth.isApiKey(token)) identity = apiIdentity
+    else if (mode === 'hook') identity = await viaHook(request)
+    else if (mode === 'jwt') {
+      if (token === undefined) throw new AuthError('unauthorized', 'an API key or a token is required (Authorization: Bearer)')
+      identity = auth.verifyToken(token)
+    } else if (write && config.apiKey !== undefined) {
+      throw new AuthError('unauthorized', 'the API key is required (Authorization: Bearer <key>)')
+    } else identity = apiIdentity
+    checkProject(request, identity)
+    request.flowIdentity = identity
+  }
+
+  fastify.decorate('flowAuth', { mode, socket, read: http(false), write: http(true) })
+}
+
+export default fp(authPlugin, { name: 'flow-auth', fastify: '5.x', dependencies: ['flow-config'] })

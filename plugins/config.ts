@@ -1,0 +1,53 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import type { FlowConfig } from '../lib/config.js'
+import type { Hub, HubPorts } from '../lib/hub/hub.js'
+import { Stats } from '../lib/stats.js'
+import { randomBytes } from 'node:crypto'
+
+export type AdapterName = 'memory' | 'redis'
+
+/** What each port runs on, for /health. */
+export interface PortReport {
+  readonly adapter: AdapterName
+  /** circuit state of a Redis adapter's breaker; null on memory */
+  readonly circuit: 'closed' | 'open' | 'half-open' | null
+  readonly since: number | null
+}
+
+/** Everything the plugin shares, under one decorator: `fastify.flow`. */
+export interface Flow {
+  readonly config: FlowConfig
+  readonly instanceId: string
+  readonly startedAt: number
+  readonly stats: Stats
+  /** set by flow-ports */
+  ports: HubPorts
+  /** set by flow-ports */
+  portReports: () => Readonly<Record<keyof HubPorts, PortReport>>
+  /** set by flow-hub */
+  hub: Hub
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    flow: Flow
+  }
+}
+
+export interface ConfigPluginOptions {
+  readonly config: FlowConfig
+}
+
+/** Decorates `fastify.flow` with the resolved configuration. */
+async function configPlugin (fastify: FastifyInstance, opts: ConfigPluginOptions): Promise<void> {
+  const flow: Partial<Flow> = {
+    config: opts.config,
+    instanceId: opts.config.instanceId ?? `flow-${randomBytes(4).toString('hex')}`,
+    startedAt: Date.now(),
+    stats: new Stats()
+  }
+  fastify.decorate('flow', flow as Flow)
+}
+
+export default fp(configPlugin, { name: 'flow-config', fastify: '5.x' })

@@ -1,0 +1,53 @@
+import fp from 'fastify-plugin'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { STATUS_CODES } from 'node:http'
+import { AuthError } from '../lib/auth.js'
+import { HTTP_STATUS, ProtocolError, type ErrorCode } from '../lib/errors.js'
+
+/** Fastify's error shape with the protocol's error code. */
+export function errorBody (status: number, code: ErrorCode, message: string): object {
+  return { statusCode: status, code, error: STATUS_CODES[status] ?? 'Error', message }
+}
+
+function codeFor (status: number): ErrorCode {
+  if (status === 401) return 'unauthorized'
+  if (status === 403) return 'forbidden'
+  if (status === 429) return 'rate_limited'
+  if (status === 503) return 'unavailable'
+  if (status >= 500) return 'internal'
+  return 'bad_request'
+}
+
+/**
+ * The error handler of Flow's routes (and only theirs: it is registered in
+ * the encapsulated context, so the host's error handling is untouched).
+ */
+async function errorsPlugin (fastify: FastifyInstance): Promise<void> {
+  fastify.setErrorHandler(function flowErrorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+    let status: number
+    let code: ErrorCode
+    let message = error.message
+    if (error instanceof ProtocolError) {
+      code = error.code
+      status = HTTP_STATUS[code]
+    } else if (error instanceof AuthError) {
+      code = error.code
+      status = code === 'forbidden' ? 403 : 401
+    } else if (error.validation !== undefined) {
+      code = 'bad_request'
+      status = 400
+      message = `${error.validationContext ?? 'request'}${error.message.replace(/^(body|querystring|params)/, '')}`
+    } else {
+      status = typeof error.statusCode === 'number' && error.statusCode >= 400 ? error.statusCode : 500
+      code = codeFor(status)
+      if (status >= 500 && status !== 503) {
+        request.log.error({ err: error }, 'request failed')
+        message = 'internal error'
+      }
+    }
+    if (status === 401) void reply.header('www-authenticate', 'Bearer')
+    void reply.code(status).send(errorBody(status, code, message))
+  })
+}
+
+export default fp(errorsPlugin, { name: 'flow-errors', fastify: '5.x' })

@@ -1,0 +1,69 @@
+import fp from 'fastify-plugin'
+import underPressure from '@fastify/under-pressure'
+import type { FastifyInstance } from 'fastify'
+
+const port = {
+  type: 'object',
+  properties: {
+    adapter: { type: 'string' },
+    circuit: { type: ['string', 'null'] },
+    since: { type: ['number', 'null'] }
+  }
+}
+
+/**
+ * `/health` and load shedding through @fastify/under-pressure: the route
+ * answers 200 with each port's adapter and circuit state, 503 when the
+ * process is over its memory or event-loop limits (then every Flow route
+ * answers 503, and WebSocket upgrades are refused).
+ */
+async function healthPlugin (fastify: FastifyInstance): Promise<void> {
+  const { config } = fastify.flow
+  const flow = fastify.flow
+
+  const report = async (): Promise<Record<string, unknown>> => {
+    const ports = flow.portReports()
+    const redisPorts = Object.values(ports).filter((p) => p.adapter === 'redis')
+    const degraded = redisPorts.some((p) => p.circuit !== 'closed')
+    const sharedLog = ports.log.adapter === 'redis'
+    return {
+      status: degraded ? 'degraded' : 'ok',
+      instanceId: flow.instanceId,
+      uptime: Math.round((Date.now() - flow.startedAt) / 1000),
+      auth: fastify.flowAuth.mode,
+      ports,
+      redis: {
+        configured: redisPorts.length > 0,
+        connected: redisPorts.length > 0 ? !degraded : null
+      },
+      seqScope: sharedLog ? 'cluster' : (ports.broadcaster.adapter === 'redis' ? 'instance' : 'cluster'),
+      draining: flow.hub.draining
+    }
+  }
+
+  await fastify.register(underPressure, {
+    maxEventLoopDelay: config.maxEventLoopDelayMs,
+    maxEventLoopUtilization: config.maxEventLoopUtilization,
+    maxHeapUsedBytes: config.maxHeapUsedBytes,
+    maxRssBytes: config.maxRssBytes,
+    sampleInterval: 1000,
+    healthCheckInterval: config.healthCheckIntervalMs,
+    // Ours never fails: a degraded port is still a working server.
+    healthCheck: report,
+    exposeStatusRoute: {
+      url: '/health',
+      routeOpts: { logLevel: 'warn' },
+      routeResponseSchemaOpts: {
+        instanceId: { type: 'string' },
+        uptime: { type: 'number' },
+        auth: { type: 'string' },
+        ports: { type: 'object', properties: { sessions: port, broadcaster: port, log: port } },
+        redis: { type: 'object', properties: { configured: { type: 'boolean' }, connected: { type: ['boolean', 'null'] } } },
+        seqScope: { type: 'string' },
+        draining: { type: 'boolean' }
+      }
+    }
+  })
+}
+
+export default fp(healthPlugin, { name: 'flow-health', fastify: '5.x', dependencies: ['flow-hub', 'flow-auth'] })
