@@ -15,8 +15,8 @@ export type ErrorCode =
 /** An error the hub answers a frame or a request with. */
 export class ProtocolError extends Error {
   readonly code: ErrorCode
-  constructor (code: ErrorCode, message: string) {
-    super(message)
+  constructor (code: ErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options)
     this.name = 'ProtocolError'
     this.code = code
   }
