@@ -4,6 +4,7 @@ import type { HubPorts } from '../lib/hub/hub.js'
 import { createMemoryBroadcaster } from '../adapters/memory/broadcaster.js'
 import { createMemoryOperationLog } from '../adapters/memory/operation-log.js'
 import { createMemorySessionStore } from '../adapters/memory/session-store.js'
+import { guardPort } from '../adapters/guard/unavailable.js'
 import type { PortReport } from './config.js'
 
 export interface PortsPluginOptions {
@@ -25,10 +26,12 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
     if (on) fastify.log.warn({ flag }, 'Redis adapters are not in this build yet: the port runs on memory')
   }
 
+  const report = (port: string) => (err: unknown): void => { fastify.log.warn({ err, port }, 'port call failed') }
+  // A rejection of any port is a dependency failure: the client gets `unavailable`.
   const ports: HubPorts = {
-    sessions: given.sessions ?? make(createMemorySessionStore({ ttlMs: config.sessionTtlSeconds * 1000 })),
-    broadcaster: given.broadcaster ?? make(createMemoryBroadcaster()),
-    log: given.log ?? make(createMemoryOperationLog({ historyLimit: config.historyMemory }))
+    sessions: guardPort(given.sessions ?? make(createMemorySessionStore({ ttlMs: config.sessionTtlSeconds * 1000 })), 'the session store', report('sessions')),
+    broadcaster: guardPort(given.broadcaster ?? make(createMemoryBroadcaster()), 'the broadcaster', report('broadcaster')),
+    log: guardPort(given.log ?? make(createMemoryOperationLog({ historyLimit: config.historyMemory })), 'the op log', report('log'))
   }
   const memory: PortReport = { adapter: 'memory', circuit: null, since: null }
   fastify.flow.ports = ports
