@@ -54,9 +54,12 @@ export class MemoryBroadcaster implements Broadcaster {
 
   async publish (project: string, message: BroadcastMessage): Promise<void> {
     this.#assertOpen()
+    // Copy now, like a network would serialise it: the publisher may reuse
+    // its object as soon as publish returns.
+    const copy = structuredClone(message)
     // Deliver on a later tick, like a network would: a publisher never runs
     // a subscriber's handler inside its own call stack.
-    queueMicrotask(() => { this.#bus.deliver(project, this, message) })
+    queueMicrotask(() => { this.#bus.deliver(project, this, copy) })
   }
 
   async subscriptions (): Promise<readonly string[]> {

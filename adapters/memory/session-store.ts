@@ -40,9 +40,10 @@ export class MemorySessionStore implements SessionStore {
     const sessions = this.#projects.get(project)
     const entry = sessions?.get(sessionId)
     if (sessions === undefined || entry === undefined) return null
+    // An expired session is left to reap, which announces its leave once.
+    if (entry.expiresAt <= this.#now()) return null
     sessions.delete(sessionId)
     if (sessions.size === 0) this.#projects.delete(project)
-    if (entry.expiresAt <= this.#now()) return null
     return entry.member
   }
 

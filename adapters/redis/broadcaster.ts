@@ -1,0 +1,91 @@
+import type { BroadcastHandler, BroadcastMessage, Broadcaster } from '../../ports/broadcaster.js'
+import type { RedisClient } from './client.js'
+import { decodeEnvelope, encodeEnvelope } from './codec.js'
+import { redisKeys, type RedisKeys } from './keys.js'
+
+export interface RedisBroadcasterOptions {
+  /** publishes (a normal connection) */
+  readonly client: RedisClient
+  /** a connection used only for Pub/Sub */
+  readonly subscriber: RedisClient
+  readonly keyPrefix: string
+  /** this instance: its own messages are not handed back to it */
+  readonly origin: string
+}
+
+/**
+ * Fan-out between instances over Redis Pub/Sub, one channel per project.
+ * The instance subscribes to a project's channel only while it has a handler
+ * for it (a local member) and unsubscribes when the last one leaves.
+ * node-redis restores subscriptions after a reconnect; messages published
+ * while disconnected are lost (at most once), and the op log fills the gap.
+ */
+export class RedisBroadcaster implements Broadcaster {
+  readonly #client: RedisClient
+  readonly #subscriber: RedisClient
+  readonly #keys: RedisKeys
+  readonly #origin: string
+  readonly #handlers = new Map<string, BroadcastHandler>()
+  readonly #listeners = new Map<string, (raw: string) => void>()
+  #closed = false
+
+  constructor (options: RedisBroadcasterOptions) {
+    this.#client = options.client
+    this.#subscriber = options.subscriber
+    this.#keys = redisKeys(options.keyPrefix)
+    this.#origin = options.origin
+  }
+
+  async subscribe (project: string, handler: BroadcastHandler): Promise<void> {
+    this.#assertOpen()
+    const channel = this.#keys.channel(project)
+    this.#handlers.set(project, handler)
+    if (this.#listeners.has(project)) return
+    const listener = (raw: string): void => {
+      const envelope = decodeEnvelope(raw)
+      if (envelope === null || envelope.origin === this.#origin) return
+      this.#handlers.get(project)?.(envelope.message)
+    }
+    this.#listeners.set(project, listener)
+    try {
+      await this.#subscriber.subscribe(channel, listener)
+    } catch (err) {
+      this.#listeners.delete(project)
+      this.#handlers.delete(project)
+      throw err
+    }
+  }
+
+  async unsubscribe (project: string): Promise<void> {
+    this.#handlers.delete(project)
+    const listener = this.#listeners.get(project)
+    if (listener === undefined) return
+    this.#listeners.delete(project)
+    await this.#subscriber.unsubscribe(this.#keys.channel(project), listener)
+  }
+
+  async publish (project: string, message: BroadcastMessage): Promise<void> {
+    this.#assertOpen()
+    await this.#client.publish(this.#keys.channel(project), encodeEnvelope(this.#origin, message))
+  }
+
+  async subscriptions (): Promise<readonly string[]> {
+    return [...this.#listeners.keys()]
+  }
+
+  async close (): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    const projects = [...this.#listeners.keys()]
+    await Promise.all(projects.map(async (p) => { await this.unsubscribe(p).catch(() => {}) }))
+    this.#handlers.clear()
+  }
+
+  #assertOpen (): void {
+    if (this.#closed) throw new Error('broadcaster is closed')
+  }
+}
+
+export function createRedisBroadcaster (options: RedisBroadcasterOptions): RedisBroadcaster {
+  return new RedisBroadcaster(options)
+}

@@ -1,0 +1,127 @@
+import fp from 'fastify-plugin'
+import { createClient } from 'redis'
+import type { FastifyInstance } from 'fastify'
+import type { RedisClient } from '../adapters/redis/client.js'
+
+export type { RedisClient }
+
+/** Flow's Redis connections. */
+export interface FlowRedis {
+  /** commands and scripts */
+  readonly client: RedisClient
+  /** Pub/Sub only (a subscribed connection cannot run commands) */
+  readonly subscriber: RedisClient
+  /** both connections are up */
+  readonly ready: () => boolean
+  /** Redis' maxmemory-policy once read; an `allkeys-*` policy may evict the op log */
+  maxmemoryPolicy: string | null
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** set when a port runs on Redis */
+    flowRedis: FlowRedis | null
+  }
+}
+
+export interface RedisPluginOptions {
+  /** a host app's own node-redis client; Flow never closes it */
+  readonly client?: RedisClient
+  /** longest wait for the first connection at boot (ms); then boot goes on, degraded */
+  readonly connectWaitMs?: number
+}
+
+/** Keeps reconnecting forever, backing off to 2 s, with jitter. */
+export function reconnectDelay (retries: number): number {
+  return Math.min(50 * 2 ** Math.min(retries, 10), 2000) + Math.floor(Math.random() * 100)
+}
+
+/** Client options that make failures visible fast (STYLE.md trap 4). */
+export const CLIENT_OPTIONS = {
+  // Commands fail at once while disconnected: no unbounded offline queue.
+  disableOfflineQueue: true,
+  // A frozen Redis is only seen through an idle socket timeout plus pings.
+  pingInterval: 1000,
+  socket: { connectTimeout: 3000, socketTimeout: 5000, reconnectStrategy: reconnectDelay }
+} as const
+
+/**
+ * Creates the command connection and a dedicated subscriber connection when
+ * any port runs on Redis. Never blocks boot on Redis: it waits at most
+ * `connectWaitMs` for the first connection, then goes on (the ports fail
+ * with `unavailable` until Redis is there). Closes only what it created.
+ */
+async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions): Promise<void> {
+  const { config } = fastify.flow
+  const anyRedis = config.useRedisCollaboration || config.useRedisWebsockets || config.useRedisEventOrdering
+  if (!anyRedis) {
+    fastify.decorate('flowRedis', null)
+    return
+  }
+  const log = fastify.log.child({ component: 'redis' })
+  const owned: RedisClient[] = []
+  const watch = (client: RedisClient, role: string): RedisClient => {
+    // Without an 'error' listener a lost connection kills the process.
+    client.on('error', (err: Error) => { log.debug({ err, role }, 'redis connection error') })
+    client.on('ready', () => { log.info({ role }, 'redis connected') })
+    client.on('end', () => { log.debug({ role }, 'redis connection closed') })
+    return client
+  }
+  let client: RedisClient
+  if (opts.client !== undefined) {
+    client = opts.client
+  } else {
+    client = watch(createClient({ url: config.redisUrl, ...CLIENT_OPTIONS, name: `${fastify.flow.instanceId}` }), 'command')
+    owned.push(client)
+  }
+  const subscriber = watch(client.duplicate({ ...CLIENT_OPTIONS, name: `${fastify.flow.instanceId}-sub` }), 'subscriber')
+  owned.push(subscriber)
+
+  const redis: FlowRedis = {
+    client,
+    subscriber,
+    ready: () => client.isReady && subscriber.isReady,
+    maxmemoryPolicy: null
+  }
+  fastify.decorate('flowRedis', redis)
+
+  const connecting = owned.map(async (c) => {
+    await c.connect().catch((err: unknown) => { log.warn({ err }, 'redis is not reachable yet; retrying in the background') })
+  })
+  if (opts.client !== undefined && !client.isOpen) log.warn('the Redis client passed to Flow is not connected; Flow does not connect it')
+
+  const checkPolicy = async (): Promise<void> => {
+    try {
+      const reply = await client.configGet('maxmemory-policy')
+      redis.maxmemoryPolicy = reply['maxmemory-policy'] ?? null
+      if (redis.maxmemoryPolicy?.startsWith('allkeys-') === true) {
+        log.warn({ policy: redis.maxmemoryPolicy }, 'Redis may evict keys of any kind under memory pressure, the op log included: use noeviction or volatile-*')
+      }
+    } catch (err) {
+      log.debug({ err }, 'cannot read maxmemory-policy (CONFIG may be disabled)')
+    }
+  }
+  client.on('ready', () => { void checkPolicy() })
+
+  const wait = opts.connectWaitMs ?? 2000
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([
+    Promise.all(connecting),
+    new Promise<void>((resolve) => { timer = setTimeout(resolve, wait) })
+  ])
+  clearTimeout(timer)
+  if (client.isReady) await checkPolicy()
+
+  fastify.addHook('onClose', async () => {
+    await Promise.all(owned.map(async (c) => {
+      try {
+        if (c.isReady) await c.close()
+        else c.destroy()
+      } catch {
+        // already closed
+      }
+    }))
+  })
+}
+
+export default fp(redisPlugin, { name: 'flow-redis', fastify: '5.x', dependencies: ['flow-config'] })

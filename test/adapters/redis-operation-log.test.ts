@@ -1,0 +1,388 @@
+import t, { type Test } from 'tap'
+import { randomBytes } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { createRedisOperationLog, type RedisOperationLog } from '../../adapters/redis/operation-log.js'
+import { redisKeys } from '../../adapters/redis/keys.js'
+import { decodeEnvelope } from '../../adapters/redis/codec.js'
+import type { RedisCommandClient } from '../../adapters/redis/scripts.js'
+import type { AppendResult, NewOp } from '../../ports/operation-log.js'
+import type { Op } from '../../lib/types.js'
+import { operationLogContract } from '../contracts/operation-log.js'
+import { keysUnder, redisClient, startRedis, uniquePrefix, type TestRedisClient } from '../helpers/redis.js'
+import { Recorder, waitFor } from '../helpers/wait.js'
+
+const redis = await startRedis(t)
+const shared = await redisClient(t, redis.url)
+
+operationLogContract(t, 'RedisOperationLog', async ({ historyLimit }) => {
+  const log = createRedisOperationLog({ client: shared, keyPrefix: uniquePrefix(), historyLimit })
+  return { log, close: async () => { await log.close() } }
+})
+
+let counter = 0
+
+function uniqueProject (): string {
+  counter += 1
+  return `project-${counter}-${randomBytes(3).toString('hex')}`
+}
+
+function newOp (project: string, data: unknown = null, id = `op-${++counter}-${randomBytes(3).toString('hex')}`): NewOp {
+  return { project, id, userId: 'user-1', sessionId: 'session-1', data, ts: 1_700_000_000_000 + counter }
+}
+
+function accepted (result: AppendResult): Op {
+  if (result.duplicate) throw new Error(`expected an append, got a duplicate of seq ${result.seq}`)
+  return result.op
+}
+
+function range (from: number, to: number): number[] {
+  const out: number[] = []
+  for (let n = from; n <= to; n++) out.push(n)
+  return out
+}
+
+function isIncreasing (values: readonly number[]): boolean {
+  return values.every((value, i) => i === 0 || value > (values[i - 1] as number))
+}
+
+/** A log on `client` under a prefix of its own, closed at the end of `t`. */
+function openLog (t: Test, client: RedisCommandClient, options: { prefix?: string, historyLimit?: number, idRetention?: number, publishOrigin?: string } = {}): RedisOperationLog {
+  const log = createRedisOperationLog({
+    client,
+    keyPrefix: options.prefix ?? uniquePrefix(),
+    historyLimit: options.historyLimit ?? 1000,
+    ...(options.idRetention === undefined ? {} : { idRetention: options.idRetention }),
+    ...(options.publishOrigin === undefined ? {} : { publishOrigin: options.publishOrigin })
+  })
+  t.teardown(async () => { await log.close() })
+  return log
+}
+
+/** A client that records every command it is asked to send. */
+function recording (client: TestRedisClient): { client: RedisCommandClient, commands: string[][] } {
+  const commands: string[][] = []
+  return {
+    commands,
+    client: {
+      sendCommand: async (args) => {
+        commands.push([...args])
+        return await client.sendCommand(args)
+      }
+    }
+  }
+}
+
+/** What Redis Cluster hashes to find a key's slot: the part between the first `{` and the next `}`, when not empty. */
+function hashTag (key: string): string {
+  const open = key.indexOf('{')
+  const close = open === -1 ? -1 : key.indexOf('}', open + 1)
+  return close > open + 1 ? key.slice(open + 1, close) : key
+}
+
+async function waitUntilReady (client: TestRedisClient): Promise<void> {
+  const pong = async (): Promise<boolean> => await client.ping().then(reply => reply === 'PONG', () => false)
+  await waitFor(async () => client.isReady && await pong(), { what: 'the client to reconnect', timeoutMs: 10_000, intervalMs: 20 })
+}
+
+t.test('gives two instances sharing one Redis one contiguous seq sequence under concurrent appends', async t => {
+  const prefix = uniquePrefix()
+  const other = await redisClient(t, redis.url)
+  const logs = [openLog(t, shared, { prefix }), openLog(t, other, { prefix })]
+  const project = uniqueProject()
+  const calls: Array<Array<Promise<AppendResult>>> = [[], []]
+  for (let i = 0; i < 300; i++) {
+    for (const [n, log] of logs.entries()) calls[n]?.push(log.append(newOp(project, { n, i })))
+  }
+  const perInstance = await Promise.all(calls.map(async c => (await Promise.all(c)).map(accepted)))
+  const seqs = perInstance.map(ops => ops.map(op => op.seq))
+  for (const [n, list] of seqs.entries()) t.ok(isIncreasing(list), `instance ${n} got increasing seqs in call order`)
+  t.strictSame(seqs.flat().sort((a, b) => a - b), range(1, 600), 'seqs 1..600, each once, across both instances')
+  const epochs = new Set(await Promise.all(logs.map(async log => (await log.head(project)).epoch)))
+  t.equal(epochs.size, 1, 'both instances see one epoch')
+  const read = await logs[1]?.read(project, 0, 1000)
+  t.strictSame(read?.ops, perInstance.flat().sort((a, b) => a.seq - b.seq), 'either instance reads every op at its seq')
+})
+
+t.test('creates one epoch for a project when instances ask for it at the same time', async t => {
+  const prefix = uniquePrefix()
+  const other = await redisClient(t, redis.url)
+  const logs = [openLog(t, shared, { prefix }), openLog(t, other, { prefix })]
+  const project = uniqueProject()
+  const heads = await Promise.all(range(1, 50).flatMap(() => logs.map(async log => await log.head(project))))
+  t.equal(new Set(heads.map(head => head.epoch)).size, 1, 'one epoch')
+  t.strictSame(new Set(heads.map(head => head.seq)), new Set([0]), 'head 0')
+})
+
+t.test('keeps the stream near historyLimit and the ids near idRetention while the last historyLimit ops stay readable', async t => {
+  const historyLimit = 200
+  const idRetention = 500
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix, historyLimit, idRetention })
+  const project = uniqueProject()
+  const keys = redisKeys(prefix).opLog(project)
+  const nodeEntries = Number((await shared.configGet('stream-node-max-entries'))['stream-node-max-entries'])
+  t.ok(nodeEntries > 0, `stream-node-max-entries is ${nodeEntries}`)
+  const total = 3000
+  const acked: Op[] = []
+  for (let i = 0; i < total; i += 250) {
+    acked.push(...(await Promise.all(range(1, 250).map(async () => await log.append(newOp(project))))).map(accepted))
+    const length = await shared.xLen(keys.ops)
+    t.ok(length <= historyLimit + nodeEntries, `after ${acked.length} appends the stream holds ${length} entries`)
+  }
+  const length = await shared.xLen(keys.ops)
+  t.ok(length >= historyLimit && length <= historyLimit + nodeEntries, `the stream holds ${length} entries at the end`)
+  t.equal(await shared.zCard(keys.ids), idRetention, 'the ids of the last idRetention ops are remembered')
+  const read = await log.read(project, total - historyLimit, total)
+  t.equal(read.reset, false)
+  t.strictSame(read.ops, acked.slice(-historyLimit), 'the last historyLimit ops are readable')
+  t.equal((await log.read(project, 0, 10)).reset, true, 'the first ops are gone')
+  const old = acked[total - idRetention - 1] as Op
+  const recent = acked[total - idRetention] as Op
+  t.equal((await log.append(newOp(project, null, recent.id))).duplicate, true, 'an id within the retention is a duplicate')
+  t.equal(accepted(await log.append(newOp(project, null, old.id))).seq, total + 1, 'an id beyond the retention is appended again')
+})
+
+t.test('stores a project under exactly the documented keys, all in one hash slot', async t => {
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix })
+  const project = uniqueProject()
+  t.strictSame(await keysUnder(shared, prefix), [], 'nothing before the first call')
+  await log.head(project)
+  const keys = redisKeys(prefix).opLog(project)
+  t.strictSame(await keysUnder(shared, prefix), [keys.meta], 'head() creates the epoch only')
+  const first = accepted(await log.append(newOp(project, { a: 1 })))
+  t.strictSame(await keysUnder(shared, prefix), [keys.ids, keys.meta, keys.ops].sort(), 'an append writes the three op log keys')
+  t.strictSame([keys.ops, keys.meta, keys.ids], [`${prefix}:{${project}}:ops`, `${prefix}:{${project}}:meta`, `${prefix}:{${project}}:ids`])
+  t.equal(redisKeys(prefix).channel(project), `${prefix}:{${project}}:ch`)
+  t.strictSame(await Promise.all([keys.ops, keys.meta, keys.ids].map(async key => await shared.type(key))), ['stream', 'hash', 'zset'])
+  t.strictSame([keys.ops, keys.meta, keys.ids].map(hashTag), [project, project, project], 'the project is the hash tag of every key: one slot')
+  const meta = await shared.hGetAll(keys.meta)
+  t.strictSame(Object.keys(meta).sort(), ['epoch', 'seq'])
+  t.equal(meta.seq, '1')
+  const entries = await shared.xRange(keys.ops, '-', '+')
+  t.equal(entries.length, 1)
+  t.equal(entries[0]?.id, '1-0', 'the entry id is the seq')
+  t.strictSame(Object.keys(entries[0]?.message ?? {}), ['op'], 'one field, op')
+  t.strictSame(JSON.parse(entries[0]?.message.op ?? 'null'), { id: first.id, userId: 'user-1', sessionId: 'session-1', data: { a: 1 }, ts: first.ts },
+    'the op as JSON, without project and seq')
+  t.equal(await shared.zScore(keys.ids, first.id), 1, 'the op id maps to its seq')
+})
+
+t.test('rejects an invalid project id, op id or key prefix before any command reaches Redis', async t => {
+  const prefix = uniquePrefix()
+  const spy = recording(shared)
+  const log = openLog(t, spy.client, { prefix })
+  const bad = ['', 'has space', 'x{y}', 'a:b', 'new\nline', 'é', 'a'.repeat(129), '*']
+  for (const project of bad) {
+    await t.rejects(log.append(newOp(project)), TypeError, `append to ${JSON.stringify(project)}`)
+    await t.rejects(log.read(project, 0, 10), TypeError, `read of ${JSON.stringify(project)}`)
+    await t.rejects(log.head(project), TypeError, `head of ${JSON.stringify(project)}`)
+  }
+  for (const id of ['', 'with space', 'a'.repeat(65), 'a.b']) {
+    await t.rejects(log.append(newOp(uniqueProject(), null, id)), TypeError, `op id ${JSON.stringify(id)}`)
+  }
+  await t.rejects(log.append({ ...newOp(uniqueProject()), data: undefined }), TypeError, 'data that is not a JSON value')
+  await t.rejects(log.read(uniqueProject(), -1, 10), RangeError, 'a negative since')
+  t.strictSame(spy.commands, [], 'no command was sent')
+  t.strictSame(await keysUnder(shared, prefix), [], 'no key was created')
+  for (const keyPrefix of ['', 'a b', 'x{y}', 'a'.repeat(65), 'p*']) {
+    t.throws(() => createRedisOperationLog({ client: spy.client, keyPrefix }), TypeError, `prefix ${JSON.stringify(keyPrefix)}`)
+  }
+  t.throws(() => createRedisOperationLog({ client: spy.client, historyLimit: 0 }), RangeError, 'historyLimit 0')
+  t.throws(() => createRedisOperationLog({ client: spy.client, historyLimit: 100, idRetention: 99 }), RangeError, 'idRetention below historyLimit')
+  const good = uniqueProject()
+  await log.head(good)
+  t.equal(spy.commands[0]?.[0], 'EVALSHA', 'a valid project does reach Redis')
+})
+
+t.test('keeps the epoch and the ops across adapter instances on the same Redis', async t => {
+  const prefix = uniquePrefix()
+  const project = uniqueProject()
+  const first = openLog(t, shared, { prefix })
+  const acked = [accepted(await first.append(newOp(project, 1))), accepted(await first.append(newOp(project, 2)))]
+  const before = await first.head(project)
+  await first.close()
+  // A restarted server process: a new client and a new adapter.
+  const log = openLog(t, await redisClient(t, redis.url), { prefix })
+  t.strictSame(await log.head(project), before, 'same epoch and head')
+  t.strictSame(await log.read(project, 0, 10, before.epoch), { epoch: before.epoch, head: 2, ops: acked, reset: false })
+  t.strictSame(await log.append(newOp(project, null, acked[0]?.id)), { duplicate: true, epoch: before.epoch, seq: 1, id: acked[0]?.id }, 'ids are remembered')
+})
+
+t.test('starts a new epoch when the keys are lost, so a read with the old epoch resets', async t => {
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix })
+  const project = uniqueProject()
+  await log.append(newOp(project))
+  await log.append(newOp(project))
+  const old = await log.head(project)
+  const keys = redisKeys(prefix).opLog(project)
+  t.equal(await shared.del([keys.ops, keys.meta, keys.ids]), 3)
+  const read = await log.read(project, 2, 10, old.epoch)
+  t.not(read.epoch, old.epoch, 'a new epoch')
+  t.strictSame(read, { epoch: read.epoch, head: 0, ops: [], reset: true }, 'the old epoch resets')
+  t.strictSame(await log.head(project), { epoch: read.epoch, seq: 0 })
+  t.equal(accepted(await log.append(newOp(project))).seq, 1, 'the new epoch counts from 1')
+})
+
+t.test('continues seqs above the ops still stored when only the epoch is lost', async t => {
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix })
+  const project = uniqueProject()
+  const keys = redisKeys(prefix).opLog(project)
+  const acked = [accepted(await log.append(newOp(project))), accepted(await log.append(newOp(project))), accepted(await log.append(newOp(project)))]
+  const old = await log.head(project)
+
+  await shared.del(keys.meta)
+  const next = await log.append(newOp(project))
+  t.not(next.epoch, old.epoch, 'a new epoch')
+  t.equal(accepted(next).seq, 4, 'the stream\'s ops keep their seqs; the next one follows them')
+  t.strictSame(await log.append(newOp(project, null, acked[0]?.id)), { duplicate: true, epoch: next.epoch, seq: 1, id: acked[0]?.id }, 'remembered ids keep their seqs')
+
+  // An emptied stream still remembers its last id, and XADD refuses to go below it.
+  await shared.del([keys.meta, keys.ids])
+  await shared.xTrim(keys.ops, 'MAXLEN', 0)
+  t.equal(await shared.xLen(keys.ops), 0, 'the stream is empty')
+  t.equal(accepted(await log.append(newOp(project))).seq, 5, 'the seq continues above the stream\'s last id')
+
+  // Only the ids survive: seqs continue above them, so a duplicate never names another op's seq.
+  await shared.del([keys.meta, keys.ops])
+  t.strictSame(await log.head(project), { epoch: (await log.head(project)).epoch, seq: 5 }, 'the head continues above the remembered ids')
+})
+
+t.test('formats large seqs as integers in stream ids', async t => {
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix })
+  const project = uniqueProject()
+  const keys = redisKeys(prefix).opLog(project)
+  const big = 123_456_789_012_345
+  await shared.hSet(keys.meta, { epoch: 'e-big', seq: String(big) })
+  const op = accepted(await log.append(newOp(project, 'big')))
+  t.equal(op.seq, big + 1)
+  t.equal((await shared.xRange(keys.ops, '-', '+'))[0]?.id, `${big + 1}-0`)
+  t.strictSame(await log.read(project, big, 10, 'e-big'), { epoch: 'e-big', head: big + 1, ops: [op], reset: false })
+})
+
+t.test('runs its scripts again after Redis has forgotten them (NOSCRIPT)', async t => {
+  const spy = recording(shared)
+  const log = openLog(t, spy.client)
+  const project = uniqueProject()
+  await log.append(newOp(project))
+  await shared.scriptFlush()
+  spy.commands.length = 0
+  t.equal(accepted(await log.append(newOp(project))).seq, 2)
+  t.equal((await log.read(project, 0, 10)).ops.length, 2)
+  t.equal((await log.head(project)).seq, 2)
+  t.strictSame(spy.commands.map(command => command[0]), ['EVALSHA', 'EVAL', 'EVALSHA', 'EVAL', 'EVALSHA', 'EVAL'], 'each script was sent whole once')
+  spy.commands.length = 0
+  await log.append(newOp(project))
+  t.strictSame(spy.commands.map(command => command[0]), ['EVALSHA'], 'then by its SHA1 again')
+})
+
+t.test('publishes each appended op once, in seq order, as a broadcaster envelope when asked to', async t => {
+  const prefix = uniquePrefix()
+  const project = uniqueProject()
+  const channel = redisKeys(prefix).channel(project)
+  const subscriber = shared.duplicate()
+  subscriber.on('error', () => {})
+  t.teardown(() => { if (subscriber.isOpen) subscriber.destroy() })
+  await subscriber.connect()
+  const inbox = new Recorder<string>()
+  await subscriber.subscribe(channel, inbox.push)
+
+  const silent = openLog(t, shared, { prefix })
+  const log = openLog(t, shared, { prefix, publishOrigin: 'instance-a' })
+  accepted(await silent.append(newOp(project, 'not published')))
+  const acked = (await Promise.all(range(1, 50).map(async i => await log.append(newOp(project, { i }))))).map(accepted)
+  const retry = await log.append(newOp(project, 'retry', acked[0]?.id))
+  t.equal(retry.duplicate, true)
+  // The last append is published after anything the duplicate could have published.
+  const last = accepted(await log.append(newOp(project, 'last')))
+  const messages = await inbox.until(items => items.some(raw => raw.includes('"last"')), 'the last op')
+  const { epoch } = await log.head(project)
+  const envelopes = messages.map(decodeEnvelope)
+  t.strictSame(envelopes, [...acked, last].map(op => ({ origin: 'instance-a', message: { kind: 'op', epoch, op } })),
+    'one envelope per append, seqs 2..52 in order, none for the log without publishOrigin nor for the duplicate')
+})
+
+t.test('completes an append sent while Redis was frozen once it is thawed', async t => {
+  const server = await startRedis(t)
+  const client = await redisClient(t, server.url)
+  const log = openLog(t, client)
+  const project = uniqueProject()
+  await log.append(newOp(project))
+  server.stop()
+  await waitFor(async () => (await readFile(`/proc/${server.pid}/stat`, 'utf8')).split(' ')[2] === 'T', { what: 'redis-server to be stopped' })
+  const pending = log.append(newOp(project))
+  server.cont()
+  t.equal(accepted(await pending).seq, 2)
+})
+
+t.test('rejects while Redis is down and appends again once it is back', async t => {
+  const server = await startRedis(t)
+  const client = await redisClient(t, server.url, { disableOfflineQueue: true })
+  const log = openLog(t, client)
+  const project = uniqueProject()
+  await log.append(newOp(project))
+  await server.kill()
+  await waitFor(() => !client.isReady, { what: 'the client to see the server gone' })
+  await t.rejects(log.append(newOp(project)), 'append rejects')
+  await t.rejects(log.read(project, 0, 10), 'read rejects')
+  await t.rejects(log.head(project), 'head rejects')
+  await server.restart()
+  await waitUntilReady(client)
+  const after = await log.append(newOp(project))
+  t.equal(accepted(after).seq, 1, 'the server lost its data: a new log starts at 1')
+})
+
+t.test('resets readers of the old epoch after Redis restarts without its data', async t => {
+  const server = await startRedis(t)
+  const client = await redisClient(t, server.url)
+  const log = openLog(t, client)
+  const project = uniqueProject()
+  await log.append(newOp(project))
+  const old = await log.head(project)
+  await server.restart()
+  await waitUntilReady(client)
+  const read = await log.read(project, old.seq, 10, old.epoch)
+  t.equal(read.reset, true)
+  t.not(read.epoch, old.epoch, 'a new epoch')
+  t.equal(read.head, 0)
+})
+
+t.test('keeps the epoch and the ops across a Redis restart with an append-only file', async t => {
+  const server = await startRedis(t, { appendOnly: true })
+  const client = await redisClient(t, server.url)
+  const log = openLog(t, client, { prefix: 'flow-aof' })
+  const project = uniqueProject()
+  const acked = [accepted(await log.append(newOp(project, 1))), accepted(await log.append(newOp(project, 2)))]
+  const before = await log.head(project)
+  await server.kill()
+  await server.restart()
+  await waitUntilReady(client)
+  t.strictSame(await log.head(project), before, 'same epoch and head')
+  t.strictSame((await log.read(project, 0, 10, before.epoch)).ops, acked)
+  t.equal(accepted(await log.append(newOp(project, 3))).seq, 3, 'appends continue (after NOSCRIPT: the script cache is empty)')
+})
+
+t.test('rejects with Redis\' error when a key holds the wrong type', async t => {
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix })
+  const project = uniqueProject()
+  await shared.set(redisKeys(prefix).opLog(project).meta, 'not a hash')
+  await t.rejects(log.append(newOp(project)), /WRONGTYPE/)
+  await t.rejects(log.head(project), /WRONGTYPE/)
+})
+
+t.test('rejects calls after close and leaves the client open', async t => {
+  const log = openLog(t, shared)
+  const project = uniqueProject()
+  await log.append(newOp(project))
+  await log.close()
+  await log.close()
+  await t.rejects(log.append(newOp(project)), /closed/)
+  await t.rejects(log.read(project, 0, 10), /closed/)
+  await t.rejects(log.head(project), /closed/)
+  t.equal(shared.isReady, true, 'the client is still connected')
+  t.equal(await shared.ping(), 'PONG')
+})

@@ -1,0 +1,271 @@
+/**
+ * The SessionStore contract: the JSDoc of ports/session-store.ts as tests.
+ * Every adapter's test file runs it with two stores sharing one backing
+ * store, like two instances on one Redis.
+ *
+ * Written to run against a shared, long-lived store: each test uses its own
+ * project ids and never assumes a fresh store. Expiry is awaited by polling
+ * with a deadline, never by sleeping a fixed time.
+ */
+import type { Test } from 'tap'
+import { randomBytes } from 'node:crypto'
+import type { ExpiredSession, SessionStore } from '../../ports/session-store.js'
+import type { Member } from '../../lib/types.js'
+import { waitFor } from '../helpers/wait.js'
+
+export interface SessionStoreHarness {
+  readonly a: SessionStore
+  readonly b: SessionStore
+  /** frees everything the factory made */
+  readonly close: () => Promise<void>
+}
+
+export type SessionStoreFactory = (opts: { ttlMs: number }) => Promise<SessionStoreHarness>
+
+/** TTL of tests that do not exercise expiry: never reached by them. */
+const LONG_TTL_MS = 60_000
+/** TTL of the expiry tests: short, yet far above the time a call takes. */
+const SHORT_TTL_MS = 300
+/** Deadline for an expired session to leave `list` or reach `reap`. */
+const EXPIRY_TIMEOUT_MS = SHORT_TTL_MS + 3000
+
+let counter = 0
+
+/** A project or session id unique across runs: a counter and a random suffix. */
+function uniqueId (prefix: string): string {
+  counter += 1
+  return `${prefix}-${counter}-${randomBytes(4).toString('hex')}`
+}
+
+function newMember (overrides: Partial<Member> = {}): Member {
+  counter += 1
+  return {
+    sessionId: uniqueId('session'),
+    userId: `user-${counter}`,
+    presence: { cursor: { x: counter, y: 2 }, name: 'Zoë 👩‍💻', tags: ['a', null], status: null },
+    joinedAt: 1_700_000_000_000 + counter,
+    ...overrides
+  }
+}
+
+function sessionIds (members: readonly Member[]): string[] {
+  return members.map(member => member.sessionId)
+}
+
+export function sessionStoreContract (t: Test, name: string, factory: SessionStoreFactory): void {
+  t.test(`${name} fulfils the SessionStore contract`, async t => {
+    async function open (t: Test, ttlMs = LONG_TTL_MS): Promise<SessionStoreHarness> {
+      const harness = await factory({ ttlMs })
+      t.teardown(harness.close)
+      return harness
+    }
+
+    t.test('lists a member added through the other instance, presence included', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      t.strictSame(await b.list(project), [], 'a new project has no member')
+      const member = newMember()
+      await a.add(project, member)
+      t.strictSame(await b.list(project), [member], 'listed by the other instance')
+      t.strictSame(await a.list(project), [member], 'listed by the same instance')
+    })
+
+    t.test('lists members oldest join first', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      const base = 1_700_000_000_000
+      const members = [3, 1, 4, 2].map(n => newMember({ joinedAt: base + n }))
+      for (const [i, member] of members.entries()) await (i % 2 === 0 ? a : b).add(project, member)
+      const sorted = [...members].sort((x, y) => x.joinedAt - y.joinedAt)
+      t.strictSame(await a.list(project), sorted)
+      t.strictSame(await b.list(project), sorted)
+    })
+
+    t.test('replaces a session added again with the same id', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      const member = newMember()
+      await a.add(project, member)
+      const again = { ...member, presence: { status: 'again' } }
+      await b.add(project, again)
+      t.strictSame(await a.list(project), [again])
+    })
+
+    t.test('resolves a removed member once, then null', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      const member = newMember()
+      const other = newMember()
+      await a.add(project, member)
+      await a.add(project, other)
+      t.strictSame(await b.remove(project, member.sessionId), member, 'the first remove resolves the member')
+      t.equal(await a.remove(project, member.sessionId), null, 'the second remove resolves null')
+      t.equal(await b.remove(project, member.sessionId), null, 'and so does a third')
+      t.strictSame(await a.list(project), [other], 'only the removed member is gone')
+      t.equal(await a.remove(project, uniqueId('session')), null, 'a session never added resolves null')
+    })
+
+    t.test('resolves each member to exactly one of two concurrent removers', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      const members = Array.from({ length: 20 }, () => newMember())
+      for (const member of members) await a.add(project, member)
+      const outcomes = await Promise.all(members.map(async member => {
+        const results = await Promise.all([a.remove(project, member.sessionId), b.remove(project, member.sessionId)])
+        return results.filter(result => result !== null)
+      }))
+      t.strictSame(outcomes, members.map(member => [member]), 'one remover got each member, the other null')
+      t.strictSame(await a.list(project), [])
+    })
+
+    t.test('replaces presence, and resolves false for a session that is not there', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      const member = newMember()
+      await a.add(project, member)
+      const presence = { status: 'away', selection: [1, 5], color: null }
+      t.equal(await b.setPresence(project, member.sessionId, presence), true, 'a known session')
+      t.strictSame(await a.list(project), [{ ...member, presence }], 'the presence is replaced, not merged')
+      t.equal(await a.setPresence(project, uniqueId('session'), presence), false, 'an unknown session')
+      t.strictSame(sessionIds(await b.list(project)), [member.sessionId], 'setPresence added no session')
+      await a.remove(project, member.sessionId)
+      t.equal(await b.setPresence(project, member.sessionId, presence), false, 'a removed session')
+      t.strictSame(await b.list(project), [], 'setPresence did not bring it back')
+    })
+
+    t.test('ignores sessions that are gone when refreshing', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      const elsewhere = uniqueId('project')
+      const live = newMember()
+      const removed = newMember()
+      await a.add(project, live)
+      await a.add(project, removed)
+      await b.remove(project, removed.sessionId)
+      await t.resolves(b.refresh([]), 'an empty refresh')
+      await t.resolves(b.refresh([
+        { project, sessionId: removed.sessionId },
+        { project, sessionId: uniqueId('session') },
+        { project: elsewhere, sessionId: live.sessionId },
+        { project, sessionId: live.sessionId }
+      ]), 'a refresh naming gone sessions')
+      t.strictSame(await a.list(project), [live], 'no session came back or was created')
+      t.strictSame(await a.list(elsewhere), [], 'no session was created in another project')
+    })
+
+    t.test('keeps a refreshed session alive past its original TTL', async t => {
+      const { a, b } = await open(t, SHORT_TTL_MS)
+      const project = uniqueId('project')
+      const refreshed = newMember()
+      const unrefreshed = newMember()
+      const addedAt = Date.now()
+      await a.add(project, refreshed)
+      await a.add(project, unrefreshed)
+      // Refresh every 50 ms, well within the TTL, until the unrefreshed
+      // session has expired and twice the TTL has passed.
+      await waitFor(async () => {
+        await b.refresh([{ project, sessionId: refreshed.sessionId }])
+        const listed = sessionIds(await a.list(project))
+        if (!listed.includes(refreshed.sessionId)) throw new Error(`the refreshed session expired after ${Date.now() - addedAt} ms`)
+        return !listed.includes(unrefreshed.sessionId) && Date.now() - addedAt > 2 * SHORT_TTL_MS
+      }, { what: 'the unrefreshed session to expire and twice the TTL to pass', intervalMs: 50, timeoutMs: EXPIRY_TIMEOUT_MS })
+      t.strictSame(await b.list(project), [refreshed], 'the refreshed session is still listed')
+      const reaped = (await Promise.all([a.reap(), b.reap()])).flat().filter(expired => expired.project === project)
+      t.notOk(reaped.some(expired => expired.member.sessionId === refreshed.sessionId), 'reap leaves the refreshed session')
+    })
+
+    t.test('drops an unrefreshed session after the TTL and reaps it for exactly one caller', async t => {
+      const { a, b } = await open(t, SHORT_TTL_MS)
+      const project = uniqueId('project')
+      const members = Array.from({ length: 10 }, () => newMember())
+      for (const member of members) await a.add(project, member)
+      const away = { status: 'away' }
+      await b.setPresence(project, (members[0] as Member).sessionId, away)
+      const expected = members.map((member, i) => ({ project, member: i === 0 ? { ...member, presence: away } : member }))
+
+      await waitFor(async () => (await b.list(project)).length === 0, { what: 'the sessions to leave list', timeoutMs: EXPIRY_TIMEOUT_MS })
+      await a.refresh(members.map(member => ({ project, sessionId: member.sessionId })))
+      t.strictSame(await a.list(project), [], 'refreshing an expired session does not bring it back')
+      t.equal(await a.setPresence(project, (members[1] as Member).sessionId, away), false, 'an expired session is not there for setPresence')
+
+      // Both instances reap at the same time, until the sessions came out.
+      const reaped: ExpiredSession[] = []
+      const reapBoth = async (): Promise<void> => {
+        const results = await Promise.all([a.reap(), b.reap()])
+        reaped.push(...results.flat().filter(expired => expired.project === project))
+      }
+      await waitFor(async () => {
+        await reapBoth()
+        return reaped.length >= members.length
+      }, { what: 'reap to resolve every expired session', timeoutMs: EXPIRY_TIMEOUT_MS })
+      await reapBoth()
+      const bySession = (x: ExpiredSession, y: ExpiredSession): number => x.member.sessionId.localeCompare(y.member.sessionId)
+      t.strictSame([...reaped].sort(bySession), [...expected].sort(bySession), 'each session reaped once, as last stored')
+      t.equal(await a.remove(project, (members[2] as Member).sessionId), null, 'a reaped session is not there for remove')
+    })
+
+    t.test('leaves an expired session to reap when asked to remove it', async t => {
+      const { a, b } = await open(t, SHORT_TTL_MS)
+      const project = uniqueId('project')
+      const member = newMember()
+      await a.add(project, member)
+      await waitFor(async () => (await a.list(project)).length === 0, { what: 'the session to leave list', timeoutMs: EXPIRY_TIMEOUT_MS })
+      t.equal(await b.remove(project, member.sessionId), null, 'remove resolves null for an expired session')
+      // Its leave is still announced once: by whoever reaps it.
+      const reaped: ExpiredSession[] = []
+      await waitFor(async () => {
+        reaped.push(...(await Promise.all([a.reap(), b.reap()])).flat().filter(expired => expired.project === project))
+        return reaped.length > 0
+      }, { what: 'reap to resolve the session', timeoutMs: EXPIRY_TIMEOUT_MS })
+      t.strictSame(reaped, [{ project, member }])
+    })
+
+    t.test('keeps projects independent', async t => {
+      const { a, b } = await open(t)
+      const first = uniqueId('project')
+      const second = uniqueId('project')
+      const sessionId = uniqueId('session')
+      const inFirst = newMember({ sessionId })
+      const inSecond = newMember({ sessionId })
+      await a.add(first, inFirst)
+      await b.add(second, inSecond)
+      t.strictSame(await a.list(first), [inFirst])
+      t.strictSame(await a.list(second), [inSecond])
+      const presence = { only: 'first' }
+      t.equal(await a.setPresence(first, sessionId, presence), true)
+      t.strictSame(await b.list(second), [inSecond], 'setPresence touched one project')
+      t.strictSame(await b.remove(first, sessionId), { ...inFirst, presence }, 'remove from the first project')
+      t.strictSame(await a.list(second), [inSecond], 'remove touched one project')
+      t.equal(await a.setPresence(first, sessionId, presence), false, 'a session of another project is not there')
+      t.equal(await a.remove(first, sessionId), null, 'nor for remove')
+    })
+
+    t.test('shares no object with the caller', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      const presence = { cursor: { x: 1 } }
+      const member = { sessionId: uniqueId('session'), userId: 'user', presence, joinedAt: 1 }
+      await a.add(project, member)
+      presence.cursor.x = 2
+      t.strictSame(await b.list(project), [{ ...member, presence: { cursor: { x: 1 } } }], 'the added member is not stored')
+
+      const listed = (await b.list(project))[0]?.presence as typeof presence
+      listed.cursor.x = 3
+      t.strictSame((await a.list(project))[0]?.presence, { cursor: { x: 1 } }, 'a listed member is not stored')
+
+      const next = { cursor: { x: 4 } }
+      await a.setPresence(project, member.sessionId, next)
+      next.cursor.x = 5
+      t.strictSame((await b.list(project))[0]?.presence, { cursor: { x: 4 } }, 'the given presence is not stored')
+    })
+
+    t.test('closes idempotently', async t => {
+      const { a, b } = await open(t)
+      await a.list(uniqueId('project'))
+      await t.resolves(a.close(), 'first close of a')
+      await t.resolves(a.close(), 'second close of a')
+      await t.resolves(b.close(), 'first close of b')
+      await t.resolves(b.close(), 'second close of b')
+    })
+  })
+}
