@@ -3,7 +3,9 @@ import type { FastifyInstance } from 'fastify'
 import { resolveConfig, type FlowConfigOptions } from './config.js'
 import type { HubPorts } from './hub/hub.js'
 import configPlugin from '../plugins/config.js'
+import redisPlugin from '../plugins/redis.js'
 import portsPlugin from '../plugins/ports.js'
+import type { RedisClient } from '../adapters/redis/client.js'
 import hubPlugin from '../plugins/hub.js'
 import authPlugin, { type AuthenticateHook } from '../plugins/auth.js'
 import errorsPlugin from '../plugins/errors.js'
@@ -27,6 +29,8 @@ export interface FlowOptions extends Omit<FlowConfigOptions, 'logLevel'> {
   readonly ports?: Partial<HubPorts>
   /** environment to read settings from (default process.env) */
   readonly env?: NodeJS.ProcessEnv
+  /** a host app's own node-redis client for commands (Flow duplicates it for Pub/Sub and never closes it) */
+  readonly redis?: RedisClient
 }
 
 /**
@@ -36,16 +40,19 @@ export interface FlowOptions extends Omit<FlowConfigOptions, 'logLevel'> {
  * are untouched.
  */
 async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void> {
-  const { prefix, authenticate, ports, env, ...settings } = opts
+  const { prefix, authenticate, ports, env, redis, ...settings } = opts
   const config = resolveConfig(settings, env)
   await fastify.register(configPlugin, { config })
+  await fastify.register(redisPlugin, { client: redis })
   await fastify.register(portsPlugin, { ports })
   await fastify.register(hubPlugin)
   await fastify.register(async function flowRoutes (child) {
     await child.register(errorsPlugin)
     await child.register(authPlugin, { authenticate })
-    await child.register(healthPlugin)
+    // Before health: @fastify/websocket's onRequest hook must mark an upgrade
+    // before under-pressure's may answer it 503, or the socket is never closed.
     await child.register(websocketPlugin)
+    await child.register(healthPlugin)
     await child.register(httpApiPlugin)
     await child.register(statsPlugin)
   }, { prefix: prefix ?? '' })

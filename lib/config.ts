@@ -45,6 +45,7 @@ export const SETTINGS = {
   useRedisWebsockets: { env: 'USE_REDIS_WEBSOCKETS', kind: 'bool', default: false, doc: '`true`: cross-instance fan-out over Redis Pub/Sub (Broadcaster port)' },
   useRedisEventOrdering: { env: 'USE_REDIS_EVENT_ORDERING', kind: 'bool', default: false, doc: '`true`: op log in Redis Streams, one seq per project cluster-wide (OperationLog port)' },
   keyPrefix: { env: 'FLOW_KEY_PREFIX', kind: 'string', default: 'flow', doc: 'prefix of every Redis key and channel' },
+  instanceLeaseMs: { env: 'FLOW_INSTANCE_LEASE_MS', kind: 'int', default: 5000, min: 500, max: 600_000, doc: 'lease of an instance in Redis: a crashed instance\'s sessions leave this long after its last renewal (plus one reap interval)' },
   jwtSecret: { env: 'FLOW_JWT_SECRET', kind: 'secret', doc: 'HS256 secret; turns authentication on' },
   jwtPublicKey: { env: 'FLOW_JWT_PUBLIC_KEY', kind: 'secret', doc: 'PEM public key for RS256/ES256; turns authentication on' },
   apiKey: { env: 'FLOW_API_KEY', kind: 'secret', doc: 'key for the HTTP API (`Authorization: Bearer <key>`)' },

@@ -10,19 +10,27 @@ export function redactUrl (url: string): string {
 
 /** A Fastify app serving Flow at the root, logging with pino. */
 export async function buildServer (options: FlowOptions & { readonly logLevel?: string } = {}): Promise<FastifyInstance> {
-  const { logLevel, prefix, authenticate, ports, env, ...settings } = options
+  const { logLevel, prefix, authenticate, ports, env, redis, ...settings } = options
   const config = resolveConfig({ ...settings, ...(logLevel === undefined ? {} : { logLevel }) }, env)
-  const flowOptions: FlowOptions = { ...settings, env, prefix, authenticate, ports }
+  const flowOptions: FlowOptions = { ...settings, env, prefix, authenticate, ports, redis }
   const app = Fastify({
     logger: {
       level: config.logLevel,
       redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["sec-websocket-protocol"]'],
+      hooks: {
+        // Messages may quote a URL too (Fastify's 404 says "Route GET:<url> not found").
+        logMethod (args, method) {
+          method.apply(this, args.map((arg) => typeof arg === 'string' ? redactUrl(arg) : arg) as Parameters<typeof method>)
+        }
+      },
       serializers: {
         req (req: { method: string, url: string, ip?: string }) {
           return { method: req.method, url: redactUrl(req.url), remoteAddress: req.ip }
         }
       }
     },
+    // Project ids are up to 128 characters; longer ones get the API's 400, not the router's 414.
+    routerOptions: { maxParamLength: 256 },
     // WebSocket clients and HTTP keep-alive must not hold the close forever.
     forceCloseConnections: 'idle',
     trustProxy: false

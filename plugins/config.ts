@@ -5,7 +5,8 @@ import type { Hub, HubPorts } from '../lib/hub/hub.js'
 import { Stats } from '../lib/stats.js'
 import { randomBytes } from 'node:crypto'
 
-export type AdapterName = 'memory' | 'redis'
+/** `custom`: an adapter the host app passed in */
+export type AdapterName = 'memory' | 'redis' | 'custom'
 
 /** What each port runs on, for /health. */
 export interface PortReport {

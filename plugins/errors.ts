@@ -12,6 +12,7 @@ export function errorBody (status: number, code: ErrorCode, message: string): ob
 function codeFor (status: number): ErrorCode {
   if (status === 401) return 'unauthorized'
   if (status === 403) return 'forbidden'
+  if (status === 413) return 'limit_exceeded'
   if (status === 429) return 'rate_limited'
   if (status === 503) return 'unavailable'
   if (status >= 500) return 'internal'

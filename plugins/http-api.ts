@@ -1,6 +1,14 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
+import { Ajv } from 'ajv'
 import { PROJECT_ID, OP_ID } from '../lib/ids.js'
+
+/**
+ * The POST body is JSON, checked as the WebSocket `op` frame is: without
+ * Fastify's type coercion, which would turn `"id": 5` into `"5"` (a bad id
+ * over WebSocket, so a bad id over HTTP too).
+ */
+const strictAjv = new Ajv({ coerceTypes: false, useDefaults: false, allErrors: false, strict: true })
 
 const params = {
   type: 'object',
@@ -18,9 +26,24 @@ const member = {
   }
 }
 
+/** Longest project id (PROTOCOL.md); the router must let a path parameter this long through. */
+export const PROJECT_ID_MAX_LENGTH = 128
+
+/** The router's limit on one path parameter (Fastify's default is 100). */
+function maxParamLength (fastify: FastifyInstance): number {
+  const { routerOptions, maxParamLength } = fastify.initialConfig
+  return routerOptions?.maxParamLength ?? maxParamLength ?? 100
+}
+
 /** The project API: members, history and posting ops over HTTP. */
 async function httpApiPlugin (fastify: FastifyInstance): Promise<void> {
   const { hub, config } = fastify.flow
+  const paramLimit = maxParamLength(fastify)
+  if (paramLimit < PROJECT_ID_MAX_LENGTH) {
+    // The router answers 414 before any Flow code runs; only the host can raise it.
+    fastify.log.warn({ maxParamLength: paramLimit },
+      `project ids longer than ${paramLimit} characters get 414 from the HTTP API: create the Fastify app with routerOptions.maxParamLength >= ${PROJECT_ID_MAX_LENGTH}`)
+  }
 
   fastify.get<{ Params: { project: string } }>('/projects/:project/members', {
     schema: {
@@ -53,6 +76,7 @@ async function httpApiPlugin (fastify: FastifyInstance): Promise<void> {
 
   fastify.post<{ Params: { project: string }, Body: { id?: string, data: unknown } }>('/projects/:project/ops', {
     bodyLimit: config.maxPayloadBytes,
+    validatorCompiler: ({ schema }) => strictAjv.compile(schema),
     schema: {
       params,
       body: {

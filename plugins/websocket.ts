@@ -1,8 +1,18 @@
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
+import { createServer, ServerResponse, type IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
 import type { Transport } from '../lib/hub/transport.js'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** marks Flow's WebSocket route */
+    flowSocket?: boolean
+  }
+}
 
 /** Adapts a `ws` socket to the hub's Transport. */
 function transportOf (socket: WebSocket): Transport {
@@ -21,12 +31,56 @@ function toBuffer (data: RawData): Buffer {
   return Buffer.from(data)
 }
 
+/**
+ * Hands @fastify/websocket the upgrades of Flow's own path only.
+ *
+ * Registered in Flow's encapsulated context, @fastify/websocket would route
+ * every upgrade on the server through Fastify, while only its encapsulated
+ * hooks destroy the socket after a plain HTTP answer: an upgrade to a host
+ * route, or to a path nobody serves (404), would keep its socket open for
+ * ever, and `app.close()` would wait for it for ever. So upgrades of other
+ * paths are answered as plain HTTP by the app's router and then closed,
+ * unless another 'upgrade' listener (the host's) is there to take them.
+ */
+function routeUpgrades (fastify: FastifyInstance, path: () => string): { source: ReturnType<typeof createServer>, stop: () => void } {
+  // Never listens: it only re-emits the upgrades that are Flow's.
+  const source = createServer()
+  const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const url = request.url ?? ''
+    const end = url.indexOf('?')
+    if ((end === -1 ? url : url.slice(0, end)) === path()) {
+      source.emit('upgrade', request, socket, head)
+      return
+    }
+    if (fastify.server.listenerCount('upgrade') > 1) return
+    socket.on('error', () => { socket.destroy() })
+    const response = new ServerResponse(request)
+    response.assignSocket(socket as Socket)
+    response.on('finish', () => { socket.destroy() })
+    fastify.routing(request, response)
+  }
+  fastify.server.on('upgrade', onUpgrade)
+  return { source, stop: () => { fastify.server.removeListener('upgrade', onUpgrade) } }
+}
+
 /** `GET /ws`: the WebSocket endpoint of protocol v1. */
 async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
   const { hub, config } = fastify.flow
-  if (!fastify.hasDecorator('websocketServer')) {
+  // Not request.log: the route logs at warn only (its URL may carry ?token=
+  // and a host's serializers may not redact it), which would mute these.
+  const connLog = fastify.log.child({ component: 'websocket' })
+  // The endpoint's full path as the router has it (a prefix may end with '/').
+  let path = ''
+  fastify.addHook('onRoute', (route) => {
+    if (route.config?.flowSocket === true) path = route.url
+  })
+  const ownServer = !fastify.hasDecorator('websocketServer')
+  if (ownServer) {
+    const upgrades = routeUpgrades(fastify, () => path)
     await fastify.register(websocket, {
       options: {
+        // An event source only: @fastify/websocket runs ws with noServer.
+        server: upgrades.source,
         maxPayload: config.maxPayloadBytes,
         // Invalid UTF-8 is answered with bad_request instead of a 1007 close.
         skipUTF8Validation: true,
@@ -34,6 +88,7 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
       },
       // Drain before the sockets are closed (the default closes them at once).
       preClose: async () => {
+        upgrades.stop()
         await hub.drain()
         fastify.websocketServer.close()
       }
@@ -42,6 +97,7 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
 
   fastify.get('/ws', {
     websocket: true,
+    config: { flowSocket: true },
     // No request log lines for upgrades: the URL may carry ?token=.
     logLevel: 'warn',
     preValidation: fastify.flowAuth.socket
@@ -51,17 +107,23 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
       socket.close(1008, 'not authenticated')
       return
     }
+    if (!ownServer) {
+      // The host's @fastify/websocket closes its clients at once when the app
+      // closes (code 1005), before Flow's drain. Flow's sockets are Flow's to
+      // close: with 1001, after draining.
+      fastify.websocketServer.clients.delete(socket)
+    }
     // Listeners first, before any await: messages are not buffered for us.
     const conn = hub.connect(transportOf(socket), identity)
-    const log = request.log
+    const log = connLog.child({ reqId: request.id, conn: conn.id })
     socket.on('message', (data, isBinary) => { hub.frame(conn, toBuffer(data), isBinary) })
     socket.on('pong', () => { hub.pong(conn) })
     socket.on('close', (code) => {
       hub.disconnect(conn)
-      log.debug({ conn: conn.id, code }, 'connection closed')
+      log.debug({ code }, 'connection closed')
     })
-    socket.on('error', (err) => { log.debug({ err, conn: conn.id }, 'socket error') })
-    log.debug({ conn: conn.id, userId: identity.userId }, 'connection opened')
+    socket.on('error', (err) => { log.debug({ err }, 'socket error') })
+    log.debug({ userId: identity.userId }, 'connection opened')
   })
 }
 

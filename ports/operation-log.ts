@@ -39,6 +39,20 @@ export interface ReadResult {
  */
 export interface OperationLog {
   /**
+   * `cluster` when every instance shares this log (one seq per project
+   * cluster-wide); `instance` when the log is this process's own, so seqs are
+   * per instance.
+   */
+  readonly scope: 'cluster' | 'instance'
+
+  /**
+   * True when `append` also broadcasts the sequenced op to the other
+   * instances, atomically with the append and in seq order; the caller must
+   * then not publish it again.
+   */
+  readonly publishesOps: boolean
+
+  /**
    * Appends an op and assigns it the project's next seq (1, 2, 3, ... within
    * an epoch, no gap, no repeat, across every caller sharing the log).
    * Atomic: the seq, the id check and the append happen as one step, so two

@@ -24,9 +24,9 @@ export interface SessionStore {
   add (project: string, member: Member): Promise<void>
 
   /**
-   * Removes the session. Resolves the removed member for exactly one caller,
-   * `null` when it was not there (already removed or expired), so a `leave`
-   * is announced once.
+   * Removes the session, expired or not, unless `reap` already took it.
+   * Resolves the removed member for exactly one caller among `remove` and
+   * `reap`, `null` when it was not there, so its `leave` is announced once.
    */
   remove (project: string, sessionId: string): Promise<Member | null>
 

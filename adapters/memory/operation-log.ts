@@ -24,6 +24,8 @@ interface ProjectLog {
  * process has new epochs and clients that reconnect get `reset`.
  */
 export class MemoryOperationLog implements OperationLog {
+  readonly scope = 'instance'
+  readonly publishesOps = false
   readonly #logs = new Map<string, ProjectLog>()
   readonly #historyLimit: number
   readonly #idRetention: number

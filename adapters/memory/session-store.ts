@@ -40,8 +40,7 @@ export class MemorySessionStore implements SessionStore {
     const sessions = this.#projects.get(project)
     const entry = sessions?.get(sessionId)
     if (sessions === undefined || entry === undefined) return null
-    // An expired session is left to reap, which announces its leave once.
-    if (entry.expiresAt <= this.#now()) return null
+    // Expired but not reaped: removed here, so reap does not announce it again.
     sessions.delete(sessionId)
     if (sessions.size === 0) this.#projects.delete(project)
     return entry.member

@@ -62,6 +62,8 @@ const DEFAULT_ID_RETENTION = 10_000
  * belongs to the caller.
  */
 export class RedisOperationLog implements OperationLog {
+  readonly scope = 'cluster'
+  readonly publishesOps: boolean
   readonly #client: RedisCommandClient
   readonly #keys: RedisKeys
   readonly #historyLimit: number
@@ -75,6 +77,7 @@ export class RedisOperationLog implements OperationLog {
     this.#historyLimit = options.historyLimit ?? DEFAULT_HISTORY_LIMIT
     this.#idRetention = options.idRetention ?? Math.max(this.#historyLimit, DEFAULT_ID_RETENTION)
     this.#origin = options.publishOrigin
+    this.publishesOps = options.publishOrigin !== undefined
     if (!Number.isSafeInteger(this.#historyLimit) || this.#historyLimit < 1) {
       throw new RangeError('historyLimit must be an integer >= 1')
     }

@@ -148,20 +148,17 @@ return 1`)
 
 /**
  * KEYS: sessions hash, expiry zset, instance's session set. ARGV: sessionId, ref.
- * Returns the value when it removed a live session. An expired one is left
- * for `reap`, which announces its leave (once).
+ * Removes the session (expired or not, as long as reap has not taken it)
+ * and returns its value; nil when it is not there.
  */
-export const SESSION_REMOVE = defineLua('session-remove', 3, `${NOW}
+export const SESSION_REMOVE = defineLua('session-remove', 3, `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return false end
-local exp = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[2]) or '0')
-if exp <= now then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('SREM', KEYS[3], ARGV[2])
 return v`)
 
-/** KEYS: sessions hash, expiry zset. ARGV: sessionId, old value, new value, ref. */
 export const SESSION_SET_PRESENCE = defineLua('session-set-presence', 2, `${NOW}
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v ~= ARGV[2] then return v and -1 or 0 end

@@ -5,7 +5,7 @@ import type { FlowConfig } from '../config.js'
 import type { Member, Op } from '../types.js'
 import { ProtocolError, type ErrorCode } from '../errors.js'
 import { randomId, isOpId, isProjectId } from '../ids.js'
-import { jsonBytes, parseFrame, type ClientFrame, type JoinFrame, type LeaveFrame, type OpFrame, type PresenceFrame, type Ref, type SyncFrame } from '../protocol/frames.js'
+import { jsonBytes, MAX_JSON_DEPTH, nestsDeeper, parseFrame, peekFrame, type ClientFrame, type JoinFrame, type LeaveFrame, type OpFrame, type PresenceFrame, type Ref, type SyncFrame } from '../protocol/frames.js'
 import { Stats } from '../stats.js'
 import { Connection } from './connection.js'
 import { LocalMember, LocalProject, opFrame } from './project.js'
@@ -60,6 +60,8 @@ const ABUSE_WINDOW_MS = 5000
 const MAX_QUEUED_FRAMES = 4096
 /** How long an out-of-order op waits for the ops before it to arrive by broadcast. */
 const GAP_FILL_DELAY_MS = 100
+/** How often expired sessions (and those of crashed instances) are reaped, at most. */
+const REAP_INTERVAL_MS = 1000
 /** Page size of replays read from the log. */
 const REPLAY_PAGE = 500
 
@@ -79,6 +81,9 @@ export class Hub {
   /** ops accepted for append whose result is not in yet */
   #inFlight = 0
   #draining = false
+  #reaping = false
+  /** sessions whose leave was announced though the store kept them */
+  readonly #announced = new Set<string>()
   #drained: Promise<void> | undefined
   #closed = false
 
@@ -90,9 +95,13 @@ export class Hub {
     this.stats = options.stats ?? new Stats()
     const heartbeat = setInterval(() => { this.#heartbeat() }, this.#config.heartbeatMs)
     const sessions = setInterval(() => { void this.#refreshSessions() }, Math.max(500, this.#config.sessionTtlSeconds * 1000 / 3))
+    // Reaping is cheap (one script) and is what announces a crashed
+    // instance's sessions: run it often, so they leave within seconds.
+    const reaper = setInterval(() => { void this.#reap() }, Math.min(REAP_INTERVAL_MS, this.#config.sessionTtlSeconds * 1000 / 3))
     heartbeat.unref()
     sessions.unref()
-    this.#timers.push(heartbeat, sessions)
+    reaper.unref()
+    this.#timers.push(heartbeat, sessions, reaper)
   }
 
   get connectionCount (): number { return this.#connections.size }
@@ -144,7 +153,9 @@ export class Hub {
         this.#closeConn(conn, CLOSE.policy, 'rate limit exceeded')
         return
       }
-      this.#reply(conn, { type: 'error', code: 'rate_limited', message: 'too many frames: this one was dropped' })
+      // Read only for the ref and project, so the client knows which frame was dropped.
+      const dropped = peekFrame(data, isBinary)
+      this.#error(conn, 'rate_limited', 'too many frames: this one was dropped', dropped.ref, dropped.project)
       return
     }
     const parsed = parseFrame(data, isBinary)
@@ -180,7 +191,7 @@ export class Hub {
   /** Runs a frame after the frames before it on this connection. */
   #enqueue (conn: Connection, frame: ClientFrame): void {
     if (conn.queued >= MAX_QUEUED_FRAMES) {
-      this.#error(conn, 'rate_limited', 'too many frames waiting: this one was dropped', frame.ref)
+      this.#error(conn, 'rate_limited', 'too many frames waiting: this one was dropped', frame.ref, 'project' in frame ? frame.project : undefined)
       return
     }
     conn.queued++
@@ -321,12 +332,16 @@ export class Hub {
       lp.members.delete(member.sessionId)
       this.#releaseProject(lp)
     }
+    let failed = false
     const removed = await this.#ports.sessions.remove(project, member.sessionId).catch((err: unknown) => {
-      // The store expires it within its TTL; the members here learn of it now.
-      this.#log.warn({ err, project }, 'removing a session failed')
+      this.#log.warn({ err, project }, 'removing a session failed; it expires within its TTL')
+      failed = true
       return null
     })
-    // Announce even when the store had lost it (expired): local members saw it join.
+    // null without a failure: a reaper took it and announced it already.
+    if (removed === null && !failed) return
+    // On a failure the store expires it later; announce now, once.
+    if (failed) this.#remember(member.sessionId)
     const announced = removed ?? toMember(member)
     if (lp !== undefined) lp.sendOthers(memberFrame(project, 'leave', announced), member.sessionId)
     this.#publish(project, { kind: 'member', event: 'leave', member: announced })
@@ -407,7 +422,8 @@ export class Hub {
         return { duplicate: true, seq: result.seq }
       }
       this.stats.opsAppended++
-      this.#publish(project, { kind: 'op', epoch: result.epoch, op: result.op })
+      // A log that publishes in its append (Redis, one script) keeps publish order = seq order.
+      if (!this.#ports.log.publishesOps) this.#publish(project, { kind: 'op', epoch: result.epoch, op: result.op })
       return { duplicate: false, seq: result.op.seq, op: result.op, epoch: result.epoch }
     } finally {
       this.#inFlight--
@@ -514,7 +530,8 @@ export class Hub {
     this.stats.broadcastsReceived++
     switch (message.kind) {
       case 'op':
-        if (lp.epoch === '') lp.pending.set(message.op.seq, message.op)
+        if (this.#ports.log.scope === 'instance') this.#relay(lp, message.op)
+        else if (lp.epoch === '') lp.pending.set(message.op.seq, message.op)
         else this.#deliver(lp, message.op, message.epoch)
         return
       case 'member':
@@ -523,6 +540,20 @@ export class Hub {
       case 'presence':
         lp.sendOthers(JSON.stringify({ type: 'presence', project: lp.name, sessionId: message.sessionId, userId: message.userId, state: message.state }), null)
     }
+  }
+
+  /**
+   * Without a shared log, an op from another instance is appended to this
+   * instance's own log (its id keeps retries idempotent here too) and
+   * delivered with a local seq: seqs are per instance.
+   */
+  #relay (lp: LocalProject, op: Op): void {
+    this.#inFlight++
+    this.#ports.log.append({ project: op.project, id: op.id, userId: op.userId, sessionId: op.sessionId, data: op.data, ts: op.ts }).then((result) => {
+      if (!result.duplicate && this.#projects.get(lp.name) === lp) this.#deliver(lp, result.op, result.epoch)
+    }, (err: unknown) => {
+      this.#log.warn({ err, project: lp.name }, 'relaying an op from another instance failed')
+    }).finally(() => { this.#inFlight-- })
   }
 
   /** Tells local members (but one) and other instances. */
@@ -558,6 +589,8 @@ export class Hub {
   async post (project: string, userId: string, id: string | undefined, data: unknown): Promise<PostedOp> {
     assertProject(project)
     if (id !== undefined && !isOpId(id)) throw new ProtocolError('bad_request', 'id must be 1 to 64 characters of A-Z a-z 0-9 _ -')
+    // The same bound as a WebSocket frame, where data sits one level down.
+    if (nestsDeeper(data, MAX_JSON_DEPTH - 1)) throw new ProtocolError('bad_request', `data nests arrays and objects deeper than ${MAX_JSON_DEPTH - 1} levels`)
     if (this.#draining) throw new ProtocolError('unavailable', 'server is shutting down')
     const opId = id ?? randomId(12)
     const result = await this.#append(project, opId, userId, null, data)
@@ -634,14 +667,40 @@ export class Hub {
     }
     try {
       if (refs.length > 0) await this.#ports.sessions.refresh(refs)
-      const expired = await this.#ports.sessions.reap()
-      for (const { project, member } of expired) {
-        this.#projects.get(project)?.sendOthers(memberFrame(project, 'leave', member), member.sessionId)
-        this.#publish(project, { kind: 'member', event: 'leave', member })
-      }
     } catch (err) {
       this.#log.warn({ err }, 'session refresh failed')
     }
+  }
+
+  /** Announces the leave of every expired session (each reaped by one instance only). */
+  async #reap (): Promise<void> {
+    if (this.#reaping) return
+    this.#reaping = true
+    try {
+      const expired = await this.#ports.sessions.reap()
+      for (const { project, member } of expired) {
+        if (this.#announced.delete(member.sessionId)) continue
+        const lp = this.#projects.get(project)
+        const local = lp?.members.get(member.sessionId)
+        if (local !== undefined && !local.conn.closed) {
+          // Ours and still connected (its refresh was late): keep it.
+          await this.#ports.sessions.add(project, toMember(local))
+          continue
+        }
+        lp?.sendOthers(memberFrame(project, 'leave', member), member.sessionId)
+        this.#publish(project, { kind: 'member', event: 'leave', member })
+      }
+    } catch (err) {
+      this.#log.warn({ err }, 'reaping expired sessions failed')
+    } finally {
+      this.#reaping = false
+    }
+  }
+
+  /** Remembers a leave announced while the store could not remove the session. */
+  #remember (sessionId: string): void {
+    if (this.#announced.size >= 10_000) this.#announced.clear()
+    this.#announced.add(sessionId)
   }
 
   // ---------------------------------------------------------------- shutdown

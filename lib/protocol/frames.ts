@@ -95,6 +95,10 @@ export function parseFrame (data: Buffer | string, isBinary: boolean): ParseResu
   if (typeof type !== 'string') return fail('bad_request', 'frame needs a string "type"', source)
   const validate = Object.hasOwn(schemas, type) ? validators.get(type) : undefined
   if (validate === undefined) return fail('unknown_type', `unknown frame type ${JSON.stringify(type.slice(0, 32))}`, source)
+  // Deeper than the bound needs more brackets than a shorter text holds.
+  if (text.length > 2 * MAX_JSON_DEPTH && nestsDeeper(value, MAX_JSON_DEPTH)) {
+    return fail('bad_request', `${type}: frame nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`, source)
+  }
   if (!validate(value)) {
     const e = validate.errors?.[0]
     const field = e === undefined ? '' : e.instancePath.slice(1).replaceAll('/', '.') || (e.params as { missingProperty?: string }).missingProperty || ''
@@ -102,6 +106,43 @@ export function parseFrame (data: Buffer | string, isBinary: boolean): ParseResu
     return fail('bad_request', `${type}: ${field === '' ? 'frame' : field} ${what}`, source)
   }
   return { ok: true, frame: value as ClientFrame }
+}
+
+/**
+ * The ref and project of a frame that is not processed (dropped by the rate
+ * limit), so the error about it can name them as for any other error.
+ */
+export function peekFrame (data: Buffer | string, isBinary: boolean): { readonly ref?: Ref, readonly project?: string } {
+  const parsed = parseFrame(data, isBinary)
+  if (!parsed.ok) return { ref: parsed.ref, project: parsed.project }
+  const { frame } = parsed
+  return { ref: frame.ref, project: 'project' in frame ? frame.project : undefined }
+}
+
+/**
+ * Deepest nesting of arrays and objects accepted in a frame, the frame
+ * itself being level 1. Deeper values overflow the stack of the recursive
+ * serialisers they go through (JSON.stringify, structuredClone).
+ */
+export const MAX_JSON_DEPTH = 128
+
+/** Whether a parsed JSON value nests arrays and objects deeper than `max` levels. Iterative. */
+export function nestsDeeper (value: unknown, max: number): boolean {
+  const values: unknown[] = [value]
+  const depths: number[] = [1]
+  while (values.length > 0) {
+    const v = values.pop()
+    const depth = depths.pop() as number
+    if (v === null || typeof v !== 'object') continue
+    if (depth > max) return true
+    for (const child of Array.isArray(v) ? v as unknown[] : Object.values(v)) {
+      if (child !== null && typeof child === 'object') {
+        values.push(child)
+        depths.push(depth + 1)
+      }
+    }
+  }
+  return false
 }
 
 /** Size of a JSON value as UTF-8 bytes when serialised. */

@@ -204,20 +204,23 @@ export function sessionStoreContract (t: Test, name: string, factory: SessionSto
       t.equal(await a.remove(project, (members[2] as Member).sessionId), null, 'a reaped session is not there for remove')
     })
 
-    t.test('leaves an expired session to reap when asked to remove it', async t => {
+    t.test('hands an expired session to exactly one of remove and reap', async t => {
       const { a, b } = await open(t, SHORT_TTL_MS)
       const project = uniqueId('project')
-      const member = newMember()
-      await a.add(project, member)
-      await waitFor(async () => (await a.list(project)).length === 0, { what: 'the session to leave list', timeoutMs: EXPIRY_TIMEOUT_MS })
-      t.equal(await b.remove(project, member.sessionId), null, 'remove resolves null for an expired session')
-      // Its leave is still announced once: by whoever reaps it.
-      const reaped: ExpiredSession[] = []
+      const removed = newMember()
+      const reaped = newMember()
+      await a.add(project, removed)
+      await a.add(project, reaped)
+      await waitFor(async () => (await a.list(project)).length === 0, { what: 'the sessions to leave list', timeoutMs: EXPIRY_TIMEOUT_MS })
+      // Not reaped yet: the owner's remove still gets it, so its leave is announced at once.
+      t.strictSame(await b.remove(project, removed.sessionId), removed, 'remove resolves an expired session that was not reaped')
+      const got: ExpiredSession[] = []
       await waitFor(async () => {
-        reaped.push(...(await Promise.all([a.reap(), b.reap()])).flat().filter(expired => expired.project === project))
-        return reaped.length > 0
-      }, { what: 'reap to resolve the session', timeoutMs: EXPIRY_TIMEOUT_MS })
-      t.strictSame(reaped, [{ project, member }])
+        got.push(...(await Promise.all([a.reap(), b.reap()])).flat().filter(expired => expired.project === project))
+        return got.length > 0
+      }, { what: 'reap to resolve the other session', timeoutMs: EXPIRY_TIMEOUT_MS })
+      t.strictSame(got, [{ project, member: reaped }], 'reap resolves only the session remove did not take')
+      t.equal(await a.remove(project, reaped.sessionId), null, 'a reaped session is not removed again')
     })
 
     t.test('keeps projects independent', async t => {

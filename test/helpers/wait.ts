@@ -87,7 +87,7 @@ export async function waitFor<T> (probe: () => T | Promise<T>, options: WaitForO
 export async function nextEvent (emitter: EventEmitter, event: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<unknown[]> {
   const controller = new AbortController()
   try {
-    return await withDeadline(once(emitter, event, { signal: controller.signal }), `event '${event}'`, timeoutMs)
+    return await withDeadline<unknown[]>(once(emitter, event, { signal: controller.signal }), `event '${event}'`, timeoutMs)
   } finally {
     controller.abort()
   }

@@ -1,0 +1,169 @@
+import t from 'tap'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import { startServer } from '../helpers/server.js'
+import { connect } from '../helpers/client.js'
+import { refusedUpgrade } from '../helpers/upgrade.js'
+import { hs256, nowSeconds, SECRET } from '../helpers/jwt.js'
+import type { AuthenticateHook } from '../../lib/app.js'
+
+const API_KEY = 'flow-test-api-key-000111222333'
+
+async function connectionsOpened (app: FastifyInstance): Promise<number> {
+  const res = await app.inject({ method: 'GET', url: '/ws/stats' })
+  return res.json<{ connectionsOpened: number }>().connectionsOpened
+}
+
+function bearer (token: string): Record<string, string> {
+  return { authorization: `Bearer ${token}` }
+}
+
+async function call (app: FastifyInstance, method: 'GET' | 'POST', url: string, headers: Record<string, string> = {}): Promise<LightMyRequestResponse> {
+  return await app.inject({ method, url, headers, ...(method === 'POST' ? { payload: { data: { from: 'test' } } } : {}) })
+}
+
+t.test('with a JWT secret, an upgrade without a token gets 401 and no socket', async (t) => {
+  const server = await startServer(t, { jwtSecret: SECRET })
+  t.equal(await refusedUpgrade(server.ws), 401)
+  t.equal(await refusedUpgrade(server.ws + '?token='), 401, 'an empty token is no token')
+  t.equal(await refusedUpgrade(server.ws, { authorization: 'Basic dXNlcjpwYXNz' }), 401, 'another scheme is no token')
+  t.equal(await refusedUpgrade(server.ws + '?userId=alice'), 401, 'open mode\'s userId does not get in')
+  t.equal(await connectionsOpened(server.app), 0, 'the hub never saw a connection')
+})
+
+t.test('a token in ?token= connects as its sub', async (t) => {
+  const server = await startServer(t, { jwtSecret: SECRET })
+  const token = hs256({ sub: 'alice', exp: nowSeconds() + 3600 })
+  const alice = await connect(t, `${server.ws}?token=${token}`)
+  const joined = await alice.join('doc-1')
+  t.equal(joined.userId, 'alice')
+})
+
+t.test('a token in Authorization: Bearer connects as its sub', async (t) => {
+  const server = await startServer(t, { jwtSecret: SECRET })
+  const bob = await connect(t, server.ws, { headers: bearer(hs256({ sub: 'bob' })) })
+  const joined = await bob.join('doc-1')
+  t.equal(joined.userId, 'bob')
+  const ack = await bob.request({ type: 'op', project: 'doc-1', data: 1 })
+  t.equal(ack.type, 'ack')
+})
+
+t.test('an expired, forged or not yet valid token gets 401', async (t) => {
+  const server = await startServer(t, { jwtSecret: SECRET })
+  const expired = hs256({ sub: 'alice', exp: nowSeconds() - 3600 })
+  t.equal(await refusedUpgrade(`${server.ws}?token=${expired}`), 401, 'expired, in the query')
+  t.equal(await refusedUpgrade(server.ws, bearer(expired)), 401, 'expired, in the header')
+  t.equal(await refusedUpgrade(`${server.ws}?token=${hs256({ sub: 'alice' }, 'another-secret')}`), 401, 'signed with another secret')
+  t.equal(await refusedUpgrade(`${server.ws}?token=${hs256({ sub: 'alice', nbf: nowSeconds() + 3600 })}`), 401, 'not yet valid')
+  t.equal(await refusedUpgrade(`${server.ws}?token=${hs256({ exp: nowSeconds() + 60 })}`), 401, 'without sub')
+  t.equal(await connectionsOpened(server.app), 0)
+})
+
+t.test('a token whose projects claim excludes a project gets forbidden on join and keeps its connection', async (t) => {
+  const server = await startServer(t, { jwtSecret: SECRET })
+  const token = hs256({ sub: 'carol', projects: ['doc-1', 'team-*'] })
+  const carol = await connect(t, `${server.ws}?token=${token}`)
+  const refused = await carol.request({ type: 'join', project: 'doc-2' })
+  t.match(refused, { type: 'error', code: 'forbidden', project: 'doc-2' })
+  t.equal((await carol.join('doc-1')).userId, 'carol')
+  t.equal((await carol.join('team-red')).project, 'team-red', 'a prefix pattern allows the project')
+  const pong = await carol.request({ type: 'ping' })
+  t.equal(pong.type, 'pong', 'the connection stays open')
+})
+
+t.test('with auth on, the project endpoints need a token allowing the project: 401 without, 403 when not allowed', async (t) => {
+  const { app } = await startServer(t, { jwtSecret: SECRET })
+  for (const [method, url] of [['GET', '/projects/doc-1/members'], ['GET', '/projects/doc-1/ops'], ['POST', '/projects/doc-1/ops']] as const) {
+    const none = await call(app, method, url)
+    t.equal(none.statusCode, 401, `${method} ${url} without a token`)
+    t.same(none.json(), { statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: none.json<{ message: string }>().message })
+    t.equal(none.headers['www-authenticate'], 'Bearer')
+
+    const other = await call(app, method, url, bearer(hs256({ sub: 'dave', projects: ['doc-2'] })))
+    t.equal(other.statusCode, 403, `${method} ${url} with a token for another project`)
+    t.match(other.json(), { statusCode: 403, code: 'forbidden', error: 'Forbidden', message: String })
+
+    const expired = await call(app, method, url, bearer(hs256({ sub: 'dave', exp: nowSeconds() - 3600 })))
+    t.equal(expired.statusCode, 401, `${method} ${url} with an expired token`)
+  }
+  const token = hs256({ sub: 'erin', projects: ['doc-*'] })
+  const posted = await call(app, 'POST', '/projects/doc-1/ops', bearer(token))
+  t.equal(posted.statusCode, 201)
+  const page = await call(app, 'GET', '/projects/doc-1/ops', bearer(token))
+  t.equal(page.statusCode, 200)
+  t.match(page.json(), { ops: [{ seq: 1, userId: 'erin', sessionId: null }] }, 'an op posted with a token carries its sub')
+  t.equal((await call(app, 'GET', '/projects/doc-1/members', bearer(token))).statusCode, 200)
+})
+
+t.test('the API key reads and posts as api, and a wrong key gets 401', async (t) => {
+  const server = await startServer(t, { jwtSecret: SECRET, apiKey: API_KEY })
+  const alice = await connect(t, `${server.ws}?token=${hs256({ sub: 'alice' })}`)
+  await alice.join('doc-1')
+  const posted = await call(server.app, 'POST', '/projects/doc-1/ops', bearer(API_KEY))
+  t.equal(posted.statusCode, 201)
+  t.match(await alice.next('op'), { userId: 'api', sessionId: null, data: { from: 'test' } })
+  t.equal((await call(server.app, 'GET', '/projects/doc-1/ops', bearer(API_KEY))).statusCode, 200)
+  t.equal((await call(server.app, 'GET', '/projects/doc-1/members', bearer(API_KEY))).statusCode, 200)
+
+  for (const [method, url] of [['GET', '/projects/doc-1/members'], ['GET', '/projects/doc-1/ops'], ['POST', '/projects/doc-1/ops']] as const) {
+    const wrong = await call(server.app, method, url, bearer(API_KEY + 'x'))
+    t.equal(wrong.statusCode, 401, `${method} ${url} with a wrong key`)
+    t.match(wrong.json(), { code: 'unauthorized' })
+  }
+  t.equal(await refusedUpgrade(`${server.ws}?token=${API_KEY}`), 401, 'the API key does not open a socket')
+})
+
+t.test('without auth and with an API key, posting needs the key and reading does not', async (t) => {
+  const { app } = await startServer(t, { apiKey: API_KEY })
+  const none = await call(app, 'POST', '/projects/doc-1/ops')
+  t.equal(none.statusCode, 401)
+  t.match(none.json(), { statusCode: 401, code: 'unauthorized', error: 'Unauthorized' })
+  t.equal((await call(app, 'POST', '/projects/doc-1/ops', bearer('wrong'))).statusCode, 401)
+  t.equal((await call(app, 'POST', '/projects/doc-1/ops', bearer(API_KEY))).statusCode, 201)
+  t.equal((await call(app, 'GET', '/projects/doc-1/ops')).statusCode, 200)
+  t.equal((await call(app, 'GET', '/projects/doc-1/members')).statusCode, 200)
+})
+
+t.test('without auth and without an API key, anyone may post as api', async (t) => {
+  const { app } = await startServer(t)
+  const posted = await call(app, 'POST', '/projects/doc-1/ops')
+  t.equal(posted.statusCode, 201)
+  t.match((await call(app, 'GET', '/projects/doc-1/ops')).json(), { ops: [{ userId: 'api' }] })
+})
+
+t.test('a host authenticate hook replaces JWT for sockets and the project API', async (t) => {
+  const seen: string[] = []
+  const authenticate: AuthenticateHook = async (request) => {
+    seen.push(request.url)
+    const user = request.headers['x-user']
+    if (typeof user !== 'string') throw new Error('who are you?')
+    return { userId: user, allows: (project) => project.startsWith(`${user}-`) }
+  }
+  const server = await startServer(t, { jwtSecret: SECRET, apiKey: API_KEY, authenticate })
+  t.match((await server.app.inject({ method: 'GET', url: '/health' })).json(), { auth: 'hook' })
+
+  const frank = await connect(t, server.ws, { headers: { 'x-user': 'frank' } })
+  t.equal((await frank.join('frank-notes')).userId, 'frank')
+  t.match(await frank.request({ type: 'join', project: 'gina-notes' }), { type: 'error', code: 'forbidden' })
+  t.equal(await refusedUpgrade(`${server.ws}?token=${hs256({ sub: 'frank' })}`), 401, 'a JWT is not the hook\'s credential')
+
+  const read = await call(server.app, 'GET', '/projects/frank-notes/ops', { 'x-user': 'frank' })
+  t.equal(read.statusCode, 200)
+  const posted = await call(server.app, 'POST', '/projects/frank-notes/ops', { 'x-user': 'frank' })
+  t.equal(posted.statusCode, 201)
+  t.match(await frank.next('op'), { userId: 'frank', sessionId: null })
+  const forbidden = await call(server.app, 'GET', '/projects/gina-notes/ops', { 'x-user': 'frank' })
+  t.equal(forbidden.statusCode, 403)
+  t.match(forbidden.json(), { code: 'forbidden' })
+  const anonymous = await call(server.app, 'GET', '/projects/frank-notes/ops')
+  t.equal(anonymous.statusCode, 401)
+  t.match(anonymous.json(), { statusCode: 401, code: 'unauthorized', message: 'who are you?' })
+  t.equal((await call(server.app, 'POST', '/projects/gina-notes/ops', bearer(API_KEY))).statusCode, 201, 'the API key still works beside the hook')
+  t.ok(seen.some((url) => url.startsWith('/ws')), 'the hook saw the upgrade')
+})
+
+t.test('/health, /ws/stats and /metrics need no token with auth on', async (t) => {
+  const { app } = await startServer(t, { jwtSecret: SECRET })
+  for (const url of ['/health', '/ws/stats', '/metrics']) {
+    t.equal((await app.inject({ method: 'GET', url })).statusCode, 200, url)
+  }
+})
