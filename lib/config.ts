@@ -1,4 +1,5 @@
 import { ConfigError } from './errors.js'
+import { INSTANCE_ID, KEY_PREFIX } from './ids.js'
 
 /**
  * Every setting of the server, with its environment variable, its plugin
@@ -14,6 +15,8 @@ interface Setting {
   readonly min?: number
   readonly max?: number
   readonly values?: readonly string[]
+  /** strings must match it */
+  readonly pattern?: RegExp
   readonly doc: string
 }
 
@@ -22,7 +25,7 @@ export const SETTINGS = {
   host: { env: 'HOST', kind: 'string', default: '127.0.0.1', doc: 'address `npm start` listens on (`0.0.0.0` for all interfaces)' },
   logLevel: { env: 'LOG_LEVEL', kind: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level' },
   nodeEnv: { env: 'NODE_ENV', kind: 'string', default: 'development', doc: '`production` refuses to start without authentication unless `FLOW_AUTH=none`' },
-  instanceId: { env: 'FLOW_INSTANCE_ID', kind: 'string', doc: 'name of this instance in stats, health and Redis (default: random)' },
+  instanceId: { env: 'FLOW_INSTANCE_ID', kind: 'string', pattern: INSTANCE_ID, doc: 'name of this instance in stats, health and Redis (default: random)' },
   sessionTtlSeconds: { env: 'SESSION_TTL_SECONDS', kind: 'int', default: 30, min: 2, max: 86400, doc: 'session TTL; a crashed instance\'s sessions leave within it' },
   historyMemory: { env: 'FLOW_HISTORY_MEMORY', kind: 'int', default: 1000, min: 1, max: 10_000_000, doc: 'ops kept per project by the memory op log (at least)' },
   historyRedis: { env: 'FLOW_HISTORY_REDIS', kind: 'int', default: 10000, min: 1, max: 100_000_000, doc: 'ops kept per project by the Redis op log (at least)' },
@@ -41,10 +44,17 @@ export const SETTINGS = {
   maxRssBytes: { env: 'FLOW_MAX_RSS_BYTES', kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, doc: 'RSS over which the server answers 503 (0: off)' },
   healthCheckIntervalMs: { env: 'FLOW_HEALTH_CHECK_INTERVAL_MS', kind: 'int', default: 5000, min: 100, max: 600_000, doc: 'how often the health check and pressure sampling run' },
   redisUrl: { env: 'REDIS_URL', kind: 'url', default: 'redis://127.0.0.1:6379', doc: '`redis://` or `rediss://` URL, with username and password when needed' },
+  redisHost: { env: 'REDIS_HOST', kind: 'string', doc: 'Redis host; overrides the host of `REDIS_URL`' },
+  redisPort: { env: 'REDIS_PORT', kind: 'int', min: 1, max: 65535, doc: 'Redis port; overrides the port of `REDIS_URL`' },
+  redisUsername: { env: 'REDIS_USERNAME', kind: 'string', doc: 'Redis ACL user; overrides the one in `REDIS_URL`' },
+  redisPassword: { env: 'REDIS_PASSWORD', kind: 'secret', doc: 'Redis password; overrides the one in `REDIS_URL`' },
+  redisDb: { env: 'REDIS_DB', kind: 'int', min: 0, max: 15, doc: 'Redis database number; overrides the one in `REDIS_URL`' },
+  redisTls: { env: 'REDIS_TLS', kind: 'bool', doc: '`true` connects with TLS (as `rediss://`)' },
+  redisConnectWaitMs: { env: 'REDIS_CONNECT_WAIT_MS', kind: 'int', default: 2000, min: 0, max: 60_000, doc: 'longest wait for Redis at boot; after it the server starts anyway' },
   useRedisCollaboration: { env: 'USE_REDIS_COLLABORATION', kind: 'bool', default: false, doc: '`true`: sessions in Redis (SessionStore port)' },
   useRedisWebsockets: { env: 'USE_REDIS_WEBSOCKETS', kind: 'bool', default: false, doc: '`true`: cross-instance fan-out over Redis Pub/Sub (Broadcaster port)' },
   useRedisEventOrdering: { env: 'USE_REDIS_EVENT_ORDERING', kind: 'bool', default: false, doc: '`true`: op log in Redis Streams, one seq per project cluster-wide (OperationLog port)' },
-  keyPrefix: { env: 'FLOW_KEY_PREFIX', kind: 'string', default: 'flow', doc: 'prefix of every Redis key and channel' },
+  keyPrefix: { env: 'FLOW_KEY_PREFIX', kind: 'string', default: 'flow', pattern: KEY_PREFIX, doc: 'prefix of every Redis key and channel' },
   instanceLeaseMs: { env: 'FLOW_INSTANCE_LEASE_MS', kind: 'int', default: 5000, min: 500, max: 600_000, doc: 'lease of an instance in Redis: a crashed instance\'s sessions leave this long after its last renewal (plus one reap interval)' },
   jwtSecret: { env: 'FLOW_JWT_SECRET', kind: 'secret', doc: 'HS256 secret; turns authentication on' },
   jwtPublicKey: { env: 'FLOW_JWT_PUBLIC_KEY', kind: 'secret', doc: 'PEM public key for RS256/ES256; turns authentication on' },
@@ -110,6 +120,7 @@ function parse (name: string, setting: Setting, raw: unknown, from: 'env' | 'opt
     case 'string': {
       if (typeof raw !== 'string') return fail('must be a string')
       if (raw.length === 0) return fail('must not be empty')
+      if (setting.pattern !== undefined && !setting.pattern.test(raw)) return fail(`must match ${String(setting.pattern)}`)
       return raw
     }
   }

@@ -5,6 +5,11 @@ export const PROJECT_ID = /^[A-Za-z0-9_.-]{1,128}$/
 /** PROTOCOL.md: client-chosen op ids (idempotency keys). */
 export const OP_ID = /^[A-Za-z0-9_-]{1,64}$/
 
+/** FLOW_KEY_PREFIX: the prefix of every Redis key and channel. */
+export const KEY_PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
+/** FLOW_INSTANCE_ID: part of Redis keys, so no braces or spaces. */
+export const INSTANCE_ID = /^[A-Za-z0-9_.-]{1,128}$/
+
 export function isProjectId (value: unknown): value is string {
   return typeof value === 'string' && PROJECT_ID.test(value)
 }

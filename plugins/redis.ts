@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import { createClient } from 'redis'
 import type { FastifyInstance } from 'fastify'
 import type { RedisClient } from '../adapters/redis/client.js'
+import type { FlowConfig } from '../lib/config.js'
 
 export type { RedisClient }
 
@@ -34,6 +35,30 @@ export interface RedisPluginOptions {
 /** Keeps reconnecting forever, backing off to 2 s, with jitter. */
 export function reconnectDelay (retries: number): number {
   return Math.min(50 * 2 ** Math.min(retries, 10), 2000) + Math.floor(Math.random() * 100)
+}
+
+/**
+ * The URL to connect to: `REDIS_URL`, with the parts given by `REDIS_HOST`,
+ * `REDIS_PORT`, `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_DB` and
+ * `REDIS_TLS` put over it.
+ */
+export function redisUrl (config: FlowConfig): string {
+  const url = new URL(config.redisUrl)
+  if (config.redisTls === true) url.protocol = 'rediss:'
+  if (config.redisTls === false) url.protocol = 'redis:'
+  if (config.redisHost !== undefined) url.hostname = config.redisHost
+  if (config.redisPort !== undefined) url.port = String(config.redisPort)
+  if (config.redisUsername !== undefined) url.username = encodeURIComponent(config.redisUsername)
+  if (config.redisPassword !== undefined) url.password = encodeURIComponent(config.redisPassword)
+  if (config.redisDb !== undefined) url.pathname = `/${config.redisDb}`
+  return url.toString()
+}
+
+/** The URL without its password, for logs and /health. */
+export function safeRedisUrl (url: string): string {
+  const u = new URL(url)
+  if (u.password !== '') u.password = '***'
+  return u.toString()
 }
 
 /** Client options that make failures visible fast (STYLE.md trap 4). */
@@ -71,7 +96,7 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
   if (opts.client !== undefined) {
     client = opts.client
   } else {
-    client = watch(createClient({ url: config.redisUrl, ...CLIENT_OPTIONS, name: `${fastify.flow.instanceId}` }), 'command')
+    client = watch(createClient({ url: redisUrl(config), ...CLIENT_OPTIONS, name: `${fastify.flow.instanceId}` }), 'command')
     owned.push(client)
   }
   const subscriber = watch(client.duplicate({ ...CLIENT_OPTIONS, name: `${fastify.flow.instanceId}-sub` }), 'subscriber')
@@ -103,7 +128,7 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
   }
   client.on('ready', () => { void checkPolicy() })
 
-  const wait = opts.connectWaitMs ?? 2000
+  const wait = opts.connectWaitMs ?? config.redisConnectWaitMs
   let timer: NodeJS.Timeout | undefined
   await Promise.race([
     Promise.all(connecting),

@@ -65,15 +65,10 @@ export function snapshot (flow: Flow, loop: LoopMonitor): Record<string, unknown
   }
 }
 
-/** A Prometheus label value: backslash, double quote and line feed escaped. */
-function escapeLabel (value: string): string {
-  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
-}
-
 function metric (lines: string[], name: string, type: 'counter' | 'gauge', help: string, value: number | Record<string, number>, label = 'type'): void {
   lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
   if (typeof value === 'number') lines.push(`${name} ${value}`)
-  else for (const [k, v] of Object.entries(value)) lines.push(`${name}{${label}="${escapeLabel(k)}"} ${v}`)
+  else for (const [k, v] of Object.entries(value)) lines.push(`${name}{${label}="${k}"} ${v}`)
 }
 
 /** The same figures in Prometheus text format. */

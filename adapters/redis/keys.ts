@@ -21,13 +21,9 @@
  * cluster slot and one Lua script may touch all of them. Neither the prefix
  * nor an id can contain `{` or `}`, so the tag is always the project.
  */
-import { isProjectId } from '../../lib/ids.js'
+import { INSTANCE_ID, KEY_PREFIX, isProjectId } from '../../lib/ids.js'
 
-/** What a key prefix may be: `FLOW_KEY_PREFIX`, validated. */
-export const KEY_PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
-
-/** What an instance id may be when it is part of a key. */
-export const INSTANCE_ID = /^[A-Za-z0-9_.-]{1,128}$/
+export { INSTANCE_ID, KEY_PREFIX }
 
 /** The default prefix (PROTOCOL.md, `FLOW_KEY_PREFIX`). */
 export const DEFAULT_KEY_PREFIX = 'flow'

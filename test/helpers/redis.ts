@@ -23,6 +23,8 @@ const START_TIMEOUT_MS = 10_000
 export interface StartRedisOptions {
   /** persist every write (`--appendonly yes --appendfsync always`), so a killed server restarts with its data */
   readonly appendOnly?: boolean
+  /** a port to use (a test that needs to know it before Redis starts); default: a free one */
+  readonly port?: number
 }
 
 export interface TestRedis {
@@ -173,11 +175,11 @@ export async function startRedis (t: Test, options: StartRedisOptions = {}): Pro
   let server: Spawned | undefined
   // The free port may be taken between our check and redis-server's bind: try another one.
   for (let attempt = 1; server === undefined; attempt++) {
-    port = await freePort()
+    port = options.port ?? await freePort()
     try {
       server = await startServer(port, dir, appendOnly)
     } catch (err) {
-      if (attempt >= 3 || !String(err).includes('Address already in use')) {
+      if (attempt >= 3 || options.port !== undefined || !String(err).includes('Address already in use')) {
         await rm(dir, { recursive: true, force: true })
         throw err
       }

@@ -1,0 +1,63 @@
+import t from 'tap'
+import { redisUrl, safeRedisUrl, reconnectDelay } from '../../plugins/redis.js'
+import { resolveConfig } from '../../lib/config.js'
+import { startServer } from '../helpers/server.js'
+import { startRedis } from '../helpers/redis.js'
+import { freePort } from '../helpers/process.js'
+import { connect } from '../helpers/client.js'
+import { eventually } from '../helpers/poll.js'
+
+t.test('the Redis URL takes its parts from REDIS_HOST, REDIS_PORT, credentials, database and TLS', async (t) => {
+  t.equal(redisUrl(resolveConfig({}, {})), 'redis://127.0.0.1:6379')
+  t.equal(redisUrl(resolveConfig({}, { REDIS_URL: 'redis://cache:7000/2' })), 'redis://cache:7000/2')
+  t.equal(redisUrl(resolveConfig({}, {
+    REDIS_URL: 'redis://cache:7000',
+    REDIS_HOST: 'db.internal',
+    REDIS_PORT: '6380',
+    REDIS_USERNAME: 'flow',
+    REDIS_PASSWORD: 'p@ss:word',
+    REDIS_DB: '3',
+    REDIS_TLS: 'true'
+  })), 'rediss://flow:p%40ss%3Aword@db.internal:6380/3')
+})
+
+t.test('logged Redis URLs hide the password', async (t) => {
+  t.equal(safeRedisUrl('redis://flow:secret@h:1/0'), 'redis://flow:***@h:1/0')
+  t.equal(safeRedisUrl('redis://h:1'), 'redis://h:1')
+})
+
+t.test('reconnection backs off to about two seconds and never gives up', async (t) => {
+  t.ok(reconnectDelay(0) < 200)
+  t.ok(reconnectDelay(100) >= 2000 && reconnectDelay(100) < 2100)
+})
+
+t.test('bad Redis settings stop start-up naming the variable', async (t) => {
+  t.throws(() => resolveConfig({}, { REDIS_PORT: '70000' }), /REDIS_PORT/)
+  t.throws(() => resolveConfig({}, { REDIS_DB: 'x' }), /REDIS_DB/)
+  t.throws(() => resolveConfig({}, { FLOW_KEY_PREFIX: 'a{b}' }), /FLOW_KEY_PREFIX/)
+  t.throws(() => resolveConfig({}, { FLOW_INSTANCE_ID: 'has space' }), /FLOW_INSTANCE_ID/)
+})
+
+t.test('the server boots while Redis is down, says so, and uses Redis once it appears', async (t) => {
+  const port = await freePort()
+  const url = `redis://127.0.0.1:${port}`
+  const started = Date.now()
+  const server = await startServer(t, {
+    redisUrl: url,
+    redisConnectWaitMs: 300,
+    useRedisCollaboration: true,
+    useRedisWebsockets: true,
+    useRedisEventOrdering: true
+  })
+  t.ok(Date.now() - started < 5000, 'boot did not wait for Redis')
+  const down = (await server.app.inject({ url: '/health' })).json<{ status: string, redis: { connected: boolean } }>()
+  t.equal(down.status, 'degraded')
+  t.equal(down.redis.connected, false)
+  const client = await connect(t, server.ws)
+  t.match(await client.request({ type: 'join', project: 'p' }), { type: 'error', code: 'unavailable' })
+  await startRedis(t, { port })
+  await eventually('Redis connected', async () => (await server.app.inject({ url: '/health' })).json<{ status: string }>().status === 'ok' ? true : undefined, 10_000)
+  const joined = await client.join('p')
+  t.equal(joined.seq, 0)
+  t.match(await client.request({ type: 'op', project: 'p', data: 1 }), { type: 'ack', seq: 1 })
+})
