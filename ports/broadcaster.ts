@@ -2,7 +2,12 @@ import type { Member, Op, Presence } from '../lib/types.js'
 
 /** What instances tell each other about a project. */
 export type BroadcastMessage =
-  | { readonly kind: 'op', readonly epoch: string, readonly op: Op }
+  /**
+   * A sequenced op. `relay` is set when an instance-local log gave the seq
+   * (memory op log): an instance with another log appends it to its own
+   * (idempotent by op id) rather than trusting that seq.
+   */
+  | { readonly kind: 'op', readonly epoch: string, readonly op: Op, readonly relay?: boolean }
   | { readonly kind: 'member', readonly event: 'join' | 'leave', readonly member: Member }
   | { readonly kind: 'presence', readonly sessionId: string, readonly userId: string, readonly state: Presence }
 

@@ -423,7 +423,11 @@ export class Hub {
       }
       this.stats.opsAppended++
       // A log that publishes in its append (Redis, one script) keeps publish order = seq order.
-      if (!this.#ports.log.publishesOps) this.#publish(project, { kind: 'op', epoch: result.epoch, op: result.op })
+      if (!this.#ports.log.publishesOps) {
+        this.#publish(project, this.#ports.log.scope === 'instance'
+          ? { kind: 'op', epoch: result.epoch, op: result.op, relay: true }
+          : { kind: 'op', epoch: result.epoch, op: result.op })
+      }
       return { duplicate: false, seq: result.op.seq, op: result.op, epoch: result.epoch }
     } finally {
       this.#inFlight--
@@ -530,7 +534,8 @@ export class Hub {
     this.stats.broadcastsReceived++
     switch (message.kind) {
       case 'op':
-        if (this.#ports.log.scope === 'instance') this.#relay(lp, message.op)
+        // Seqs from another log (ours is local, or theirs was): re-sequence here.
+        if (this.#ports.log.scope === 'instance' || message.relay === true) this.#relay(lp, message.op)
         else if (lp.epoch === '') lp.pending.set(message.op.seq, message.op)
         else this.#deliver(lp, message.op, message.epoch)
         return
@@ -543,9 +548,10 @@ export class Hub {
   }
 
   /**
-   * Without a shared log, an op from another instance is appended to this
-   * instance's own log (its id keeps retries idempotent here too) and
-   * delivered with a local seq: seqs are per instance.
+   * An op sequenced by another log is appended to ours (its id keeps it
+   * idempotent: each log takes it once) and delivered with our seq. Without a
+   * shared log this makes seqs per instance; in a mixed fleet (some instances
+   * on the Redis log, some not yet) it carries ops across both.
    */
   #relay (lp: LocalProject, op: Op): void {
     this.#inFlight++

@@ -162,3 +162,25 @@ for (const flags of combos) {
     t.match(await b.next('op'), { seq: 1, data: 1 })
   })
 }
+
+t.test('a mixed fleet mid-migration (one instance on the Redis log, one not yet) carries every op both ways, once', async (t) => {
+  const { startServer } = await import('../helpers/server.js')
+  const { keyPrefix } = await startCluster(t, redis.url, 0)
+  const common = { redisUrl: redis.url, keyPrefix, useRedisCollaboration: true, useRedisWebsockets: true }
+  const old = await startServer(t, { ...common, instanceId: 'old', useRedisEventOrdering: false })
+  const upgraded = await startServer(t, { ...common, instanceId: 'new', useRedisEventOrdering: true })
+  const a = await connect(t, `${old.ws}?userId=a`)
+  const b = await connect(t, `${upgraded.ws}?userId=b`)
+  await a.join('mix')
+  await b.join('mix')
+  for (let n = 0; n < 20; n++) {
+    a.send({ type: 'op', project: 'mix', id: `a${n}`, data: n })
+    b.send({ type: 'op', project: 'mix', id: `b${n}`, data: n })
+  }
+  await eventually('every op on both sides', () => a.all('op').length >= 20 && b.all('op').length >= 20 ? true : undefined, 10_000)
+  t.same(a.all('op').map((f) => f.id).sort(), Array.from({ length: 20 }, (_, n) => `b${n}`).sort(), 'the old instance delivers every op of the new one, once')
+  t.same(b.all('op').map((f) => f.id).sort(), Array.from({ length: 20 }, (_, n) => `a${n}`).sort(), 'the new instance delivers every op of the old one, once')
+  t.ok(contiguous(seqs(a, 'mix'), 1, 40), 'seqs on the old instance are its own, gapless')
+  t.ok(contiguous(seqs(b, 'mix'), 1, 40), 'seqs on the new instance are the shared log\'s, gapless')
+  t.equal(a.all('reset').length + b.all('reset').length, 0, 'nobody is reset')
+})
