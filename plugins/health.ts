@@ -26,6 +26,13 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
     const redisPorts = Object.values(ports).filter((p) => p.adapter === 'redis')
     const degraded = redisPorts.some((p) => p.circuit !== 'closed')
     const sharedLog = ports.log.adapter === 'redis'
+    const seqScope = sharedLog ? 'cluster' : (ports.broadcaster.adapter === 'redis' ? 'instance' : 'cluster')
+    const policy = fastify.flowRedis?.maxmemoryPolicy ?? null
+    const warnings: string[] = []
+    if (policy?.startsWith('allkeys-') === true) warnings.push(`Redis maxmemory-policy is ${policy}: it may evict the op log (use noeviction)`)
+    if (seqScope === 'instance') warnings.push('seqs are per instance: the op log is not shared (USE_REDIS_EVENT_ORDERING=false)')
+    if (sharedLog && ports.broadcaster.adapter !== 'redis') warnings.push('ops of other instances reach members only on sync or when a gap shows (USE_REDIS_WEBSOCKETS=false)')
+    if (fastify.flowAuth.mode === 'open') warnings.push('authentication is off')
     return {
       status: degraded ? 'degraded' : 'ok',
       instanceId: flow.instanceId,
@@ -34,9 +41,11 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
       ports,
       redis: {
         configured: redisPorts.length > 0,
-        connected: redisPorts.length > 0 ? !degraded : null
+        connected: redisPorts.length > 0 ? !degraded : null,
+        maxmemoryPolicy: policy
       },
-      seqScope: sharedLog ? 'cluster' : (ports.broadcaster.adapter === 'redis' ? 'instance' : 'cluster'),
+      seqScope,
+      warnings,
       draining: flow.hub.draining
     }
   }
@@ -58,8 +67,9 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
         uptime: { type: 'number' },
         auth: { type: 'string' },
         ports: { type: 'object', properties: { sessions: port, broadcaster: port, log: port } },
-        redis: { type: 'object', properties: { configured: { type: 'boolean' }, connected: { type: ['boolean', 'null'] } } },
+        redis: { type: 'object', properties: { configured: { type: 'boolean' }, connected: { type: ['boolean', 'null'] }, maxmemoryPolicy: { type: ['string', 'null'] } } },
         seqScope: { type: 'string' },
+        warnings: { type: 'array', items: { type: 'string' } },
         draining: { type: 'boolean' }
       }
     }

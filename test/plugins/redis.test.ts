@@ -61,3 +61,22 @@ t.test('the server boots while Redis is down, says so, and uses Redis once it ap
   t.equal(joined.seq, 0)
   t.match(await client.request({ type: 'op', project: 'p', data: 1 }), { type: 'ack', seq: 1 })
 })
+
+t.test('an allkeys eviction policy is warned about in /health', async (t) => {
+  const redis = await startRedis(t)
+  const { redisClient } = await import('../helpers/redis.js')
+  const admin = await redisClient(t, redis.url)
+  await admin.configSet('maxmemory-policy', 'allkeys-lru')
+  const server = await startServer(t, { redisUrl: redis.url, useRedisEventOrdering: true, useRedisWebsockets: true })
+  const health = (await server.app.inject({ url: '/health' })).json<{ redis: { maxmemoryPolicy: string }, warnings: string[] }>()
+  t.equal(health.redis.maxmemoryPolicy, 'allkeys-lru')
+  t.match(health.warnings, [/maxmemory-policy is allkeys-lru/])
+})
+
+t.test('/health says when seqs are per instance', async (t) => {
+  const redis = await startRedis(t)
+  const server = await startServer(t, { redisUrl: redis.url, useRedisWebsockets: true })
+  const health = (await server.app.inject({ url: '/health' })).json<{ seqScope: string, warnings: string[] }>()
+  t.equal(health.seqScope, 'instance')
+  t.match(health.warnings, [/seqs are per instance/])
+})
