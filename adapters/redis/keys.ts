@@ -16,6 +16,8 @@
  * | `flow:instances`               | set     | instance ids that may own sessions                |
  * | `flow:instance:web-1:lease`    | string  | present while the instance is alive (PX)          |
  * | `flow:instance:web-1:sessions` | set     | the instance's sessions                           |
+ * | `flow:probe:web-1`             | channel | the health probe's Pub/Sub round trip             |
+ * | `flow:probe`                   | stream  | the health probes' appends (capped at ~1,000)     |
  *
  * The project id is the hash tag (`{...}`), so one project's keys share a
  * cluster slot and one Lua script may touch all of them. Neither the prefix
@@ -80,6 +82,10 @@ export interface RedisKeys {
   instances (): string
   instanceLease (id: string): string
   instanceSessions (id: string): string
+  /** channel: the health probe's round trip through Pub/Sub */
+  probeChannel (id: string): string
+  /** stream: the health probe's appends (capped) */
+  probeStream (): string
 }
 
 /** The key builder of `prefix`; throws a TypeError when the prefix is not valid. */
@@ -99,6 +105,8 @@ export function redisKeys (prefix: string): RedisKeys {
     sessionExpiry: () => `${p}:session-expiry`,
     instances: () => `${p}:instances`,
     instanceLease: (id) => `${p}:instance:${assertInstanceId(id)}:lease`,
-    instanceSessions: (id) => `${p}:instance:${assertInstanceId(id)}:sessions`
+    instanceSessions: (id) => `${p}:instance:${assertInstanceId(id)}:sessions`,
+    probeChannel: (id) => `${p}:probe:${assertInstanceId(id)}`,
+    probeStream: () => `${p}:probe`
   }
 }

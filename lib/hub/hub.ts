@@ -1,6 +1,6 @@
 import type { Broadcaster, BroadcastMessage } from '../../ports/broadcaster.js'
 import type { OperationLog } from '../../ports/operation-log.js'
-import type { SessionStore } from '../../ports/session-store.js'
+import type { ExpiredSession, SessionStore } from '../../ports/session-store.js'
 import type { FlowConfig } from '../config.js'
 import type { Member, Op } from '../types.js'
 import { ProtocolError, type ErrorCode } from '../errors.js'
@@ -381,6 +381,12 @@ export class Hub {
         if (lp !== undefined) this.#deliver(lp, result.op, result.epoch)
         return
       }
+      if (result.epoch !== lp.epoch) {
+        // Appended in another epoch than the members see (a switch in flight): ack now, then resync.
+        ack(result.seq)
+        this.#deliver(lp, result.op, result.epoch)
+        return
+      }
       // The ack goes out when the op is delivered in order, so the sender
       // sees its ack after every op before it.
       lp.acks.set(result.seq, () => { ack(result.seq) })
@@ -457,25 +463,38 @@ export class Hub {
   /** Reads the ops a broadcast lost from the log and delivers them in order. */
   async #fillGap (lp: LocalProject): Promise<void> {
     try {
-      while (lp.pending.size > 0 && this.#projects.get(lp.name) === lp) {
-        const page = await this.#ports.log.read(lp.name, lp.delivered, REPLAY_PAGE, lp.epoch)
-        if (page.reset) {
-          await this.#resync(lp)
-          return
-        }
-        if (page.ops.length === 0) break
-        for (const op of page.ops) lp.accept(op)
-      }
+      if (lp.pending.size > 0) await this.#catchUp(lp)
     } catch (err) {
       this.#log.warn({ err, project: lp.name }, 'gap fill failed; retrying')
       this.#scheduleGapFill(lp)
     }
   }
 
-  /** The log's epoch changed under the project: every member gets `reset`. */
-  async #resync (lp: LocalProject): Promise<void> {
+  /** Delivers every op the log has beyond what the project delivered; resets when it cannot. */
+  async #catchUp (lp: LocalProject): Promise<void> {
+    while (this.#projects.get(lp.name) === lp) {
+      const page = await this.#ports.log.read(lp.name, lp.delivered, REPLAY_PAGE, lp.epoch)
+      if (page.reset) {
+        await this.#resync(lp, true)
+        return
+      }
+      if (page.ops.length === 0) return
+      for (const op of page.ops) lp.accept(op)
+      if ((page.ops.at(-1) as Op).seq >= page.head) return
+    }
+  }
+
+  /**
+   * Brings a project to the log's position: ops it missed in the same epoch
+   * are delivered; when the epoch changed (a fallback, a recovery, Redis
+   * data lost) or history no longer reaches back, every member gets `reset`.
+   */
+  async #resync (lp: LocalProject, force = false): Promise<void> {
     const position = await this.#ports.log.head(lp.name)
-    if (position.epoch === lp.epoch && position.seq <= lp.delivered) return
+    if (!force && position.epoch === lp.epoch) {
+      if (position.seq > lp.delivered) await this.#catchUp(lp)
+      return
+    }
     lp.epoch = position.epoch
     lp.delivered = position.seq
     lp.pending.clear()
@@ -485,7 +504,44 @@ export class Hub {
       if (member.held !== null) member.held = []
       member.conn.send(frame)
     }
-    for (const [seq, ack] of lp.acks) if (seq <= position.seq) { lp.acks.delete(seq); ack() }
+    // Ops acked into the old epoch: their senders get their acks now.
+    for (const ack of lp.acks.values()) ack()
+    lp.acks.clear()
+  }
+
+  /**
+   * Re-reads every local project's position (after a port switched to or
+   * from its fallback, or the subscriber reconnected): missed ops are
+   * delivered, an epoch change resets the members.
+   */
+  async resyncAll (): Promise<void> {
+    await Promise.all([...this.#projects.values()].map(async (lp) => {
+      await this.#resync(lp).catch((err: unknown) => {
+        this.#log.warn({ err, project: lp.name }, 'resync failed')
+      })
+    }))
+  }
+
+  /**
+   * After an outage: announces the leaves other instances could not hear,
+   * writes the sessions of local connections back to the store (announcing
+   * each one the store had lost), and resyncs every project.
+   */
+  async recover (left: readonly ExpiredSession[]): Promise<void> {
+    for (const { project, member } of left) this.#publish(project, { kind: 'member', event: 'leave', member })
+    for (const lp of [...this.#projects.values()]) {
+      try {
+        const listed = new Set((await this.#ports.sessions.list(lp.name)).map((m) => m.sessionId))
+        for (const member of [...lp.members.values()]) {
+          if (listed.has(member.sessionId) || member.conn.closed) continue
+          await this.#ports.sessions.add(lp.name, toMember(member))
+          this.#publish(lp.name, { kind: 'member', event: 'join', member: toMember(member) })
+        }
+      } catch (err) {
+        this.#log.warn({ err, project: lp.name }, 'writing sessions back failed')
+      }
+    }
+    await this.resyncAll()
   }
 
   // ---------------------------------------------------------------- projects

@@ -1,0 +1,56 @@
+import { randomBytes } from 'node:crypto'
+import type { RedisClient } from './client.js'
+import { redisKeys } from './keys.js'
+import { withTimeout } from '../failover/outage.js'
+
+export interface RedisProbeOptions {
+  readonly client: RedisClient
+  readonly subscriber: RedisClient
+  readonly keyPrefix: string
+  readonly instanceId: string
+  /** longest the round trip may take (ms) */
+  readonly timeoutMs: number
+}
+
+/**
+ * An end-to-end check of Redis as Flow uses it: appends to a probe stream
+ * through the command connection and publishes a token that must come back
+ * through the subscriber connection. A subscriber that is "connected" but
+ * delivers nothing fails it, as does a Redis that answers PING but cannot
+ * write (out of memory, read-only replica).
+ */
+export function createRedisProbe (options: RedisProbeOptions): { probe: () => Promise<void> } {
+  const keys = redisKeys(options.keyPrefix)
+  const channel = keys.probeChannel(options.instanceId)
+  const stream = keys.probeStream()
+  const waiting = new Map<string, () => void>()
+  let subscribed: Promise<void> | null = null
+  const onMessage = (token: string): void => {
+    const done = waiting.get(token)
+    if (done !== undefined) {
+      waiting.delete(token)
+      done()
+    }
+  }
+  const probe = async (): Promise<void> => {
+    if (!options.client.isReady || !options.subscriber.isReady) throw new Error('Redis is not connected')
+    // node-redis restores the subscription after a reconnect.
+    subscribed ??= options.subscriber.subscribe(channel, onMessage).catch((err: unknown) => {
+      subscribed = null
+      throw err
+    })
+    await withTimeout(subscribed, options.timeoutMs, 'probe subscribe')
+    const token = randomBytes(8).toString('hex')
+    const back = new Promise<void>((resolve) => { waiting.set(token, resolve) })
+    try {
+      await withTimeout((async () => {
+        await options.client.sendCommand(['XADD', stream, 'MAXLEN', '~', '1000', '*', 'i', options.instanceId, 't', token])
+        await options.client.publish(channel, token)
+        await back
+      })(), options.timeoutMs, 'Redis probe round trip')
+    } finally {
+      waiting.delete(token)
+    }
+  }
+  return { probe }
+}
