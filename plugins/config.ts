@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { FlowConfig } from '../lib/config.js'
 import type { Hub, HubPorts } from '../lib/hub/hub.js'
+import type { CircuitBreaker } from '../lib/breaker.js'
 import { Stats } from '../lib/stats.js'
 import { randomBytes } from 'node:crypto'
 
@@ -14,6 +15,8 @@ export interface PortReport {
   /** circuit state of a Redis adapter's breaker; null on memory */
   readonly circuit: 'closed' | 'open' | 'half-open' | null
   readonly since: number | null
+  /** what serves it now: a Redis port serves from memory while its circuit is not closed */
+  readonly serving: 'memory' | 'redis' | 'custom'
 }
 
 /** Everything the plugin shares, under one decorator: `fastify.flow`. */
@@ -28,6 +31,8 @@ export interface Flow {
   portReports: () => Readonly<Record<keyof HubPorts, PortReport>>
   /** set by flow-hub */
   hub: Hub
+  /** set by flow-ports when a port runs on Redis: the connection's circuit breaker */
+  breaker: CircuitBreaker | null
 }
 
 declare module 'fastify' {

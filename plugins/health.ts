@@ -7,7 +7,8 @@ const port = {
   properties: {
     adapter: { type: 'string' },
     circuit: { type: ['string', 'null'] },
-    since: { type: ['number', 'null'] }
+    since: { type: ['number', 'null'] },
+    serving: { type: 'string' }
   }
 }
 

@@ -55,6 +55,8 @@ export function snapshot (flow: Flow, loop: LoopMonitor): Record<string, unknown
     broadcasts: { published: stats.broadcastsPublished, received: stats.broadcastsReceived, errors: stats.broadcastErrors },
     fallbacks: stats.fallbacks,
     recoveries: stats.recoveries,
+    degradedMs: flow.breaker?.degradedMs ?? 0,
+    circuit: flow.breaker?.state ?? null,
     errors: stats.errorsSent,
     connectionsOpened: stats.connectionsOpened,
     connectionsClosed: stats.connectionsClosed,
@@ -93,6 +95,8 @@ export function prometheus (flow: Flow, loop: LoopMonitor): string {
   metric(lines, 'flow_broadcast_errors_total', 'counter', 'Publishes that failed', stats.broadcastErrors)
   metric(lines, 'flow_fallbacks_total', 'counter', 'Ports that switched to their memory fallback', stats.fallbacks)
   metric(lines, 'flow_recoveries_total', 'counter', 'Ports that switched back to Redis', stats.recoveries)
+  metric(lines, 'flow_degraded_seconds_total', 'counter', 'Time spent serving from the memory fallback', (flow.breaker?.degradedMs ?? 0) / 1000)
+  metric(lines, 'flow_circuit_open', 'gauge', '1 while the Redis circuit is not closed', flow.breaker !== null && flow.breaker.state !== 'closed' ? 1 : 0)
   metric(lines, 'flow_slow_consumers_closed_total', 'counter', 'Connections closed for not reading', stats.slowConsumersClosed)
   metric(lines, 'flow_connections_opened_total', 'counter', 'Connections opened', stats.connectionsOpened)
   metric(lines, 'process_resident_memory_bytes', 'gauge', 'Resident set size', mem.rss)

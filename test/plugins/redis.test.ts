@@ -5,7 +5,6 @@ import { startServer } from '../helpers/server.js'
 import { startRedis } from '../helpers/redis.js'
 import { freePort } from '../helpers/process.js'
 import { connect } from '../helpers/client.js'
-import { eventually } from '../helpers/poll.js'
 
 t.test('the Redis URL takes its parts from REDIS_HOST, REDIS_PORT, credentials, database and TLS', async (t) => {
   t.equal(redisUrl(resolveConfig({}, {})), 'redis://127.0.0.1:6379')
@@ -38,7 +37,7 @@ t.test('bad Redis settings stop start-up naming the variable', async (t) => {
   t.throws(() => resolveConfig({}, { FLOW_INSTANCE_ID: 'has space' }), /FLOW_INSTANCE_ID/)
 })
 
-t.test('the server boots while Redis is down, says so, and uses Redis once it appears', async (t) => {
+t.test('the server boots while Redis is down, serves from memory, and moves to Redis once it appears', async (t) => {
   const port = await freePort()
   const url = `redis://127.0.0.1:${port}`
   const started = Date.now()
@@ -50,16 +49,22 @@ t.test('the server boots while Redis is down, says so, and uses Redis once it ap
     useRedisEventOrdering: true
   })
   t.ok(Date.now() - started < 5000, 'boot did not wait for Redis')
-  const down = (await server.app.inject({ url: '/health' })).json<{ status: string, redis: { connected: boolean } }>()
+  const down = (await server.app.inject({ url: '/health' })).json<{ status: string, redis: { connected: boolean }, ports: Record<string, { circuit: string, serving: string }> }>()
   t.equal(down.status, 'degraded')
   t.equal(down.redis.connected, false)
-  const client = await connect(t, server.ws)
-  t.match(await client.request({ type: 'join', project: 'p' }), { type: 'error', code: 'unavailable' })
-  await startRedis(t, { port })
-  await eventually('Redis connected', async () => (await server.app.inject({ url: '/health' })).json<{ status: string }>().status === 'ok' ? true : undefined, 10_000)
+  t.same(Object.values(down.ports).map((p) => p.serving), ['memory', 'memory', 'memory'])
+  const client = await connect(t, server.ws, { timeoutMs: 15_000 })
   const joined = await client.join('p')
-  t.equal(joined.seq, 0)
-  t.match(await client.request({ type: 'op', project: 'p', data: 1 }), { type: 'ack', seq: 1 })
+  t.match(await client.request({ type: 'op', project: 'p', id: 'during-outage', data: 1 }), { type: 'ack', seq: 1 }, 'ops are acked while degraded')
+  await startRedis(t, { port })
+  const reset = await client.next('reset')
+  t.not(reset.epoch, joined.epoch, 'members move to the Redis log\'s epoch')
+  const health = (await server.app.inject({ url: '/health' })).json<{ status: string }>()
+  t.equal(health.status, 'ok')
+  const history = (await server.app.inject({ url: '/projects/p/ops?since=0' })).json<{ epoch: string, ops: Array<{ id: string }> }>()
+  t.equal(history.epoch, reset.epoch)
+  t.same(history.ops.map((o) => o.id), ['during-outage'], 'the op acked during the outage is in the Redis log, once')
+  t.match(await client.request({ type: 'op', project: 'p', data: 2 }), { type: 'ack', seq: 2 })
 })
 
 t.test('an allkeys eviction policy is warned about in /health', async (t) => {
