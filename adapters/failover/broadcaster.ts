@@ -62,6 +62,9 @@ export class FailoverBroadcaster extends Failover implements Broadcaster {
   }
 
   async close (): Promise<void> {
+    const projects = [...this.#handlers.keys()]
     this.#handlers.clear()
+    // Best effort: the primary may be away; closing it is its owner's job.
+    await Promise.all(projects.map(async (p) => { await this.#primary.unsubscribe(p).catch(() => {}) }))
   }
 }

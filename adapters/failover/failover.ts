@@ -37,7 +37,9 @@ export abstract class Failover {
     options.breaker.on('open', () => { this.fallBack() })
     // A port that fell back while the breaker was recovering must go through a recovery of its own.
     options.breaker.on('close', () => { if (this.#mode === 'fallback') this.breaker.trip(new Error('fell back during recovery')) })
-    if (options.breaker.state !== 'closed') this.fallBack()
+    // Created on an open circuit: start on the fallback. Subclass fields are not
+    // initialised yet here, so the fallback state is made lazily on first use.
+    if (options.breaker.state !== 'closed') this.#mode = 'fallback'
   }
 
   get mode (): 'primary' | 'fallback' {
