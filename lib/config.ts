@@ -38,6 +38,8 @@ export const SETTINGS = {
   maxBufferedBytes: { env: 'FLOW_MAX_BUFFERED_BYTES', kind: 'int', default: 8 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, doc: 'unsent data a connection may hold before it is closed with 1008 (slow consumer)' },
   shutdownTimeoutMs: { env: 'FLOW_SHUTDOWN_TIMEOUT_MS', kind: 'int', default: 5000, min: 0, max: 600_000, doc: 'longest drain before connections are closed with 1001 on shutdown' },
   opsPageMax: { env: 'FLOW_OPS_PAGE_MAX', kind: 'int', default: 1000, min: 500, max: 100_000, doc: 'cap of `limit` in `GET /projects/:project/ops`' },
+  maxConnectionsPerIp: { env: 'FLOW_MAX_CONNECTIONS_PER_IP', kind: 'int', default: 0, min: 0, max: 10_000_000, doc: 'open WebSocket connections one client address may hold; more are refused with 429 (0: no limit)' },
+  allowedOrigins: { env: 'FLOW_ALLOWED_ORIGINS', kind: 'string', doc: 'comma-separated origins (`https://app.example.com`) a browser may connect from; others get 403. Unset: any origin. Clients that send no Origin (not browsers) are not affected' },
   maxEventLoopDelayMs: { env: 'FLOW_MAX_EVENT_LOOP_DELAY_MS', kind: 'int', default: 1000, min: 0, max: 600_000, doc: 'event-loop delay over which the server answers 503 (0: off)' },
   maxEventLoopUtilization: { env: 'FLOW_MAX_EVENT_LOOP_UTILIZATION', kind: 'float', default: 0, min: 0, max: 1, doc: 'event-loop utilisation over which the server answers 503 (0: off)' },
   maxHeapUsedBytes: { env: 'FLOW_MAX_HEAP_USED_BYTES', kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, doc: 'heap used over which the server answers 503 (0: off)' },

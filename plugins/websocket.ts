@@ -3,7 +3,8 @@ import websocket from '@fastify/websocket'
 import { createServer, ServerResponse, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { ProtocolError } from '../lib/errors.js'
 import type { RawData, WebSocket } from 'ws'
 import type { Transport } from '../lib/hub/transport.js'
 
@@ -95,18 +96,36 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
     })
   }
 
+  const origins = config.allowedOrigins === undefined
+    ? null
+    : new Set(config.allowedOrigins.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter((o) => o !== ''))
+  const perIp = new Map<string, number>()
+
+  /** Refuses, before the upgrade, a browser from another origin and an address over its connection limit. */
+  const admit = async (request: FastifyRequest): Promise<void> => {
+    const origin = request.headers.origin
+    if (origins !== null && origin !== undefined && !origins.has(origin)) {
+      throw new ProtocolError('forbidden', 'this origin may not connect')
+    }
+    if (config.maxConnectionsPerIp > 0 && (perIp.get(request.ip) ?? 0) >= config.maxConnectionsPerIp) {
+      throw new ProtocolError('rate_limited', `at most ${config.maxConnectionsPerIp} connections per address`)
+    }
+  }
+
   fastify.get('/ws', {
     websocket: true,
     config: { flowSocket: true },
     // No request log lines for upgrades: the URL may carry ?token=.
     logLevel: 'warn',
-    preValidation: fastify.flowAuth.socket
+    preValidation: [admit, fastify.flowAuth.socket]
   }, (socket, request) => {
     const identity = request.flowIdentity
     if (identity === null) {
       socket.close(1008, 'not authenticated')
       return
     }
+    const ip = request.ip
+    perIp.set(ip, (perIp.get(ip) ?? 0) + 1)
     if (!ownServer) {
       // The host's @fastify/websocket closes its clients at once when the app
       // closes (code 1005), before Flow's drain. Flow's sockets are Flow's to
@@ -118,12 +137,26 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
     const log = connLog.child({ reqId: request.id, conn: conn.id })
     socket.on('message', (data, isBinary) => { hub.frame(conn, toBuffer(data), isBinary) })
     socket.on('pong', () => { hub.pong(conn) })
+    // A token that expires ends the connection (1008); the client reconnects
+    // with a fresh token and `since`, and misses nothing.
+    let expiry: NodeJS.Timeout | undefined
+    if (identity.expiresAt !== undefined) {
+      expiry = setTimeout(() => {
+        log.info('token expired: closing')
+        socket.close(1008, 'token expired')
+      }, Math.min(Math.max(0, identity.expiresAt - Date.now()), 2 ** 31 - 1))
+      expiry.unref()
+    }
     socket.on('close', (code) => {
+      clearTimeout(expiry)
+      const left = (perIp.get(ip) ?? 1) - 1
+      if (left <= 0) perIp.delete(ip)
+      else perIp.set(ip, left)
       hub.disconnect(conn)
-      log.debug({ code }, 'connection closed')
+      log.info({ code }, 'connection closed')
     })
     socket.on('error', (err) => { log.debug({ err }, 'socket error') })
-    log.debug({ userId: identity.userId }, 'connection opened')
+    log.info({ userId: identity.userId }, 'connection opened')
   })
 }
 
