@@ -43,7 +43,8 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
       redis: {
         configured: redisPorts.length > 0,
         connected: redisPorts.length > 0 ? !degraded : null,
-        maxmemoryPolicy: policy
+        maxmemoryPolicy: policy,
+        lastError: fastify.flowRedis?.lastError ?? null
       },
       seqScope,
       warnings,
@@ -68,7 +69,7 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
         uptime: { type: 'number' },
         auth: { type: 'string' },
         ports: { type: 'object', properties: { sessions: port, broadcaster: port, log: port } },
-        redis: { type: 'object', properties: { configured: { type: 'boolean' }, connected: { type: ['boolean', 'null'] }, maxmemoryPolicy: { type: ['string', 'null'] } } },
+        redis: { type: 'object', properties: { configured: { type: 'boolean' }, connected: { type: ['boolean', 'null'] }, maxmemoryPolicy: { type: ['string', 'null'] }, lastError: { type: ['string', 'null'] } } },
         seqScope: { type: 'string' },
         warnings: { type: 'array', items: { type: 'string' } },
         draining: { type: 'boolean' }

@@ -3,6 +3,8 @@ import { createClient } from 'redis'
 import type { FastifyInstance } from 'fastify'
 import type { RedisClient } from '../adapters/redis/client.js'
 import type { FlowConfig } from '../lib/config.js'
+import { ConfigError } from '../lib/errors.js'
+import { readFileSync } from 'node:fs'
 
 export type { RedisClient }
 
@@ -16,6 +18,8 @@ export interface FlowRedis {
   readonly ready: () => boolean
   /** Redis' maxmemory-policy once read; an `allkeys-*` policy may evict the op log */
   maxmemoryPolicy: string | null
+  /** the last connection error while not connected (e.g. `WRONGPASS ...`), for /health */
+  readonly lastError: string | null
 }
 
 declare module 'fastify' {
@@ -61,6 +65,28 @@ export function safeRedisUrl (url: string): string {
   return u.toString()
 }
 
+/**
+ * TLS material from REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and
+ * REDIS_TLS_KEY_FILE, read once at start; an unreadable file stops start-up
+ * naming its variable. Empty when none is set.
+ */
+export function tlsOptions (config: FlowConfig): { tls?: true, ca?: Buffer, cert?: Buffer, key?: Buffer } {
+  const read = (file: string | undefined, env: string): Buffer | undefined => {
+    if (file === undefined) return undefined
+    try {
+      return readFileSync(file)
+    } catch (err) {
+      throw new ConfigError(`${env} cannot be read: ${(err as Error).message}`)
+    }
+  }
+  const ca = read(config.redisTlsCaFile, 'REDIS_TLS_CA_FILE')
+  const cert = read(config.redisTlsCertFile, 'REDIS_TLS_CERT_FILE')
+  const key = read(config.redisTlsKeyFile, 'REDIS_TLS_KEY_FILE')
+  if ((cert === undefined) !== (key === undefined)) throw new ConfigError('REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together')
+  if (ca === undefined && cert === undefined) return {}
+  return { tls: true, ...(ca === undefined ? {} : { ca }), ...(cert === undefined ? {} : { cert, key }) }
+}
+
 /** Client options that make failures visible fast (STYLE.md trap 4). */
 export const CLIENT_OPTIONS = {
   // Commands fail at once while disconnected: no unbounded offline queue.
@@ -85,28 +111,41 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
   }
   const log = fastify.log.child({ component: 'redis' })
   const owned: RedisClient[] = []
+  // Filled in below; the connection listeners write the last error into it.
+  const status: { lastError: string | null } = { lastError: null }
   const watch = (client: RedisClient, role: string): RedisClient => {
     // Without an 'error' listener a lost connection kills the process.
-    client.on('error', (err: Error) => { log.debug({ err, role }, 'redis connection error') })
-    client.on('ready', () => { log.info({ role }, 'redis connected') })
+    client.on('error', (err: Error) => {
+      if (!client.isReady) status.lastError = err.message
+      log.debug({ err, role }, 'redis connection error')
+    })
+    client.on('ready', () => {
+      status.lastError = null
+      log.info({ role }, 'redis connected')
+    })
     client.on('end', () => { log.debug({ role }, 'redis connection closed') })
     return client
   }
   let client: RedisClient
+  let subscriber: RedisClient
   if (opts.client !== undefined) {
     client = opts.client
+    // The host's socket options (TLS, reconnection) are kept.
+    subscriber = watch(client.duplicate({ disableOfflineQueue: true, pingInterval: CLIENT_OPTIONS.pingInterval, name: `${fastify.flow.instanceId}-sub` }), 'subscriber')
   } else {
-    client = watch(createClient({ url: redisUrl(config), ...CLIENT_OPTIONS, name: `${fastify.flow.instanceId}` }), 'command')
+    const socket = { ...CLIENT_OPTIONS.socket, ...tlsOptions(config) }
+    client = watch(createClient({ url: redisUrl(config), ...CLIENT_OPTIONS, socket, name: `${fastify.flow.instanceId}` }), 'command')
     owned.push(client)
+    subscriber = watch(client.duplicate({ ...CLIENT_OPTIONS, socket, name: `${fastify.flow.instanceId}-sub` }), 'subscriber')
   }
-  const subscriber = watch(client.duplicate({ ...CLIENT_OPTIONS, name: `${fastify.flow.instanceId}-sub` }), 'subscriber')
   owned.push(subscriber)
 
   const redis: FlowRedis = {
     client,
     subscriber,
     ready: () => client.isReady && subscriber.isReady,
-    maxmemoryPolicy: null
+    maxmemoryPolicy: null,
+    get lastError () { return status.lastError }
   }
   fastify.decorate('flowRedis', redis)
 
