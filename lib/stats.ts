@@ -1,3 +1,30 @@
+/** Upper bounds (ms) of the delivery latency buckets. */
+export const LATENCY_BUCKETS_MS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000] as const
+
+/** A fixed-bucket histogram: counts per bucket (cumulative on output), sum and count. */
+export class Histogram {
+  readonly bounds: readonly number[]
+  readonly counts: number[]
+  sum = 0
+  count = 0
+
+  constructor (bounds: readonly number[]) {
+    this.bounds = bounds
+    this.counts = new Array<number>(bounds.length).fill(0)
+  }
+
+  observe (value: number): void {
+    this.sum += value
+    this.count++
+    for (let i = 0; i < this.bounds.length; i++) {
+      if (value <= (this.bounds[i] as number)) {
+        this.counts[i] = (this.counts[i] as number) + 1
+        return
+      }
+    }
+  }
+}
+
 /** Counters the hub and the ports keep; served by /ws/stats and /metrics. */
 export class Stats {
   framesIn = 0
@@ -16,6 +43,14 @@ export class Stats {
   rateLimited = 0
   errorsSent: Record<string, number> = {}
   framesInByType: Record<string, number> = {}
+  /** failed port calls (Redis command errors, timeouts) by port */
+  portErrors: Record<string, number> = {}
+  /** ms from an op's acceptance (its ts) to its delivery on this instance */
+  readonly deliveryLatency = new Histogram(LATENCY_BUCKETS_MS)
+
+  countPortError (port: string): void {
+    this.portErrors[port] = (this.portErrors[port] ?? 0) + 1
+  }
 
   countError (code: string): void {
     this.errorsSent[code] = (this.errorsSent[code] ?? 0) + 1

@@ -101,7 +101,10 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
     sessions = make(f)
   }
 
-  const report = (port: string) => (err: unknown): void => { fastify.log.warn({ err, port }, 'port call failed') }
+  const report = (port: string) => (err: unknown): void => {
+    stats.countPortError(port)
+    fastify.log.warn({ err, port }, 'port call failed')
+  }
   // A rejection of any port is a dependency failure: the client gets `unavailable`.
   fastify.flow.ports = {
     sessions: guardPort(sessions, 'the session store', report('sessions')),

@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { monitorEventLoopDelay, performance, type EventLoopUtilization } from 'node:perf_hooks'
 import type { FastifyInstance } from 'fastify'
+import { Registry, collectDefaultMetrics } from 'prom-client'
 import type { Flow } from './config.js'
 
 /** Event-loop delay and utilisation over the last sampling window. */
@@ -76,7 +77,6 @@ function metric (lines: string[], name: string, type: 'counter' | 'gauge', help:
 /** The same figures in Prometheus text format. */
 export function prometheus (flow: Flow, loop: LoopMonitor): string {
   const { stats, hub } = flow
-  const mem = process.memoryUsage()
   const lines: string[] = []
   metric(lines, 'flow_up', 'gauge', 'Instance information', { [flow.instanceId]: 1 }, 'instance')
   metric(lines, 'flow_connections', 'gauge', 'Open WebSocket connections', hub.connectionCount)
@@ -99,21 +99,37 @@ export function prometheus (flow: Flow, loop: LoopMonitor): string {
   metric(lines, 'flow_circuit_open', 'gauge', '1 while the Redis circuit is not closed', flow.breaker !== null && flow.breaker.state !== 'closed' ? 1 : 0)
   metric(lines, 'flow_slow_consumers_closed_total', 'counter', 'Connections closed for not reading', stats.slowConsumersClosed)
   metric(lines, 'flow_connections_opened_total', 'counter', 'Connections opened', stats.connectionsOpened)
-  metric(lines, 'process_resident_memory_bytes', 'gauge', 'Resident set size', mem.rss)
-  metric(lines, 'nodejs_heap_used_bytes', 'gauge', 'V8 heap used', mem.heapUsed)
-  metric(lines, 'nodejs_eventloop_delay_p99_seconds', 'gauge', 'Event-loop delay p99 over the last window', loop.current.p99 / 1000)
-  metric(lines, 'nodejs_eventloop_utilization', 'gauge', 'Event-loop utilisation over the last window', loop.current.utilization)
+  metric(lines, 'flow_port_errors_total', 'counter', 'Failed port calls (Redis command errors and timeouts) by port', stats.portErrors, 'port')
+  metric(lines, 'flow_eventloop_delay_p99_seconds', 'gauge', 'Event-loop delay p99 over the last window', loop.current.p99 / 1000)
+  metric(lines, 'flow_eventloop_utilization', 'gauge', 'Event-loop utilisation over the last window', loop.current.utilization)
+  const h = stats.deliveryLatency
+  lines.push('# HELP flow_delivery_latency_seconds Time from an op\'s acceptance to its delivery on this instance', '# TYPE flow_delivery_latency_seconds histogram')
+  let cumulative = 0
+  h.bounds.forEach((bound, i) => {
+    cumulative += h.counts[i] as number
+    lines.push(`flow_delivery_latency_seconds_bucket{le="${bound / 1000}"} ${cumulative}`)
+  })
+  lines.push(`flow_delivery_latency_seconds_bucket{le="+Inf"} ${h.count}`, `flow_delivery_latency_seconds_sum ${h.sum / 1000}`, `flow_delivery_latency_seconds_count ${h.count}`)
   return lines.join('\n') + '\n'
 }
 
-/** `/ws/stats` (JSON for humans) and `/metrics` (Prometheus). */
+/**
+ * `/ws/stats` (JSON for humans) and `/metrics` (Prometheus: Flow's figures
+ * plus prom-client's default process and Node.js metrics, from a registry
+ * of this app's own, so several apps in one process do not collide).
+ */
 async function statsPlugin (fastify: FastifyInstance): Promise<void> {
   const loop = new LoopMonitor(5000)
-  fastify.addHook('onClose', async () => { loop.close() })
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  fastify.addHook('onClose', async () => {
+    loop.close()
+    registry.clear()
+  })
   fastify.get('/ws/stats', { logLevel: 'warn' }, async () => snapshot(fastify.flow, loop))
   fastify.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
-    void reply.type('text/plain; version=0.0.4; charset=utf-8')
-    return prometheus(fastify.flow, loop)
+    void reply.type(registry.contentType)
+    return prometheus(fastify.flow, loop) + await registry.metrics()
   })
 }
 

@@ -31,7 +31,7 @@ function samples (text: string): Map<string, number> {
   const out = new Map<string, number>()
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (-?[0-9.eE+-]+|NaN)$/.exec(line)
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (-?[0-9.eE+-]+|NaN|Nan|[+-]Inf)$/.exec(line)
     if (match === null) throw new Error(`not a Prometheus sample line: ${JSON.stringify(line)}`)
     out.set(match[1] as string, Number(match[2]))
   }
@@ -137,3 +137,4 @@ t.test('/metrics is Prometheus text whose flow_* figures move with the traffic',
   t.ok((after.get('flow_frames_out_total') ?? 0) >= 3)
   t.ok((after.get('flow_connections_opened_total') ?? 0) === 1)
 })
+
