@@ -106,11 +106,13 @@ t.test('/metrics is Prometheus text whose flow_* figures move with the traffic',
   const res = await server.app.inject({ method: 'GET', url: '/metrics' })
   t.equal(res.statusCode, 200)
   t.match(res.headers['content-type'], /^text\/plain; version=0\.0\.4/)
-  const typed = new Set([...res.body.matchAll(/^# TYPE (\S+) (counter|gauge)$/gm)].map((m) => m[1]))
+  const typed = new Set([...res.body.matchAll(/^# TYPE (\S+) (counter|gauge|histogram|summary)$/gm)].map((m) => m[1]))
   const helped = new Set([...res.body.matchAll(/^# HELP (\S+) .+$/gm)].map((m) => m[1]))
   const before = samples(res.body)
   for (const name of before.keys()) {
-    const bare = name.replace(/\{.*$/, '')
+    const sample = name.replace(/\{.*$/, '')
+    // A histogram's or summary's samples carry suffixes of the declared name.
+    const bare = typed.has(sample) ? sample : sample.replace(/_(bucket|sum|count)$/, '')
     t.ok(typed.has(bare) && helped.has(bare), `${bare} has HELP and TYPE`)
   }
   for (const name of ['flow_connections', 'flow_frames_in_total', 'flow_frames_out_total', 'flow_ops_appended_total', 'flow_ops_duplicate_total', 'flow_sessions', 'flow_projects']) {
@@ -118,7 +120,7 @@ t.test('/metrics is Prometheus text whose flow_* figures move with the traffic',
   }
   t.equal(before.get('flow_up{instance="metrics-1"}'), 1)
   for (const name of typed) {
-    if (name?.endsWith('_total') === true) t.ok(res.body.includes(`# TYPE ${name} counter`), `${name} is a counter`)
+    if (name?.startsWith('flow_') === true && name.endsWith('_total')) t.ok(res.body.includes(`# TYPE ${name} counter`), `${name} is a counter`)
   }
 
   const alice = await connect(t, server.ws + '?userId=alice')
