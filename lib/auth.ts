@@ -50,7 +50,8 @@ type Alg = 'HS256' | 'RS256' | 'ES256'
 const MAX_TOKEN_LENGTH = 8192
 const MAX_SUB_LENGTH = 128
 const MAX_PROJECT_PATTERNS = 1000
-const DEFAULT_CLOCK_SKEW_SECONDS = 30
+/** Leeway for `exp` and `nbf` unless configured otherwise. */
+export const DEFAULT_CLOCK_SKEW_SECONDS = 30
 /** PROTOCOL.md project ids, and `prefix*` patterns over the same alphabet. */
 const EXACT_PROJECT = /^[A-Za-z0-9_.-]{1,128}$/
 const PROJECT_PREFIX = /^[A-Za-z0-9_.-]{0,127}\*$/

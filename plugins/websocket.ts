@@ -5,6 +5,7 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { ProtocolError } from '../lib/errors.js'
+import { DEFAULT_CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS } from '../lib/auth.js'
 import type { RawData, WebSocket } from 'ws'
 import type { Transport } from '../lib/hub/transport.js'
 
@@ -144,7 +145,9 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
       expiry = setTimeout(() => {
         log.info('token expired: closing')
         socket.close(1008, 'token expired')
-      }, Math.min(Math.max(0, identity.expiresAt - Date.now()), 2 ** 31 - 1))
+      // With the same clock skew the token was accepted with, so a token
+      // accepted just past its exp is not closed at once (a reconnect loop).
+      }, Math.min(Math.max(0, identity.expiresAt + CLOCK_SKEW_SECONDS * 1000 - Date.now()), 2 ** 31 - 1))
       expiry.unref()
     }
     socket.on('close', (code) => {

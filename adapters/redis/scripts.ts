@@ -234,26 +234,42 @@ function isNoScript (err: unknown): boolean {
   return err instanceof Error && err.message.startsWith('NOSCRIPT')
 }
 
+/** Scripts known to be in each connection's Redis script cache. */
+const cached = new WeakMap<RedisCommandClient, Set<string>>()
+
 /**
- * Runs `script` with EVALSHA, and with EVAL when Redis does not have it
- * cached. Resolves the raw reply; rejects with Redis' error otherwise.
+ * Runs `script`: with EVAL until Redis is known to have it cached on this
+ * client's server (a successful call), then with EVALSHA; a NOSCRIPT (the
+ * cache was emptied: a restart, SCRIPT FLUSH) forgets it and the call is
+ * sent again with EVAL. Resolves the raw reply; rejects with Redis' error.
  *
  * Ordering: calls are sent in call order on the client's connection and run
- * in that order; retries after NOSCRIPT are sent in the order the NOSCRIPTs
- * came back, behind every call already sent, which got NOSCRIPT too unless
- * another connection loaded the script in between. Only in that case (a
- * script cache emptied while calls are in flight, and another client quick
- * to reload it) does a later call run before an earlier one.
+ * in that order. Starting with EVAL (not EVALSHA and a retry) keeps it so on
+ * a fresh server, where concurrent first calls would otherwise all get
+ * NOSCRIPT and be retried behind later calls. Only a cache emptied while
+ * calls are in flight on a live connection (SCRIPT FLUSH) can still reorder
+ * them; a Redis restart drops the connection first (the failover re-syncs
+ * one call at a time).
  */
 export async function runScript (client: RedisCommandClient, script: LuaScript, keys: readonly string[], args: readonly string[]): Promise<unknown> {
   if (keys.length !== script.numberOfKeys) {
     throw new TypeError(`script ${script.name} takes ${script.numberOfKeys} keys, got ${keys.length}`)
   }
   const tail = [String(keys.length), ...keys, ...args]
-  try {
-    return await client.sendCommand(['EVALSHA', script.sha1, ...tail])
-  } catch (err) {
-    if (!isNoScript(err)) throw err
-    return await client.sendCommand(['EVAL', script.source, ...tail])
+  let known = cached.get(client)
+  if (known === undefined) {
+    known = new Set()
+    cached.set(client, known)
   }
+  if (known.has(script.sha1)) {
+    try {
+      return await client.sendCommand(['EVALSHA', script.sha1, ...tail])
+    } catch (err) {
+      if (!isNoScript(err)) throw err
+      known.delete(script.sha1)
+    }
+  }
+  const reply = await client.sendCommand(['EVAL', script.source, ...tail])
+  known.add(script.sha1)
+  return reply
 }
