@@ -1,0 +1,68 @@
+/**
+ * The server's frames of protocol v1 (PROTOCOL.md, "Server to client"), read
+ * defensively: a frame of a known type with a missing or wrongly typed field
+ * is reported instead of trusted.
+ */
+import type { Member, Op, Presence } from './types.js'
+
+export type Ref = string | number
+
+export interface JoinedFrame { readonly type: 'joined', readonly project: string, readonly sessionId: string, readonly userId: string, readonly epoch: string, readonly seq: number, readonly members: readonly Member[], readonly ref?: Ref }
+export interface LeftFrame { readonly type: 'left', readonly project: string, readonly ref?: Ref }
+export interface AckFrame { readonly type: 'ack', readonly project: string, readonly id: string, readonly seq: number, readonly ref?: Ref }
+export interface OpFrame extends Op { readonly type: 'op' }
+export interface MemberFrame { readonly type: 'member', readonly project: string, readonly event: 'join' | 'leave', readonly member: Member }
+export interface PresenceFrame { readonly type: 'presence', readonly project: string, readonly sessionId: string, readonly userId: string, readonly state: Presence }
+export interface SyncedFrame { readonly type: 'synced', readonly project: string, readonly epoch: string, readonly seq: number, readonly ref?: Ref }
+export interface ResetFrame { readonly type: 'reset', readonly project: string, readonly epoch: string, readonly seq: number }
+export interface PongFrame { readonly type: 'pong', readonly ts: number, readonly ref?: Ref }
+export interface ErrorFrame { readonly type: 'error', readonly code: string, readonly message: string, readonly project?: string, readonly ref?: Ref }
+
+export type ProjectFrame = JoinedFrame | LeftFrame | AckFrame | OpFrame | MemberFrame | PresenceFrame | SyncedFrame | ResetFrame
+export type ServerFrame = ProjectFrame | PongFrame | ErrorFrame
+
+/** A decoded frame; `unknown` for a type this client does not know (ignored, for forward compatibility). */
+export type Decoded = { readonly ok: true, readonly frame: ServerFrame } | { readonly ok: true, readonly frame: undefined } | { readonly ok: false, readonly message: string }
+
+type Fields = Record<string, unknown>
+
+const isObject = (v: unknown): v is Fields => typeof v === 'object' && v !== null && !Array.isArray(v)
+const isString = (v: unknown): v is string => typeof v === 'string'
+const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
+const isRef = (v: unknown): boolean => v === undefined || typeof v === 'string' || typeof v === 'number'
+
+function isMember (v: unknown): v is Member {
+  return isObject(v) && isString(v.sessionId) && isString(v.userId) && isObject(v.presence) && typeof v.joinedAt === 'number'
+}
+
+/** The fields each known type needs, checked in order; the first that fails names the problem. */
+const checks: Record<ServerFrame['type'], ReadonlyArray<readonly [string, (v: unknown) => boolean]>> = {
+  joined: [['project', isString], ['sessionId', isString], ['userId', isString], ['epoch', isString], ['seq', isSeq], ['members', (v) => Array.isArray(v) && v.every(isMember)], ['ref', isRef]],
+  left: [['project', isString], ['ref', isRef]],
+  ack: [['project', isString], ['id', isString], ['seq', isSeq], ['ref', isRef]],
+  op: [['project', isString], ['seq', isSeq], ['id', isString], ['userId', isString], ['sessionId', (v) => v === null || isString(v)], ['ts', (v) => typeof v === 'number']],
+  member: [['project', isString], ['event', (v) => v === 'join' || v === 'leave'], ['member', isMember]],
+  presence: [['project', isString], ['sessionId', isString], ['userId', isString], ['state', isObject]],
+  synced: [['project', isString], ['epoch', isString], ['seq', isSeq], ['ref', isRef]],
+  reset: [['project', isString], ['epoch', isString], ['seq', isSeq]],
+  pong: [['ref', isRef]],
+  error: [['code', isString], ['message', isString], ['project', (v) => v === undefined || isString(v)], ['ref', isRef]]
+}
+
+/** Reads one text frame. Never throws. */
+export function decodeFrame (text: string): Decoded {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return { ok: false, message: 'a frame from the server is not JSON' }
+  }
+  if (!isObject(value) || !isString(value.type)) return { ok: false, message: 'a frame from the server has no string type' }
+  const type = value.type
+  if (!Object.hasOwn(checks, type)) return { ok: true, frame: undefined }
+  for (const [field, check] of checks[type as ServerFrame['type']]) {
+    if (!check(value[field])) return { ok: false, message: `a ${type} frame from the server has an invalid ${field}` }
+  }
+  if (type === 'op' && !('data' in value)) return { ok: false, message: 'an op frame from the server has no data' }
+  return { ok: true, frame: value as unknown as ServerFrame }
+}

@@ -1,0 +1,180 @@
+/**
+ * Types of the Flow client: the frames of protocol v1 it speaks
+ * (PROTOCOL.md), its options and its events. No runtime code.
+ */
+import type { FlowError } from './errors.js'
+
+/** A member's presence: any JSON object (at most 4 KiB as JSON by default). */
+export type Presence = Readonly<Record<string, unknown>>
+
+/** One session's membership of a project, as the server describes it. */
+export interface Member {
+  readonly sessionId: string
+  readonly userId: string
+  readonly presence: Presence
+  /** ms since the Unix epoch */
+  readonly joinedAt: number
+}
+
+/** An op another session (or the HTTP API) made, handed to the app in seq order. */
+export interface Op {
+  readonly project: string
+  readonly seq: number
+  readonly id: string
+  readonly userId: string
+  /** null for ops posted over HTTP */
+  readonly sessionId: string | null
+  readonly data: unknown
+  /** server time of the append, ms since the Unix epoch */
+  readonly ts: number
+}
+
+/** What a send resolves to: where the op sits in the project's log. */
+export interface Ack {
+  readonly id: string
+  readonly seq: number
+  /** the epoch `seq` belongs to */
+  readonly epoch: string
+}
+
+/** The `ack` event: one per send, when the send's promise resolves. */
+export interface AckEvent extends Ack {
+  /** the data the app sent */
+  readonly data: unknown
+  /**
+   * false: this ack is the next entry of the ordered stream (seq = the
+   * previous op's or ack's seq + 1): apply it. true: the op is already part
+   * of the state a `reset` told the app to load (it was acknowledged at or
+   * below that reset's seq, or in the epoch the reset ended): do not apply
+   * it again.
+   */
+  readonly stale: boolean
+}
+
+export type Status = 'connecting' | 'open' | 'closed' | 'reconnecting'
+
+/** Why the client is waiting before its next connection attempt. */
+export interface RetryInfo {
+  /** attempts since the last stable connection (0 for the first retry) */
+  readonly attempt: number
+  /** how long the client waits before this attempt */
+  readonly delayMs: number
+  /** close code of the connection that ended (1006 when it never opened) */
+  readonly code: number
+  readonly reason: string
+}
+
+/** The events of a FlowClient, each with the arguments its listeners get. */
+export interface FlowEvents {
+  /** another session's op, in seq order, never twice */
+  op: (project: string, op: Op) => void
+  /** the session's own op is acknowledged (as its send promise resolves) */
+  ack: (project: string, ack: AckEvent) => void
+  /** the member list changed (a join, a leave, or a (re)join's fresh list) */
+  members: (project: string, members: readonly Member[]) => void
+  /** another session's presence changed */
+  presence: (project: string, sessionId: string, userId: string, state: Presence) => void
+  /** the op log's history no longer reaches back: reload state up to `seq`, live ops continue after it */
+  reset: (project: string, epoch: string, seq: number) => void
+  /** the connection's status changed; `retry` is set while a new attempt is scheduled */
+  status: (status: Status, retry?: RetryInfo) => void
+  /** a protocol error not tied to a send (those reject the send's promise) */
+  error: (error: FlowError) => void
+}
+
+/**
+ * A WebSocket as the client uses it: the browser's, or the `ws` package's.
+ * Event handlers are declared bivariantly so both implementations' handler
+ * types fit.
+ */
+export interface WebSocketLike {
+  readonly readyState: number
+  send (data: string): void
+  close (code?: number, reason?: string): void
+  onopen: Handler<unknown> | null
+  onmessage: Handler<MessageEventLike> | null
+  onclose: Handler<CloseEventLike> | null
+  onerror: Handler<unknown> | null
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike
+
+/** A function type whose parameter is checked bivariantly (like a method's). */
+type Handler<E> = { bivarianceHack (event: E): void }['bivarianceHack']
+
+export interface MessageEventLike {
+  readonly data: unknown
+}
+
+export interface CloseEventLike {
+  readonly code: number
+  readonly reason: string
+}
+
+export interface ReconnectOptions {
+  /** ceiling of the first retry's delay, in ms (default 250) */
+  readonly minDelayMs?: number
+  /** largest delay between two attempts, in ms (default 10,000) */
+  readonly maxDelayMs?: number
+  /** a connection open this long counts as stable: the next retry starts again from the minimum (default 5,000) */
+  readonly stableAfterMs?: number
+}
+
+export type TokenSource = string | (() => string | Promise<string>)
+
+export interface FlowClientOptions {
+  /** the server's WebSocket endpoint: `wss://host/ws` (or `{prefix}/ws`) */
+  readonly url: string
+  /** a token, or a function called before every connection attempt (fresh tokens) */
+  readonly token?: TokenSource
+  /** a WebSocket constructor; default the global `WebSocket` (browsers, Node 22+) */
+  readonly WebSocket?: WebSocketConstructor
+  readonly reconnect?: ReconnectOptions
+  /**
+   * How often the client pings, in ms; a connection from which nothing
+   * arrived for a whole interval after a ping is dropped and replaced
+   * (default 30,000; 0: never).
+   */
+  readonly pingIntervalMs?: number
+  /** at most one presence frame per project per this many ms; the last state is always sent (default 50) */
+  readonly presenceThrottleMs?: number
+  /** largest op frame the client sends, in bytes (the server's payload limit, default 64 KiB) */
+  readonly maxFrameBytes?: number
+}
+
+/** What a `reset` callback is told. */
+export interface ResetInfo {
+  readonly project: string
+  readonly epoch: string
+  readonly seq: number
+}
+
+export interface JoinOptions {
+  /** the presence other members see; later changes through `setPresence` */
+  readonly presence?: Presence
+  /**
+   * The last seq the app already has (default 0: the app is handed the whole
+   * kept history as `op` events, or a `reset` when it no longer reaches back).
+   */
+  readonly since?: number
+  /** the epoch `since` belongs to; without it the first replay trusts `since` */
+  readonly epoch?: string
+  /**
+   * Called on every `reset` of this project. Reload the project's state up
+   * to `seq` (from your own store, or `GET /projects/:project/ops`). The
+   * client holds the live ops back until the returned promise settles, then
+   * hands them over from `seq + 1`.
+   */
+  readonly onReset?: (reset: ResetInfo) => void | Promise<void>
+}
+
+export interface SendOptions {
+  /** the op's idempotency key (1 to 64 of `A-Z a-z 0-9 _ -`); generated when missing */
+  readonly id?: string
+}
+
+/** An op sent and not acknowledged yet. */
+export interface PendingOp {
+  readonly id: string
+  readonly data: unknown
+}
