@@ -2,7 +2,7 @@
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.tap/**', 'coverage/**', '.mutants/**', 'eslint.config.js', 'scripts/**'] },
+  { ignores: ['dist/**', 'node_modules/**', '.tap/**', 'coverage/**', '.mutants/**', 'eslint.config.js', 'scripts/**', 'bench/**'] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },

@@ -5,6 +5,9 @@ import { MemoryOperationLog } from '../memory/operation-log.js'
 import { Failover, type FailoverOptions } from './failover.js'
 import { withTimeout } from './outage.js'
 
+/** Appends `resync` keeps in flight at once. */
+const RESYNC_BATCH = 100
+
 export interface FailoverOperationLogOptions extends FailoverOptions {
   readonly primary: OperationLog
   /** ops kept per project by the fallback log */
@@ -26,6 +29,10 @@ export class FailoverOperationLog extends Failover implements OperationLog {
   readonly #maxBuffered: number
   #fallback: MemoryOperationLog | null = null
   #buffer: NewOp[] = []
+  /** while `resync` appends the buffer's last batch: appends wait for it, then go where the log serves from */
+  #gate: Promise<void> | null = null
+  /** appends sent to the primary and not settled yet */
+  readonly #onPrimary = new Set<Promise<AppendResult>>()
 
   constructor (options: FailoverOperationLogOptions) {
     super(options)
@@ -38,8 +45,15 @@ export class FailoverOperationLog extends Failover implements OperationLog {
     return this.mode === 'primary' ? this.#primary.scope : 'instance'
   }
 
+  /**
+   * The primary's, in both modes: an op accepted on the fallback is published
+   * by the primary's append when `resync` moves it there, in seq order. The
+   * caller must not publish it itself: another instance already back on the
+   * primary would relay it into the shared log ahead of the ops still in
+   * this instance's outage buffer, out of its sender's order.
+   */
   get publishesOps (): boolean {
-    return this.mode === 'primary' && this.#primary.publishesOps
+    return this.#primary.publishesOps
   }
 
   /** ops accepted during the outage and not yet in the primary */
@@ -63,14 +77,45 @@ export class FailoverOperationLog extends Failover implements OperationLog {
   }
 
   async append (op: NewOp): Promise<AppendResult> {
-    return await this.call('op log append', async () => await this.#primary.append(op), async () => {
-      if (this.#buffer.length >= this.#maxBuffered) {
-        throw new ProtocolError('unavailable', 'the op log is away and the outage buffer is full; try again')
-      }
-      const result = await this.#log().append(op)
-      if (!result.duplicate) this.#buffer.push(op)
-      return result
-    })
+    for (;;) {
+      if (this.#gate !== null) await this.#gate
+      // Fell back while earlier appends are still in flight on the primary:
+      // they reach the buffer first (failed, timed out, or taken by both), so
+      // ops keep their order across the switch.
+      else if (this.mode === 'fallback' && this.#onPrimary.size > 0) await Promise.allSettled([...this.#onPrimary])
+      else break
+    }
+    if (this.mode === 'fallback') return await this.#append(op)
+    const appending = this.#append(op)
+    this.#onPrimary.add(appending)
+    try {
+      return await appending
+    } finally {
+      this.#onPrimary.delete(appending)
+    }
+  }
+
+  async #append (op: NewOp): Promise<AppendResult> {
+    const taken = await this.call<{ by: 'primary' | 'fallback', result: AppendResult }>('op log append',
+      async () => ({ by: 'primary', result: await this.#primary.append(op) }),
+      async () => ({ by: 'fallback', result: await this.#appendFallback(op) }))
+    // The primary took it, but the port fell back while the call was in flight:
+    // the instance now serves the fallback's epoch, so the fallback takes the op
+    // too (its seq is then one of the epoch the members are in; at resync the
+    // primary answers it as a duplicate by id).
+    if (taken.by === 'primary' && !taken.result.duplicate && this.mode === 'fallback') return await this.#appendFallback(op)
+    return taken.result
+  }
+
+  async #appendFallback (op: NewOp): Promise<AppendResult> {
+    if (this.#buffer.length >= this.#maxBuffered) {
+      throw new ProtocolError('unavailable', 'the op log is away and the outage buffer is full; try again')
+    }
+    // Its place in the buffer is taken now, in the order of the fallback's
+    // seqs, so a re-sync that is finishing cannot miss it. A duplicate stays
+    // too: the primary answers it as one by id.
+    this.#buffer.push(op)
+    return await this.#log().append(op)
   }
 
   async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> {
@@ -85,13 +130,33 @@ export class FailoverOperationLog extends Failover implements OperationLog {
 
   async resync (): Promise<void> {
     if (this.mode === 'primary') return
-    // Ops accepted while this runs join the buffer and are appended too.
-    while (this.#buffer.length > 0) {
-      const op = this.#buffer[0] as NewOp
-      await withTimeout(this.#primary.append(op), this.timeoutMs, 'op log re-sync')
-      this.#buffer.shift()
+    // Ops accepted while this runs join the buffer and are appended too. One
+    // round trip per op would not outpace live traffic: appends are pipelined
+    // in batches, in buffer order (calls made in order are applied in order).
+    // The first goes alone, so a primary that lost its script cache (a
+    // restart) has it back before a batch is in flight. With ops arriving
+    // more often than once per round trip the buffer would never be seen
+    // empty: for the last batch, new appends wait, and go to the primary
+    // after it (or to the fallback, behind what is left, when it fails).
+    for (let size = 1; ; size = RESYNC_BATCH) {
+      const last = this.#buffer.length <= size
+      let open = (): void => {}
+      if (last) this.#gate = new Promise<void>((resolve) => { open = resolve })
+      try {
+        const batch = this.#buffer.slice(0, size)
+        await withTimeout(Promise.all(batch.map(async (op) => await this.#primary.append(op))), this.timeoutMs, 'op log re-sync')
+        this.#buffer.splice(0, batch.length)
+        if (last) {
+          this.backToPrimary()
+          return
+        }
+      } finally {
+        if (last) {
+          this.#gate = null
+          open()
+        }
+      }
     }
-    this.backToPrimary()
   }
 
   async close (): Promise<void> {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { RedisClient } from './client.js'
 import { redisKeys } from './keys.js'
+import { OPERATION_LOG_SCRIPTS } from './scripts.js'
 import { withTimeout } from '../failover/outage.js'
 
 export interface RedisProbeOptions {
@@ -18,6 +19,11 @@ export interface RedisProbeOptions {
  * through the subscriber connection. A subscriber that is "connected" but
  * delivers nothing fails it, as does a Redis that answers PING but cannot
  * write (out of memory, read-only replica).
+ *
+ * It also loads the op log's scripts: every return to Redis goes through a
+ * probe, so no append meets an empty script cache (after a Redis restart),
+ * where NOSCRIPT retries can run one sender's appends out of order
+ * (runScript in scripts.ts).
  */
 export function createRedisProbe (options: RedisProbeOptions): { probe: () => Promise<void> } {
   const keys = redisKeys(options.keyPrefix)
@@ -45,6 +51,7 @@ export function createRedisProbe (options: RedisProbeOptions): { probe: () => Pr
     try {
       await withTimeout((async () => {
         await options.client.sendCommand(['XADD', stream, 'MAXLEN', '~', '1000', '*', 'i', options.instanceId, 't', token])
+        await Promise.all(OPERATION_LOG_SCRIPTS.map(async (script) => await options.client.sendCommand(['SCRIPT', 'LOAD', script.source])))
         await options.client.publish(channel, token)
         await back
       })(), options.timeoutMs, 'Redis probe round trip')

@@ -84,6 +84,10 @@ export class Hub {
   #reaping = false
   /** sessions whose leave was announced though the store kept them */
   readonly #announced = new Set<string>()
+  /** per project, ops appended to an epoch its members are not in yet: their acks wait for the switch */
+  readonly #ahead = new Map<LocalProject, AckAhead[]>()
+  /** per project and op id, the acks of local ops whose append has not answered yet */
+  readonly #unacked = new Map<string, Map<string, (seq: number) => void>>()
   #drained: Promise<void> | undefined
   #closed = false
 
@@ -367,10 +371,15 @@ export class Hub {
       return
     }
     const id = frame.id ?? randomId(12)
-    this.#append(frame.project, id, member.userId, member.sessionId, frame.data).then((result) => {
-      const ack = (seq: number): void => {
-        this.#reply(conn, withRef({ type: 'ack', project: frame.project, id, seq }, frame.ref))
-      }
+    let acked = false
+    const ack = (seq: number): void => {
+      if (acked) return
+      acked = true
+      this.#reply(conn, withRef({ type: 'ack', project: frame.project, id, seq }, frame.ref))
+    }
+    // The log may show the op (a catch-up read) before the append answers: it is acked when delivered.
+    const forget = this.#expectAck(frame.project, id, ack)
+    this.#append(frame.project, id, member.userId, member.sessionId, frame.data).finally(forget).then((result) => {
       if (result.duplicate) {
         ack(result.seq)
         return
@@ -382,9 +391,17 @@ export class Hub {
         return
       }
       if (result.epoch !== lp.epoch) {
-        // Appended in another epoch than the members see (a switch in flight): ack now, then resync.
-        ack(result.seq)
-        this.#deliver(lp, result.op, result.epoch)
+        // Appended in another epoch than the members see (a switch in flight):
+        // the op and its ack wait for the members' `reset` to that epoch, so
+        // the ack's seq reaches the sender in the epoch it belongs to.
+        const entry: AckAhead = { epoch: result.epoch, op: result.op, ack: () => { ack(result.seq) } }
+        this.#ahead.set(lp, [...(this.#ahead.get(lp) ?? []), entry])
+        this.#resync(lp).catch((err: unknown) => {
+          this.#log.warn({ err, project: lp.name }, 'resync after an epoch change failed')
+        }).finally(() => {
+          // The project did not reach that epoch (the log moved on): ack all the same.
+          if (this.#takeAhead(lp, (a) => a === entry).length > 0) entry.ack()
+        })
         return
       }
       // The ack goes out when the op is delivered in order, so the sender
@@ -479,7 +496,11 @@ export class Hub {
         return
       }
       if (page.ops.length === 0) return
-      for (const op of page.ops) lp.accept(op)
+      for (const op of page.ops) {
+        const ack = this.#unacked.get(lp.name)?.get(op.id)
+        if (ack !== undefined && op.seq > lp.delivered && !lp.acks.has(op.seq)) lp.acks.set(op.seq, () => { ack(op.seq) })
+        lp.accept(op)
+      }
       if ((page.ops.at(-1) as Op).seq >= page.head) return
     }
   }
@@ -495,6 +516,11 @@ export class Hub {
       if (position.seq > lp.delivered) await this.#catchUp(lp)
       return
     }
+    // Ops appended to the old epoch and waiting on a gap: their senders get
+    // their acks now, in seq order, before the `reset` (the seqs are the old epoch's).
+    const acks = [...lp.acks].sort(([a], [b]) => a - b)
+    lp.acks.clear()
+    for (const [, ack] of acks) ack()
     lp.epoch = position.epoch
     lp.delivered = position.seq
     lp.pending.clear()
@@ -504,9 +530,45 @@ export class Hub {
       if (member.held !== null) member.held = []
       member.conn.send(frame)
     }
-    // Ops acked into the old epoch: their senders get their acks now.
-    for (const ack of lp.acks.values()) ack()
-    lp.acks.clear()
+    // Ops appended to this epoch before the switch: acked now when the reset's
+    // head covers them, else delivered (and acked) in seq order.
+    const ahead = this.#takeAhead(lp, (a) => a.epoch === position.epoch).sort((a, b) => a.op.seq - b.op.seq)
+    for (const a of ahead) {
+      if (a.op.seq <= position.seq) {
+        a.ack()
+      } else {
+        lp.acks.set(a.op.seq, a.ack)
+        this.#deliver(lp, a.op, a.epoch)
+      }
+    }
+  }
+
+  /** Remembers the ack of a local op until its append answers (the returned function forgets it). */
+  #expectAck (project: string, id: string, ack: (seq: number) => void): () => void {
+    let byId = this.#unacked.get(project)
+    if (byId === undefined) {
+      byId = new Map()
+      this.#unacked.set(project, byId)
+    }
+    // A second op with the same id in flight is a duplicate: the first one's ack stands.
+    if (byId.has(id)) return () => {}
+    byId.set(id, ack)
+    return () => {
+      const current = this.#unacked.get(project)
+      if (current?.get(id) !== ack) return
+      current.delete(id)
+      if (current.size === 0) this.#unacked.delete(project)
+    }
+  }
+
+  /** Removes and returns the project's acks ahead that match. */
+  #takeAhead (lp: LocalProject, match: (a: AckAhead) => boolean): AckAhead[] {
+    const all = this.#ahead.get(lp) ?? []
+    const taken = all.filter(match)
+    const rest = all.filter((a) => !match(a))
+    if (rest.length > 0) this.#ahead.set(lp, rest)
+    else this.#ahead.delete(lp)
+    return taken
   }
 
   /**
@@ -551,6 +613,7 @@ export class Hub {
     let lp = this.#projects.get(project)
     if (lp === undefined) {
       const created = new LocalProject(project)
+      created.onDeliver = (op) => { this.stats.deliveryLatency.observe(Date.now() - op.ts) }
       this.#projects.set(project, created)
       created.ready = (async () => {
         await this.#ports.broadcaster.subscribe(project, (message) => { this.#onBroadcast(created, message) })
@@ -581,6 +644,7 @@ export class Hub {
     if (lp.gapTimer !== undefined) clearTimeout(lp.gapTimer)
     for (const ack of lp.acks.values()) ack()
     lp.acks.clear()
+    for (const a of this.#takeAhead(lp, () => true)) a.ack()
     this.#ports.broadcaster.unsubscribe(lp.name).catch((err: unknown) => {
       this.#log.warn({ err, project: lp.name }, 'unsubscribe failed')
     })
@@ -798,6 +862,13 @@ export class Hub {
     for (const t of this.#timers) clearInterval(t)
     for (const lp of this.#projects.values()) if (lp.gapTimer !== undefined) clearTimeout(lp.gapTimer)
   }
+}
+
+/** An op appended to an epoch the project's members are not in yet, and its ack. */
+interface AckAhead {
+  readonly epoch: string
+  readonly op: Op
+  readonly ack: () => void
 }
 
 function toMember (m: LocalMember): Member {

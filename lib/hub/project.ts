@@ -56,6 +56,8 @@ export class LocalProject {
   refs = 0
   ready: Promise<void> = Promise.resolve()
   gapTimer: NodeJS.Timeout | undefined
+  /** told once per op delivered in order (metrics) */
+  onDeliver: ((op: Op) => void) | undefined
 
   constructor (name: string) {
     this.name = name
@@ -87,6 +89,7 @@ export class LocalProject {
   }
 
   #deliver (op: Op): void {
+    this.onDeliver?.(op)
     let frame: string | undefined
     for (const member of this.members.values()) {
       if (member.held !== null) {

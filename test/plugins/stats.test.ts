@@ -140,3 +140,19 @@ t.test('/metrics is Prometheus text whose flow_* figures move with the traffic',
   t.ok((after.get('flow_connections_opened_total') ?? 0) === 1)
 })
 
+t.test('/metrics carries the default process metrics and the delivery latency histogram', async (t) => {
+  const { startServer } = await import('../helpers/server.js')
+  const { connect } = await import('../helpers/client.js')
+  const server = await startServer(t)
+  const a = await connect(t, server.ws)
+  const b = await connect(t, server.ws)
+  await a.join('m')
+  await b.join('m')
+  await a.request({ type: 'op', project: 'm', data: 1 })
+  await b.next('op')
+  const text = (await server.app.inject({ url: '/metrics' })).body
+  t.match(text, /^process_cpu_user_seconds_total \d/m, 'prom-client default metrics')
+  t.match(text, /^process_resident_memory_bytes \d/m)
+  t.match(text, /^flow_delivery_latency_seconds_count 1$/m, 'one op delivered, one observation')
+  t.match(text, /^flow_delivery_latency_seconds_bucket\{le="\+Inf"\} 1$/m)
+})
