@@ -248,8 +248,8 @@ const cached = new WeakMap<RedisCommandClient, Set<string>>()
  * a fresh server, where concurrent first calls would otherwise all get
  * NOSCRIPT and be retried behind later calls. Only a cache emptied while
  * calls are in flight on a live connection (SCRIPT FLUSH) can still reorder
- * them; a Redis restart drops the connection first (the failover re-syncs
- * one call at a time).
+ * them; a Redis restart drops the connection first, and the failover's probe
+ * loads the op log's scripts before the port returns to Redis.
  */
 export async function runScript (client: RedisCommandClient, script: LuaScript, keys: readonly string[], args: readonly string[]): Promise<unknown> {
   if (keys.length !== script.numberOfKeys) {
