@@ -23,6 +23,7 @@ COPY lib ./lib
 COPY ports ./ports
 COPY adapters ./adapters
 COPY plugins ./plugins
+COPY client ./client
 RUN npm run build && rm -f dist/.tsbuildinfo
 
 # ---- runtime: production dependencies and dist/ only ----
@@ -34,6 +35,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+# The demo board served at / (plugins/demo.ts reads it at start).
+COPY demo ./demo
 # Files stay root-owned and read-only to the server; it writes nothing to disk.
 USER node
 EXPOSE 3000

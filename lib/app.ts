@@ -13,6 +13,7 @@ import healthPlugin from '../plugins/health.js'
 import websocketPlugin from '../plugins/websocket.js'
 import httpApiPlugin from '../plugins/http-api.js'
 import statsPlugin from '../plugins/stats.js'
+import demoPlugin from '../plugins/demo.js'
 
 export type { Flow } from '../plugins/config.js'
 export type { FlowConfig, FlowConfigOptions } from './config.js'
@@ -55,6 +56,7 @@ async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void>
     await child.register(healthPlugin)
     await child.register(httpApiPlugin)
     await child.register(statsPlugin)
+    await child.register(demoPlugin)
   }, { prefix: prefix ?? '' })
 }
 
