@@ -165,24 +165,35 @@ export function fileLimit () {
   return { soft: n(m[1]), hard: n(m[2]) }
 }
 
+let fileLimitChecked = null
+
 /**
  * Makes sure this process (and the servers it starts) may open `need` files.
- * Node cannot raise its own limit, so when the soft limit is too low and the
- * hard one allows it, the script re-runs itself under `ulimit -n` (once).
+ * Node raises its own soft limit to the hard one at start-up, so only the
+ * hard limit can be short; Node cannot raise it, so when it is too low and a
+ * shell may raise it (root, outside a locked-down container), the script
+ * re-runs itself under `ulimit -n` (once).
  * Returns the number of files available; the caller scales down when it is
  * below `need` and says so.
  */
 export function ensureFileLimit (need, log = console.error) {
+  if (fileLimitChecked !== null && fileLimitChecked.need >= need) return fileLimitChecked.available
   const { soft, hard } = fileLimit()
-  if (soft >= need) return soft
-  if (hard >= need && process.env.FLOW_BENCH_ULIMIT_RAISED !== '1') {
-    log(`[bench] open-files limit is ${soft}; raising it to ${need} (hard limit ${hard}) and re-running`)
-    const r = spawnSync('/bin/sh', ['-c', `ulimit -n ${need} && exec "$0" "$@"`, process.execPath, ...process.execArgv, ...process.argv.slice(1)],
-      { stdio: 'inherit', env: { ...process.env, FLOW_BENCH_ULIMIT_RAISED: '1' } })
-    process.exit(r.status ?? 1)
+  let available = soft
+  if (soft < need) {
+    // Raising the hard limit needs privileges a container may not grant even to root: try it first.
+    const mayRaise = spawnSync('/bin/sh', ['-c', `ulimit -n ${need}`], { stdio: 'ignore' }).status === 0
+    if (mayRaise && process.env.FLOW_BENCH_ULIMIT_RAISED !== '1') {
+      log(`[bench] open-files limit is ${soft} (hard ${hard}), below the ${need} needed: raising it with \`ulimit -n ${need}\` and re-running`)
+      const r = spawnSync('/bin/sh', ['-c', `ulimit -n ${need} && exec "$0" "$@"`, process.execPath, ...process.execArgv, ...process.argv.slice(1)],
+        { stdio: 'inherit', env: { ...process.env, FLOW_BENCH_ULIMIT_RAISED: '1' } })
+      process.exit(r.status ?? 1)
+    }
+    log(`[bench] open-files limit is ${soft} (hard ${hard}), below the ${need} needed, and it cannot be raised from here: raise it (as root: \`ulimit -Hn ${need}; ulimit -n ${need}\`, LimitNOFILE= in a systemd unit, or nofile in /etc/security/limits.conf) to run at full size; scaling down`)
+    available = soft
   }
-  log(`[bench] open-files limit is ${soft} (hard ${hard}), below the ${need} needed: raise it (as root: \`ulimit -Hn ${need}; ulimit -n ${need}\`, or LimitNOFILE= / nofile in limits.conf) to run at full size; scaling down`)
-  return soft
+  fileLimitChecked = { need, available }
+  return available
 }
 
 /** What machine this is, for the report. */
