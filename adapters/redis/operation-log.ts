@@ -70,6 +70,9 @@ export class RedisOperationLog implements OperationLog {
   readonly #idRetention: number
   readonly #origin: string | undefined
   #closed = false
+  /** random once per log; candidates add a counter (no random bytes per call on the hot path) */
+  readonly #epochBase = randomId(9)
+  #epochCount = 0
 
   constructor (options: RedisOperationLogOptions) {
     this.#client = options.client
@@ -86,6 +89,15 @@ export class RedisOperationLog implements OperationLog {
     }
   }
 
+  /**
+   * A fresh epoch for the scripts to use when a project has none: unique per
+   * process (random base) and per call (counter). Used only then.
+   */
+  #candidate (): string {
+    this.#epochCount++
+    return `${this.#epochBase}${this.#epochCount.toString(36)}`
+  }
+
   async append (input: NewOp): Promise<AppendResult> {
     this.#assertOpen()
     const keys = this.#opLog(input.project)
@@ -94,7 +106,7 @@ export class RedisOperationLog implements OperationLog {
       ? ['', '', '', '']
       : [this.#keys.channel(input.project), ...envelopeParts(this.#origin, input)]
     const reply = await runScript(this.#client, APPEND, [keys.meta, keys.ops, keys.ids], [
-      randomId(9),
+      this.#candidate(),
       input.id,
       body,
       String(this.#historyLimit),
@@ -114,7 +126,7 @@ export class RedisOperationLog implements OperationLog {
     if (Number.isNaN(limit)) throw new RangeError('limit must be a number >= 1')
     const count = Math.max(1, Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER))
     const reply = await runScript(this.#client, READ, [keys.meta, keys.ops, keys.ids], [
-      randomId(9),
+      this.#candidate(),
       String(since),
       String(count),
       epoch === undefined ? '0' : '1',
@@ -137,7 +149,7 @@ export class RedisOperationLog implements OperationLog {
   async head (project: string): Promise<LogPosition> {
     this.#assertOpen()
     const keys = this.#opLog(project)
-    const reply = await runScript(this.#client, HEAD, [keys.meta, keys.ops, keys.ids], [randomId(9)])
+    const reply = await runScript(this.#client, HEAD, [keys.meta, keys.ops, keys.ids], [this.#candidate()])
     const [epoch, seq] = tuple(reply, 2, 'head')
     return { epoch: text(epoch), seq: integer(seq) }
   }
