@@ -10,7 +10,7 @@ import { FlowClient, type Ack, type FlowClientOptions, type ResetInfo } from '..
 import { startRedis } from '../helpers/redis.js'
 import { startCluster } from '../helpers/cluster.js'
 import type { TestServer } from '../helpers/server.js'
-import { eventually, within } from '../helpers/poll.js'
+import { waitFor, withDeadline } from '../helpers/wait.js'
 
 const redis = await startRedis(t)
 /** Short timings, so an outage is seen and left within a second or two. */
@@ -24,7 +24,7 @@ function flow (t: Test, url: string, options: Partial<FlowClientOptions> = {}): 
 }
 
 async function until (what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  await eventually(what, async () => await condition() ? true : undefined, timeoutMs)
+  await waitFor(condition, { what, timeoutMs, intervalMs: 20 })
 }
 
 interface LoggedOp { readonly seq: number, readonly id: string }
@@ -99,7 +99,7 @@ t.test('three clients on two instances send 500 ops: each sees one gapless order
     c.on('ack', (_p, ack) => { streams[i]!.push({ kind: 'ack', seq: ack.seq, id: ack.id }) })
   })
   const handles = clients.map((c) => c.join('race'))
-  await within('all joined', Promise.all(handles.map(async (h) => { await h.ready })))
+  await withDeadline(Promise.all(handles.map(async (h) => { await h.ready })), 'all joined', 5000)
   const counts = [167, 167, 166]
   const sent: string[][] = [[], [], []]
   const sends: Array<Promise<Ack>> = []
@@ -111,7 +111,7 @@ t.test('three clients on two instances send 500 ops: each sees one gapless order
       sends.push(h.send({ n }, { id }))
     })
   }
-  const acks = await within('every ack', Promise.all(sends), 15_000)
+  const acks = await withDeadline(Promise.all(sends), 'every ack', 15_000)
   await until('every client at 500', () => streams.every((s) => s.length === 500), 10_000)
   t.same(acks.map((a) => a.seq).sort((a, b) => a - b), Array.from({ length: 500 }, (_, i) => i + 1), 'the acks hold seqs 1..500, once each')
   streams.forEach((s, i) => {
@@ -134,7 +134,7 @@ t.test('a Redis outage with ops in flight: every send resolves exactly once and 
   const rb = new Replica(bob, i1, 'doc')
   const ha = ann.join('doc', { onReset: ra.onReset })
   const hb = bob.join('doc', { onReset: rb.onReset })
-  await within('both joined', Promise.all([ha.ready, hb.ready]))
+  await withDeadline(Promise.all([ha.ready, hb.ready]), 'both joined', 5000)
 
   const sent: string[] = []
   const settled = new Map<string, number>()
@@ -160,7 +160,7 @@ t.test('a Redis outage with ops in flight: every send resolves exactly once and 
   try {
     await until('both clients reset to their instance\'s fallback', () => ra.resets >= 1 && rb.resets >= 1, 10_000)
     const during = wave('during', 10)
-    await within('the acks of the ops sent during the outage (from the fallback)', Promise.all([...inFlight, ...during]), 10_000)
+    await withDeadline(Promise.all([...inFlight, ...during]), 'the acks of the ops sent during the outage (from the fallback)', 10_000)
   } finally {
     redis.cont()
   }

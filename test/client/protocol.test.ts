@@ -7,7 +7,7 @@
 import t, { type Test } from 'tap'
 import { readdir, readFile } from 'node:fs/promises'
 import { FlowClient, FlowError, type Ack, type AckEvent, type CloseEventLike, type FlowClientOptions, type Member, type MessageEventLike, type Op, type Presence, type RetryInfo, type Status, type WebSocketLike } from '../../client/index.js'
-import { eventually, within } from '../helpers/poll.js'
+import { waitFor, withDeadline } from '../helpers/wait.js'
 
 type Sent = Record<string, unknown> & { type: string }
 
@@ -92,7 +92,7 @@ function harness (t: Test, options: Partial<FlowClientOptions> = {}): Harness {
   const h: Harness = {
     client,
     sockets,
-    socket: async (n) => await eventually(`socket ${n}`, () => sockets[n], 2000, 2),
+    socket: async (n) => await waitFor(() => sockets[n], { what: `socket ${n}`, timeoutMs: 2000, intervalMs: 2 }),
     ops: [],
     acks: [],
     resets: [],
@@ -157,7 +157,7 @@ t.test('a gap that a synced does not close is asked for again', async (t) => {
   const s = await joined(h)
   s.receive(op(1), op(4))
   s.receive({ type: 'synced', project: 'p', epoch: 'e1', seq: 1, ref: s.last('sync').ref })
-  await eventually('a second sync', () => s.all('sync').length === 2 ? true : undefined, 2000, 2)
+  await waitFor(() => s.all('sync').length === 2, { what: 'a second sync', timeoutMs: 2000, intervalMs: 2 })
   t.match(s.last('sync'), { since: 1 })
   s.receive(op(2), op(3), { type: 'synced', project: 'p', epoch: 'e1', seq: 4, ref: s.last('sync').ref })
   t.same(seqs(h.ops), [1, 2, 3, 4])
@@ -231,7 +231,7 @@ t.test('a reset calls the callback, holds live ops until it settles, then contin
   t.same(h.resets, [{ epoch: 'e2', seq: 10 }])
   t.equal(handle.epoch, 'e2')
   t.equal(handle.seq, 10)
-  await eventually('the callback', () => calls.length === 1 ? true : undefined)
+  await waitFor(() => calls.length === 1, { what: 'the callback', timeoutMs: 5000, intervalMs: 20 })
   t.same(calls, [{ epoch: 'e2', seq: 10, seen: 1 }])
   s.receive(op(11), { type: 'ack', project: 'p', id: 'X', seq: 12 })
   t.same(seqs(h.ops), [1], 'live ops wait while the app reloads')
@@ -270,7 +270,7 @@ t.test('acks waiting behind a gap when the epoch changes resolve before the rese
   t.match(h.acks, [{ id: 'Z', stale: true }])
   // The server answers the sync (sent from e1) with a reset to e2, the epoch we are in: nothing new.
   s.receive({ type: 'reset', project: 'p', epoch: 'e2', seq: 7 }, { type: 'synced', project: 'p', epoch: 'e2', seq: 7, ref: sync.ref })
-  await eventually('the reset callback', () => resets.length >= 1 ? true : undefined)
+  await waitFor(() => resets.length >= 1, { what: 'the reset callback', timeoutMs: 5000, intervalMs: 20 })
   s.receive(op(8))
   t.same(resets, [7], 'one reset, not two')
   t.same(h.resets.length, 1)
@@ -289,7 +289,7 @@ t.test('a reconnect whose epoch is gone gets a reset from the join replay', asyn
   s2.receive({ type: 'joined', project: 'p', sessionId: 's2', userId: 'me', epoch: 'e9', seq: 0, members: [me('s2')], ref: s2.last('join').ref })
   t.equal(handle.epoch, 'e1', 'joined alone does not move the position')
   s2.receive({ type: 'reset', project: 'p', epoch: 'e9', seq: 0 }, op(1, 'n1'))
-  await eventually('op 1 of the new epoch', () => h.ops.length === 3 ? true : undefined)
+  await waitFor(() => h.ops.length === 3, { what: 'op 1 of the new epoch', timeoutMs: 5000, intervalMs: 20 })
   t.same(h.ops.map((o) => o.id), ['o1', 'o2', 'n1'])
   t.same(h.resets, [{ epoch: 'e9', seq: 0 }])
 })
@@ -318,7 +318,7 @@ t.test('presence is throttled: the first state goes at once, the last one at the
   for (let n = 1; n <= 20; n++) handle.setPresence({ n })
   t.same(s.all('presence').map((f) => f.state), [{ n: 1 }], 'one frame at once')
   t.same(handle.members[0]?.presence, { n: 20 }, 'our own entry is current at once')
-  await eventually('the trailing presence', () => s.all('presence').length === 2 ? true : undefined, 2000, 2)
+  await waitFor(() => s.all('presence').length === 2, { what: 'the trailing presence', timeoutMs: 2000, intervalMs: 2 })
   t.same(s.all('presence').map((f) => f.state), [{ n: 1 }, { n: 20 }])
   handle.setPresence({ n: 20 })
   t.equal(s.all('presence').length, 2, 'an unchanged state is not sent again')
@@ -408,10 +408,10 @@ t.test('refused sends reject; rate-limited and unavailable ones are retried with
   s.receive({ type: 'error', code: 'bad_request', message: 'op: data is invalid', project: 'p', ref: badFrame?.ref })
   await t.rejects(bad, { name: 'FlowError', code: 'bad_request', project: 'p' })
   s.receive({ type: 'error', code: 'rate_limited', message: 'dropped', project: 'p', ref: busyFrame?.ref })
-  await eventually('the retry', () => s.all('op').length === 3 ? true : undefined, 2000, 2)
+  await waitFor(() => s.all('op').length === 3, { what: 'the retry', timeoutMs: 2000, intervalMs: 2 })
   t.match(s.all('op')[2], { id: 'busy', data: 'busy' })
   s.receive({ type: 'error', code: 'unavailable', message: 'try again', project: 'p', ref: s.all('op')[2]?.ref })
-  await eventually('another retry', () => s.all('op').length === 4 ? true : undefined, 2000, 2)
+  await waitFor(() => s.all('op').length === 4, { what: 'another retry', timeoutMs: 2000, intervalMs: 2 })
   s.receive({ type: 'ack', project: 'p', id: 'busy', seq: 1 })
   t.match(await busy, { id: 'busy', seq: 1 })
   const lost = handle.send('lost', { id: 'lost' })
@@ -453,9 +453,9 @@ t.test('a join answered unavailable is sent again', async (t) => {
   const s = await h.socket(0)
   s.open()
   s.receive({ type: 'error', code: 'unavailable', message: 'a dependency failed; try again', project: 'p', ref: s.last('join').ref })
-  await eventually('a second join', () => s.all('join').length === 2 ? true : undefined, 2000, 2)
+  await waitFor(() => s.all('join').length === 2, { what: 'a second join', timeoutMs: 2000, intervalMs: 2 })
   s.receive({ type: 'joined', project: 'p', sessionId: 's1', userId: 'me', epoch: 'e1', seq: 0, members: [me('s1')], ref: s.last('join').ref })
-  await within('ready', handle.ready)
+  await withDeadline(handle.ready, 'ready', 5000)
   t.same(h.errors, [])
 })
 
@@ -483,7 +483,7 @@ t.test('a connection silent for a whole ping interval is replaced', async (t) =>
   const h = harness(t, { pingIntervalMs: 15 })
   h.client.join('p')
   const s1 = await joined(h)
-  await eventually('a ping', () => s1.all('ping').length >= 1 ? true : undefined, 2000, 2)
+  await waitFor(() => s1.all('ping').length >= 1, { what: 'a ping', timeoutMs: 2000, intervalMs: 2 })
   const s2 = await h.socket(1)
   t.equal(s1.closedWith?.code, 4000)
   t.match(h.statuses.find((s) => s.retry?.code === 4000), { status: 'reconnecting', retry: { reason: 'no reply to ping' } })
@@ -497,7 +497,7 @@ t.test('a pong keeps the connection', async (t) => {
   const s = await h.socket(0)
   s.autoPong = true
   s.open()
-  await eventually('five pings', () => s.all('ping').length >= 5 ? true : undefined, 2000, 2)
+  await waitFor(() => s.all('ping').length >= 5, { what: 'five pings', timeoutMs: 2000, intervalMs: 2 })
   t.equal(h.sockets.length, 1, 'the connection outlived five intervals')
   t.equal(s.closedWith, undefined)
 })

@@ -9,7 +9,7 @@ import { FlowClient, type Ack, type FlowClientOptions, type ProjectHandle, type 
 import { startServer } from '../helpers/server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { hs256, nowSeconds, SECRET } from '../helpers/jwt.js'
-import { eventually, within } from '../helpers/poll.js'
+import { waitFor, withDeadline } from '../helpers/wait.js'
 
 interface Step {
   readonly kind: 'op' | 'ack'
@@ -80,7 +80,7 @@ function flow (t: Test, url: string, options: Partial<FlowClientOptions> = {}): 
 }
 
 async function until (what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  await eventually(what, () => condition() ? true : undefined, timeoutMs)
+  await waitFor(condition, { what, timeoutMs, intervalMs: 20 })
 }
 
 function portOf (url: string): number {
@@ -100,9 +100,9 @@ t.test('two clients collaborate: members with presence, presence updates, and op
   const wa = new Watch(ann, 'board')
   const wb = new Watch(bob, 'board')
   const ha = ann.join('board', { presence: { color: 'red' } })
-  await within('ann joined', ha.ready)
+  await withDeadline(ha.ready, 'ann joined', 5000)
   const hb = bob.join('board', { presence: { color: 'blue' } })
-  await within('bob joined', hb.ready)
+  await withDeadline(hb.ready, 'bob joined', 5000)
   await until('ann to see bob', () => ha.members.length === 2)
   const byUser = (h: ProjectHandle): Record<string, unknown> => Object.fromEntries(h.members.map((m) => [m.userId, m.presence]))
   t.same(byUser(ha), { ann: { color: 'red' }, bob: { color: 'blue' } }, 'ann lists both, with their presence')
@@ -141,7 +141,7 @@ t.test('a connection cut while acks are lost: every op acked once, none twice at
   const wb = new Watch(bob, 'doc')
   const ha = ann.join('doc')
   const hb = bob.join('doc')
-  await within('both joined', Promise.all([ha.ready, hb.ready]))
+  await withDeadline(Promise.all([ha.ready, hb.ready]), 'both joined', 5000)
 
   // The server takes ann's ops, but what it sends her is lost.
   proxy.dropReplies()
@@ -156,8 +156,8 @@ t.test('a connection cut while acks are lost: every op acked once, none twice at
   for (let n = 20; n < 40; n++) annSends.push(ha.send({ n }, { id: `a${n}` }))
   for (let n = 10; n < 20; n++) bobSends.push(hb.send({ n }, { id: `b${n}` }))
 
-  const annAcks = await within('every send of ann', Promise.all(annSends), 10_000)
-  await within('every send of bob', Promise.all(bobSends))
+  const annAcks = await withDeadline(Promise.all(annSends), 'every send of ann', 10_000)
+  await withDeadline(Promise.all(bobSends), 'every send of bob', 5000)
   await until('both to have all 60', () => wa.steps.length === 60 && wb.steps.length === 60)
 
   t.ok(proxy.accepted >= 2, 'ann reconnected')
@@ -186,7 +186,7 @@ t.test('connections cut again and again during a burst: the same guarantees', as
   const wb = new Watch(bob, 'doc')
   const ha = ann.join('doc')
   const hb = bob.join('doc')
-  await within('both joined', Promise.all([ha.ready, hb.ready]))
+  await withDeadline(Promise.all([ha.ready, hb.ready]), 'both joined', 5000)
   // Ops go out one per turn of the event loop; three times, once both are connected, everything is cut
   // (ops landing, acks in flight, a replay running: whatever the moment holds).
   const sends: Array<Promise<Ack>> = []
@@ -199,7 +199,7 @@ t.test('connections cut again and again during a burst: the same guarantees', as
     }
     await new Promise((resolve) => setImmediate(resolve))
   }
-  const acks = await within('every send', Promise.all(sends), 15_000)
+  const acks = await withDeadline(Promise.all(sends), 'every send', 15_000)
   await until('both to have every op', () => wa.steps.length === 200 && wb.steps.length === 200, 10_000)
   t.ok(proxy.accepted >= 8, `connections were cut and made again (${proxy.accepted} accepted)`)
   t.same(repeated(acks.map((a) => `${a.epoch}:${a.seq}`)), [], 'every op has its own seq')
@@ -226,7 +226,7 @@ t.test('a server restart (memory adapters): the reset callback fires with the ne
       await new Promise((resolve) => setImmediate(resolve))
     }
   })
-  await within('both joined', Promise.all([ha.ready, hb.ready]))
+  await withDeadline(Promise.all([ha.ready, hb.ready]), 'both joined', 5000)
   for (let n = 1; n <= 3; n++) await ha.send(n)
   await until('bob to see the first ops', () => hb.seq === 3)
   const oldEpoch = ha.epoch
@@ -240,7 +240,7 @@ t.test('a server restart (memory adapters): the reset callback fires with the ne
   await until('both reset', () => resets.length === 2)
   const epoch = resets[0]?.epoch
   t.ok(epoch !== undefined && epoch !== oldEpoch && resets.every((r) => r.epoch === epoch), 'both reset to the new server\'s epoch')
-  const ack = await within('the op sent while down', offline)
+  const ack = await withDeadline(offline, 'the op sent while down', 5000)
   t.equal(ack.epoch, epoch, 'the op sent while down is acked in the new epoch')
   t.ok(resets.every((r) => r.seq <= ack.seq), 'a reset points at most at that op (the new log starts empty)')
   const live = await ha.send('live')
@@ -264,7 +264,7 @@ t.test('a token that expires closes the connection (1008) and the client comes b
   const wa = new Watch(ann, 'doc')
   const ha = ann.join('doc')
   await until('a close for the expired token', () => wa.statuses.some((s) => s.code === 1008 && s.reason === 'token expired'))
-  await within('joined with the fresh token', ha.ready)
+  await withDeadline(ha.ready, 'joined with the fresh token', 5000)
   await until('open again', () => ann.status === 'open' && ha.sessionId !== undefined)
   t.equal(calls, 2, 'the token function was called again for the new connection')
   t.same(ha.members.map((m) => m.userId), ['ann'])

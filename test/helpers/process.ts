@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import type { Test } from 'tap'
-import { eventually } from './poll.js'
+import { waitFor } from './wait.js'
 
 /** The repository root (where package.json is). */
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -157,7 +157,7 @@ async function newestSource (): Promise<number> {
  */
 export async function ensureBuilt (): Promise<void> {
   const lock = join(tmpdir(), `flow-build-${createHash('sha256').update(ROOT).digest('hex').slice(0, 12)}.lock`)
-  await eventually('the build lock', async () => {
+  await waitFor(async () => {
     try {
       await mkdir(lock)
       return true
@@ -168,7 +168,7 @@ export async function ensureBuilt (): Promise<void> {
       if (since > 120_000) await rm(lock, { recursive: true, force: true })
       return undefined
     }
-  }, 180_000, 50)
+  }, { what: 'the build lock', timeoutMs: 180_000, intervalMs: 50 })
   try {
     const built = await stat(STAMP).then((s) => s.mtimeMs, () => 0)
     if (await newestSource() >= built) {

@@ -1,25 +1,11 @@
 import type { Test } from 'tap'
+import type { Member, Op } from '../../lib/types.js'
 import type { Frame, TestClient } from './client.js'
 import type { TestServer } from './server.js'
 
-/** PROTOCOL.md `member`. */
-export interface MemberView {
-  readonly sessionId: string
-  readonly userId: string
-  readonly presence: Record<string, unknown>
-  readonly joinedAt: number
-}
-
-/** PROTOCOL.md server `op` frame. */
-export interface OpView {
+/** PROTOCOL.md server `op` frame, as parsed from JSON: an {@link Op} with its `type`. */
+export interface OpView extends Op {
   readonly type: 'op'
-  readonly project: string
-  readonly seq: number
-  readonly id: string
-  readonly userId: string
-  readonly sessionId: string | null
-  readonly data: unknown
-  readonly ts: number
 }
 
 /** Integers from `from` to `to`, both included. */
@@ -40,8 +26,8 @@ export function seqsOf (client: TestClient, project: string): number[] {
 }
 
 /** The members carried by a `joined` frame or a members response. */
-export function membersOf (frame: Frame | { members: unknown }): MemberView[] {
-  return frame.members as MemberView[]
+export function membersOf (frame: Frame | { members: unknown }): Member[] {
+  return frame.members as Member[]
 }
 
 /**
@@ -83,35 +69,11 @@ export async function collect (client: TestClient, match: (f: Frame) => boolean,
   }, `${count} ${what}`, timeoutMs)
 }
 
-/** Rejects when the promise does not settle within `ms`. */
-export async function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const deadline = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => { reject(new Error(`${what}: not within ${ms} ms`)) }, ms)
-  })
-  try {
-    return await Promise.race([promise, deadline])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-/** Polls an async check (an HTTP read, say) until it holds or the deadline passes. */
-export async function poll<T> (check: () => Promise<T | undefined>, what: string, timeoutMs = 3000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms polling for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
 /** `GET /projects/:project/members`. */
-export async function fetchMembers (server: TestServer, project: string): Promise<MemberView[]> {
+export async function fetchMembers (server: TestServer, project: string): Promise<Member[]> {
   const res = await fetch(`${server.http}/projects/${encodeURIComponent(project)}/members`)
   if (res.status !== 200) throw new Error(`GET members answered ${res.status}: ${await res.text()}`)
-  const body = await res.json() as { project: string, members: MemberView[] }
+  const body = await res.json() as { project: string, members: Member[] }
   if (body.project !== project) throw new Error(`GET members answered for ${body.project}`)
   return body.members
 }

@@ -1,7 +1,10 @@
 /**
  * Generic helpers to wait in tests without fixed sleeps: await the event
- * itself, or poll a condition until a deadline. Every wait has a deadline and
- * fails with a message that says what it was waiting for.
+ * itself ({@link withDeadline}, {@link nextEvent}, {@link Recorder}), or poll
+ * a condition until a deadline ({@link waitFor}). Every wait has a deadline
+ * and fails with a {@link DeadlineError} that says what it was waiting for.
+ * This is the one home of generic waiting; protocol.ts keeps only the waits
+ * that watch a test client's frames.
  */
 import { once, type EventEmitter } from 'node:events'
 import { setTimeout as delay } from 'node:timers/promises'
@@ -63,18 +66,32 @@ export interface WaitForOptions {
   readonly intervalMs?: number
 }
 
+/** `T` without its falsy members: what {@link waitFor} resolves. */
+export type Truthy<T> = Exclude<T, false | 0 | 0n | '' | null | undefined>
+
 /**
  * Calls `probe` (sync or async) until it returns a truthy value, and resolves
  * that value. The first probe runs at once; the next ones `intervalMs` after
  * the previous one settled. Rejects with a {@link DeadlineError} when the
  * deadline passes first, and with the probe's error when the probe throws.
+ *
+ * A probe may return a boolean, or the value it found and `undefined` while
+ * there is none:
+ *
+ * ```ts
+ * await waitFor(() => reader.all('op').length >= 5, { what: 'five ops' })
+ * const after = await waitFor(async () => {
+ *   const s = await stats(app)
+ *   return s.connections === 0 ? s : undefined
+ * }, { what: 'the connection to be counted closed', timeoutMs: 5000 })
+ * ```
  */
-export async function waitFor<T> (probe: () => T | Promise<T>, options: WaitForOptions = {}): Promise<T> {
+export async function waitFor<T> (probe: () => T | Promise<T>, options: WaitForOptions = {}): Promise<Truthy<T>> {
   const { what = 'a condition', timeoutMs = DEFAULT_TIMEOUT_MS, intervalMs = 10 } = options
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await probe()
-    if (value) return value
+    if (value) return value as Truthy<T>
     if (Date.now() >= deadline) throw new DeadlineError(what, timeoutMs, `last value: ${inspect(value)}`)
     await delay(Math.min(intervalMs, Math.max(0, deadline - Date.now())))
   }

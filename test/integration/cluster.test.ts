@@ -2,7 +2,7 @@ import t from 'tap'
 import { startRedis, redisClient } from '../helpers/redis.js'
 import { startCluster } from '../helpers/cluster.js'
 import { connect, type TestClient, type Frame } from '../helpers/client.js'
-import { eventually } from '../helpers/poll.js'
+import { waitFor } from '../helpers/wait.js'
 import { ensureBuilt, startEntry } from '../helpers/process.js'
 
 const redis = await startRedis(t)
@@ -46,7 +46,7 @@ t.test('concurrent senders on three instances share one gapless order', async (t
     clients.forEach((c, i) => { c.send({ type: 'op', project: 'race', id: `u${i}-${n}`, data: n }) })
   }
   for (const c of clients) {
-    await eventually('every op or ack', () => seqs(c, 'race').length >= total ? true : undefined, 15_000)
+    await waitFor(() => seqs(c, 'race').length >= total, { what: 'every op or ack', timeoutMs: 15_000, intervalMs: 20 })
   }
   clients.forEach((c, i) => {
     t.ok(contiguous(seqs(c, 'race'), 1, total), `client ${i} sees seqs 1..${total} in order, acks included, no gap, no duplicate`)
@@ -62,16 +62,16 @@ t.test('a client that reconnects to another instance with since gets exactly wha
   const reader = await connect(t, i0!.ws)
   const joined = await reader.join('doc')
   for (let n = 1; n <= 5; n++) await writer.request({ type: 'op', project: 'doc', data: n })
-  await eventually('five ops', () => reader.all('op').length === 5 ? true : undefined)
+  await waitFor(() => reader.all('op').length === 5, { what: 'five ops', timeoutMs: 5000, intervalMs: 20 })
   const last = reader.all('op').at(-1) as Frame
   reader.close()
   await reader.closed
   for (let n = 6; n <= 12; n++) await writer.request({ type: 'op', project: 'doc', data: n })
   const back = await connect(t, i2!.ws)
   await back.join('doc', { since: last.seq, epoch: joined.epoch })
-  await eventually('the missed ops', () => back.all('op').length >= 7 ? true : undefined)
+  await waitFor(() => back.all('op').length >= 7, { what: 'the missed ops', timeoutMs: 5000, intervalMs: 20 })
   await writer.request({ type: 'op', project: 'doc', data: 13 })
-  await eventually('the live op', () => back.all('op').length >= 8 ? true : undefined)
+  await waitFor(() => back.all('op').length >= 8, { what: 'the live op', timeoutMs: 5000, intervalMs: 20 })
   t.same(back.all('op').map((f) => f.data), [6, 7, 8, 9, 10, 11, 12, 13])
   t.equal(back.all('reset').length, 0)
 })
@@ -98,7 +98,7 @@ t.test('an instance subscribes to a project channel only while it has a local me
   await c.join('sub-a')
   t.same(await channels(), [`${keyPrefix}:{sub-a}:ch`])
   await c.request({ type: 'leave', project: 'sub-a' })
-  await eventually('unsubscribed', async () => (await channels()).length === 0 ? true : undefined)
+  await waitFor(async () => (await channels()).length === 0, { what: 'unsubscribed', timeoutMs: 5000, intervalMs: 20 })
   t.pass('no channel left once the last member left')
 })
 
@@ -177,7 +177,7 @@ t.test('a mixed fleet mid-migration (one instance on the Redis log, one not yet)
     a.send({ type: 'op', project: 'mix', id: `a${n}`, data: n })
     b.send({ type: 'op', project: 'mix', id: `b${n}`, data: n })
   }
-  await eventually('every op on both sides', () => a.all('op').length >= 20 && b.all('op').length >= 20 ? true : undefined, 10_000)
+  await waitFor(() => a.all('op').length >= 20 && b.all('op').length >= 20, { what: 'every op on both sides', timeoutMs: 10_000, intervalMs: 20 })
   t.same(a.all('op').map((f) => f.id).sort(), Array.from({ length: 20 }, (_, n) => `b${n}`).sort(), 'the old instance delivers every op of the new one, once')
   t.same(b.all('op').map((f) => f.id).sort(), Array.from({ length: 20 }, (_, n) => `a${n}`).sort(), 'the new instance delivers every op of the old one, once')
   t.ok(contiguous(seqs(a, 'mix'), 1, 40), 'seqs on the old instance are its own, gapless')

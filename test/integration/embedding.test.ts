@@ -8,7 +8,7 @@ import { startServer, type TestServer } from '../helpers/server.js'
 import { connect } from '../helpers/client.js'
 import { hs256, SECRET } from '../helpers/jwt.js'
 import { refusedUpgrade } from '../helpers/upgrade.js'
-import { eventually, within } from '../helpers/poll.js'
+import { waitFor, withDeadline } from '../helpers/wait.js'
 
 const token = hs256({ sub: 'alice' })
 const auth = { authorization: `Bearer ${token}` }
@@ -103,10 +103,10 @@ t.test('Flow\'s load shedding answers 503 on Flow\'s routes only, never on the h
   // Any heap is over a 1-byte limit: under-pressure sheds from its first sample.
   const { server } = await startHost(t, { maxHeapUsedBytes: 1 })
   const { app } = server
-  const shed = await eventually('/rt/health to answer 503', async () => {
+  const shed = await waitFor(async () => {
     const res = await app.inject({ method: 'GET', url: '/rt/health' })
     return res.statusCode === 503 ? res : undefined
-  })
+  }, { what: '/rt/health to answer 503', timeoutMs: 5000, intervalMs: 20 })
   t.match(shed.json(), { statusCode: 503, code: 'unavailable' })
   t.equal((await app.inject({ method: 'GET', url: '/rt/projects/doc-1/ops', headers: auth })).statusCode, 503)
   t.equal(await refusedUpgrade(`${server.ws}?token=${token}`), 503, 'upgrades are shed too')
@@ -160,16 +160,16 @@ t.test('upgrades to paths Flow does not serve get a plain HTTP answer, and the h
   t.equal(await refusedUpgrade(`${server.ws}/extra`), 404)
   const alice = await connect(t, `${server.ws}?token=${token}`)
   await alice.join('doc-1')
-  await within('the host app to close', server.close())
+  await withDeadline(server.close(), 'the host app to close', 5000)
   t.equal((await alice.closed).code, 1001)
 })
 
 t.test('at the root prefix, an upgrade to an unknown path or refused by load shedding does not hold the close', async (t) => {
   const server = await startServer(t, { maxHeapUsedBytes: 1 })
   t.equal(await refusedUpgrade(server.ws.replace(/\/ws$/, '/nowhere')), 404)
-  await eventually('load shedding', async () => (await server.app.inject({ method: 'GET', url: '/health' })).statusCode === 503 ? true : undefined)
+  await waitFor(async () => (await server.app.inject({ method: 'GET', url: '/health' })).statusCode === 503, { what: 'load shedding', timeoutMs: 5000, intervalMs: 20 })
   t.equal(await refusedUpgrade(server.ws), 503)
-  await within('the app to close', server.close())
+  await withDeadline(server.close(), 'the app to close', 5000)
 })
 
 t.test('a prefix written with a trailing slash serves the socket at /rt/ws', async (t) => {

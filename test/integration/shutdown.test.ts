@@ -4,7 +4,7 @@ import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
 import { startServer } from '../helpers/server.js'
 import { connect, type TestClient } from '../helpers/client.js'
 import { ensureBuilt, startEntry } from '../helpers/process.js'
-import { eventually } from '../helpers/poll.js'
+import { waitFor } from '../helpers/wait.js'
 import { refusedUpgrade } from '../helpers/upgrade.js'
 
 t.before(ensureBuilt)
@@ -118,7 +118,7 @@ t.test('closing the app waits for an op in flight: its ack comes before the 1001
   alice.send({ type: 'op', project: 'doc-1', id: 'in-flight', data: 1, ref: 'f' })
   await held.started
   const closing = server.close()
-  await eventually('the drain to start', () => server.app.flow.hub.draining ? true : undefined)
+  await waitFor(() => server.app.flow.hub.draining, { what: 'the drain to start', timeoutMs: 5000, intervalMs: 20 })
   t.equal(alice.socket.readyState, alice.socket.OPEN, 'the socket stays open while its op is in flight')
   held.release()
   const closed = await alice.closed

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { startServer } from '../helpers/server.js'
 import { redisClient, startRedis } from '../helpers/redis.js'
 import { freePort } from '../helpers/process.js'
-import { eventually } from '../helpers/poll.js'
+import { waitFor } from '../helpers/wait.js'
 import { connect } from '../helpers/client.js'
 
 interface Health { status: string, redis: { connected: boolean, lastError: string | null } }
@@ -27,10 +27,10 @@ t.test('an ACL user with the right password in REDIS_URL gets Redis; a wrong one
   t.equal(await admin.xLen('flow:{acl}:ops'), 1, 'the op is in Redis')
 
   const bad = await startServer(t, { ...flags, redisConnectWaitMs: 500, redisUrl: `redis://flow:wrong@127.0.0.1:${redis.port}` })
-  const health = await eventually('a connection error in /health', async () => {
+  const health = await waitFor(async () => {
     const h = (await bad.app.inject({ url: '/health' })).json<Health>()
     return h.redis.lastError !== null ? h : undefined
-  })
+  }, { what: 'a connection error in /health', timeoutMs: 5000, intervalMs: 20 })
   t.equal(health.status, 'degraded')
   t.match(health.redis.lastError, /WRONGPASS|NOAUTH|invalid username-password/)
   t.notMatch(JSON.stringify(health), /wrong/, 'the password is not shown')
@@ -51,7 +51,7 @@ t.test('rediss:// with REDIS_TLS_CA_FILE talks TLS to Redis; without the CA it s
   t.teardown(() => { server.kill('SIGKILL') })
 
   const app = await startServer(t, { ...flags, redisUrl: `rediss://127.0.0.1:${port}`, redisTlsCaFile: f('ca.pem') })
-  await eventually('Redis over TLS', async () => (await app.app.inject({ url: '/health' })).json<Health>().status === 'ok' ? true : undefined, 10_000)
+  await waitFor(async () => (await app.app.inject({ url: '/health' })).json<Health>().status === 'ok', { what: 'Redis over TLS', timeoutMs: 10_000, intervalMs: 20 })
   const client = await connect(t, app.ws)
   await client.join('tls')
   t.match(await client.request({ type: 'op', project: 'tls', data: 'secure' }), { type: 'ack', seq: 1 })
@@ -59,10 +59,10 @@ t.test('rediss:// with REDIS_TLS_CA_FILE talks TLS to Redis; without the CA it s
   t.same(history.ops.map((o) => o.data), ['secure'])
 
   const untrusting = await startServer(t, { ...flags, redisConnectWaitMs: 500, redisUrl: `rediss://127.0.0.1:${port}` })
-  const health = await eventually('a TLS error in /health', async () => {
+  const health = await waitFor(async () => {
     const h = (await untrusting.app.inject({ url: '/health' })).json<Health>()
     return h.redis.lastError !== null ? h : undefined
-  })
+  }, { what: 'a TLS error in /health', timeoutMs: 5000, intervalMs: 20 })
   t.equal(health.status, 'degraded')
   t.match(health.redis.lastError, /certificate/i)
 })

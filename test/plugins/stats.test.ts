@@ -2,7 +2,7 @@ import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { startServer } from '../helpers/server.js'
 import { connect } from '../helpers/client.js'
-import { eventually } from '../helpers/poll.js'
+import { waitFor } from '../helpers/wait.js'
 import { SECRET } from '../helpers/jwt.js'
 
 interface StatsBody {
@@ -94,10 +94,10 @@ t.test('/ws/stats counts connections, projects, sessions, frames and ops as a cl
   t.ok(during.broadcasts.published > before.broadcasts.published, 'the join and the ops were published')
 
   alice.close()
-  const after = await eventually('the connection to be counted closed', async () => {
+  const after = await waitFor(async () => {
     const s = await stats(server.app)
     return s.connections === 0 ? s : undefined
-  })
+  }, { what: 'the connection to be counted closed', timeoutMs: 5000, intervalMs: 20 })
   t.match(after, { connections: 0, projects: 0, sessions: 0, ops: { appended: 2 } })
 })
 

@@ -2,7 +2,8 @@ import t from 'tap'
 import { createHmac } from 'node:crypto'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { connect } from '../helpers/client.js'
-import { assertAlive, expectError, fetchMembers, fetchOps, opsOf, poll, within } from '../helpers/protocol.js'
+import { assertAlive, expectError, fetchMembers, fetchOps, opsOf } from '../helpers/protocol.js'
+import { waitFor, withDeadline } from '../helpers/wait.js'
 import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
 import type { AppendResult, NewOp } from '../../ports/operation-log.js'
 
@@ -309,12 +310,12 @@ t.test('frames during the shutdown drain get unavailable, ops in flight are acke
   client.send({ type: 'op', project: 'p', data: 'gated', ref: 'in-flight' })
   await log.entered
   const closing = server.close()
-  await poll(async () => server.app.flow.hub.draining ? true : undefined, 'the drain to start')
+  await waitFor(() => server.app.flow.hub.draining, { what: 'the drain to start', timeoutMs: 3000, intervalMs: 20 })
   const error = await expectError(t, client, { type: 'op', project: 'p', data: 1, ref: 'late' }, 'unavailable', 'op while draining')
   t.match(error, { project: 'p', ref: 'late' })
   await expectError(t, client, { type: 'join', project: 'q', ref: 'late-join' }, 'unavailable', 'join while draining')
   log.release()
   t.match(await inFlightAck, { type: 'ack', seq: 1 }, 'the op in flight is acked before the close')
-  t.equal((await within(client.closed, 5000, 'close')).code, 1001)
+  t.equal((await withDeadline(client.closed, 'close', 5000)).code, 1001)
   await closing
 })

@@ -3,7 +3,7 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { startServer } from '../helpers/server.js'
 import { connect, type Frame } from '../helpers/client.js'
-import { eventually } from '../helpers/poll.js'
+import { waitFor } from '../helpers/wait.js'
 
 /** A small deterministic PRNG (mulberry32), so a failure can be replayed. */
 function prng (seed: number): () => number {
@@ -101,7 +101,7 @@ t.test(`${FRAMES} hostile frames neither crash the server nor disturb a well-beh
       await writer.next((f) => f.type === 'ack' && f.id === `g${goodOps - 1}`)
     }
   }
-  await eventually('every good op delivered', () => reader.all('op').length >= goodOps ? true : undefined, 20_000)
+  await waitFor(() => reader.all('op').length >= goodOps, { what: 'every good op delivered', timeoutMs: 20_000, intervalMs: 20 })
   t.same(reader.all('op').map((f) => f.id), Array.from({ length: goodOps }, (_, n) => `g${n}`), 'the good client got every op, in order, once')
 
   const everyFuzzer = [...retired, ...fuzzers]
@@ -125,7 +125,7 @@ t.test(`${FRAMES} hostile frames neither crash the server nor disturb a well-beh
   const health = await server.app.inject({ url: '/health' })
   t.equal(health.statusCode, 200, 'the server is healthy')
   for (const f of fuzzers) f.socket.terminate()
-  await eventually('fuzzers gone', () => server.app.flow.hub.connectionCount === 2 ? true : undefined)
+  await waitFor(() => server.app.flow.hub.connectionCount === 2, { what: 'fuzzers gone', timeoutMs: 5000, intervalMs: 20 })
   const growth = heapAfterGc() - baseline
   t.ok(growth < 16 * 1024 * 1024, `heap returns near its baseline (grew ${(growth / 1048576).toFixed(1)} MiB)`)
 })

@@ -2,16 +2,17 @@ import t from 'tap'
 import WebSocket from 'ws'
 import { startServer } from '../helpers/server.js'
 import { connect } from '../helpers/client.js'
-import { assertAlive, until, within } from '../helpers/protocol.js'
+import { assertAlive, until } from '../helpers/protocol.js'
+import { withDeadline } from '../helpers/wait.js'
 
 const HEARTBEAT_MS = 200
 
 /** Resolves after the socket has received `count` WebSocket pings. */
 async function pings (socket: WebSocket, count: number, timeoutMs: number): Promise<number> {
-  return await within(new Promise<number>((resolve) => {
+  return await withDeadline(new Promise<number>((resolve) => {
     let seen = 0
     socket.on('ping', () => { if (++seen === count) resolve(Date.now()) })
-  }), timeoutMs, `${count} pings`)
+  }), `${count} pings`, timeoutMs)
 }
 
 t.test('a client that answers pings stays connected across several intervals', async (t) => {
@@ -54,7 +55,7 @@ t.test('a client that does not answer pings is ended within a few intervals and 
   silent.send(JSON.stringify({ type: 'join', project: 'doc' }))
   await joined
   const start = Date.now()
-  const end = await within(closed, HEARTBEAT_MS * 6, 'the server ending the connection')
+  const end = await withDeadline(closed, 'the server ending the connection', HEARTBEAT_MS * 6)
   t.ok(pinged >= 2, `it was pinged first (${pinged} pings)`)
   t.ok(end - start <= HEARTBEAT_MS * 5, `ended within a few intervals (${end - start} ms)`)
   const leave = await until(watcher, () => watcher.received.find((f) => f.type === 'member' && f.event === 'leave'), 'the leave event', 1000)

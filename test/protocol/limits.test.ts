@@ -1,7 +1,8 @@
 import t from 'tap'
 import { startServer } from '../helpers/server.js'
 import { connect, type Frame } from '../helpers/client.js'
-import { assertAlive, expectError, fetchMembers, fetchOps, opsOf, range, until, within } from '../helpers/protocol.js'
+import { assertAlive, expectError, fetchMembers, fetchOps, opsOf, range, until } from '../helpers/protocol.js'
+import { withDeadline } from '../helpers/wait.js'
 
 /** An op frame of exactly `size` bytes. */
 function opOfSize (size: number, ref: string): string {
@@ -21,7 +22,7 @@ t.test('a frame over maxPayloadBytes closes the connection with 1009 and its ses
   bob.send(exact)
   t.match(await ack, { type: 'ack', seq: 1 }, 'a frame of exactly the limit is accepted')
   bob.send(opOfSize(2049, 'over'))
-  const closed = await within(bob.closed, 2000, 'the close')
+  const closed = await withDeadline(bob.closed, 'the close', 2000)
   t.equal(closed.code, 1009)
   t.notOk(bob.received.some((f) => f.ref === 'over'), 'the large frame got no answer')
   const leave = await alice.next((f) => f.type === 'member' && f.event === 'leave')
@@ -96,7 +97,7 @@ t.test('a connection that keeps flooding for 5 s is closed with 1008; a well-beh
     bobSent++
   }, 200)
   t.teardown(() => { clearInterval(flood); clearInterval(steady) })
-  const closed = await within(flooder.closed, 8000, 'the flooder\'s close')
+  const closed = await withDeadline(flooder.closed, 'the flooder\'s close', 8000)
   const sustained = Date.now() - firstLimited
   clearInterval(flood)
   clearInterval(steady)
@@ -143,7 +144,7 @@ t.test('a connection that does not read is closed with 1008 and its sessions lea
   const leave = await watcher.next(isLeave)
   t.equal((leave.member as { sessionId: string }).sessionId, sj.sessionId, `the slow session left (after ${sent} ops of 60 KiB)`)
   slow.socket.resume()
-  t.equal((await within(slow.closed, 5000, 'the close')).code, 1008, 'closed for policy once it reads again')
+  t.equal((await withDeadline(slow.closed, 'the close', 5000)).code, 1008, 'closed for policy once it reads again')
   t.ok(opsOf(slow, 'doc').length < sent, 'it did not get every op')
   await assertAlive(t, writer, 'the writer is untouched')
   await assertAlive(t, watcher, 'the watcher is untouched')

@@ -1,14 +1,16 @@
 import t from 'tap'
 import { startServer } from '../helpers/server.js'
 import { connect, type Frame, type TestClient } from '../helpers/client.js'
-import { fetchMembers, membersOf, opsOf, until, within, type MemberView } from '../helpers/protocol.js'
+import { fetchMembers, membersOf, opsOf, until } from '../helpers/protocol.js'
+import { withDeadline } from '../helpers/wait.js'
+import type { Member } from '../../lib/types.js'
 
 function memberEvents (client: TestClient, event?: 'join' | 'leave'): Frame[] {
   return client.all('member').filter((f) => event === undefined || f.event === event)
 }
 
 function sessionOf (f: Frame): string {
-  return (f.member as MemberView).sessionId
+  return (f.member as Member).sessionId
 }
 
 t.test('joined carries the project, session, user, epoch, head and members with the presence given at join', async (t) => {
@@ -20,7 +22,7 @@ t.test('joined carries the project, session, user, epoch, head and members with 
   t.match(aj, { type: 'joined', project: 'doc', userId: 'alice', seq: 0, sessionId: String, epoch: String })
   t.ok((aj.sessionId as string).length > 0 && (aj.epoch as string).length > 0, 'session and epoch are not empty')
   t.same(membersOf(aj).map((m) => Object.keys(m).sort()), [['joinedAt', 'presence', 'sessionId', 'userId']])
-  const [self] = membersOf(aj) as [MemberView]
+  const [self] = membersOf(aj) as [Member]
   t.same(self, { sessionId: aj.sessionId, userId: 'alice', presence: { cursor: { x: 1, y: 2 }, name: 'Alice' }, joinedAt: self.joinedAt })
   t.ok(self.joinedAt >= before && self.joinedAt <= Date.now(), 'joinedAt is ms since the epoch, at the join')
 
@@ -110,10 +112,10 @@ for (const how of ['closes cleanly', 'is terminated'] as const) {
     const start = Date.now()
     if (how === 'closes cleanly') bob.close()
     else bob.socket.terminate()
-    const leaves = await within(until(alice, () => {
+    const leaves = await withDeadline(until(alice, () => {
       const found = memberEvents(alice, 'leave')
       return found.length === 2 ? found : undefined
-    }, 'two leave events'), 1000, 'leave events')
+    }, 'two leave events'), 'leave events', 1000)
     t.ok(Date.now() - start < 1000, `announced within a second (${Date.now() - start} ms)`)
     t.same(leaves.map((f) => [f.project, sessionOf(f)]).sort(), [['p1', b1.sessionId], ['p2', b2.sessionId]])
     t.equal((await fetchMembers(server, 'p1')).length, 1)

@@ -1,7 +1,8 @@
 import t from 'tap'
 import { startServer } from '../helpers/server.js'
 import { connect } from '../helpers/client.js'
-import { assertAlive, expectError, fetchMembers, membersOf, poll } from '../helpers/protocol.js'
+import { assertAlive, expectError, fetchMembers, membersOf } from '../helpers/protocol.js'
+import { waitFor } from '../helpers/wait.js'
 
 t.test('presence goes to every other member with sessionId and userId, not to the sender', async (t) => {
   const server = await startServer(t)
@@ -37,10 +38,10 @@ t.test('presence replaces the member\'s presence in GET members and in later joi
   await bob.join('doc')
   alice.send({ type: 'presence', project: 'doc', state: { cursor: 7 } })
   await bob.next('presence')
-  const listed = await poll(async () => {
+  const listed = await waitFor(async () => {
     const self = (await fetchMembers(server, 'doc')).find((m) => m.sessionId === aj.sessionId)
     return self !== undefined && self.presence.cursor === 7 ? self : undefined
-  }, 'the new presence in GET members')
+  }, { what: 'the new presence in GET members', timeoutMs: 3000, intervalMs: 20 })
   t.same(listed.presence, { cursor: 7 }, 'replaced, not merged')
   const carol = await connect(t, server.ws + '?userId=carol')
   const cj = await carol.join('doc')
