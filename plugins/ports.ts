@@ -13,6 +13,7 @@ import { FailoverBroadcaster } from '../adapters/failover/broadcaster.js'
 import { FailoverOperationLog } from '../adapters/failover/operation-log.js'
 import { FailoverSessionStore } from '../adapters/failover/session-store.js'
 import type { Failover } from '../adapters/failover/failover.js'
+import { Watchdog } from '../adapters/failover/outage.js'
 import { guardPort } from '../adapters/guard/unavailable.js'
 import type { Flow, PortReport } from './config.js'
 
@@ -47,6 +48,8 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
   const logRedis = onRedis(config.useRedisEventOrdering, 'log')
   const timeoutMs = config.redisCommandTimeoutMs
 
+  // One per connection: a reply to any port shows Redis is there.
+  const watchdog = new Watchdog(timeoutMs)
   let breaker: CircuitBreaker | null = null
   let probe: (() => Promise<void>) | null = null
   let probeTimer: NodeJS.Timeout | undefined
@@ -66,7 +69,7 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
 
   let broadcaster = given.broadcaster ?? make(createMemoryBroadcaster())
   if (broadcastRedis !== null && breaker !== null) {
-    const f = new FailoverBroadcaster({ breaker, timeoutMs, primary: make(createRedisBroadcaster({ client: broadcastRedis.client, subscriber: broadcastRedis.subscriber, keyPrefix: config.keyPrefix, origin: instanceId })) })
+    const f = new FailoverBroadcaster({ breaker, timeoutMs, watchdog, primary: make(createRedisBroadcaster({ client: broadcastRedis.client, subscriber: broadcastRedis.subscriber, keyPrefix: config.keyPrefix, origin: instanceId })) })
     failovers.push(f)
     broadcaster = f
   }
@@ -75,6 +78,7 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
     const f = new FailoverOperationLog({
       breaker,
       timeoutMs,
+      watchdog,
       historyLimit: config.historyMemory,
       maxBuffered: config.outageBufferOps,
       primary: make(createRedisOperationLog({
@@ -93,6 +97,7 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
     const f = new FailoverSessionStore({
       breaker,
       timeoutMs,
+      watchdog,
       ttlMs: config.sessionTtlSeconds * 1000,
       primary: make(createRedisSessionStore({ client: sessionsRedis.client, keyPrefix: config.keyPrefix, instanceId, ttlMs: config.sessionTtlSeconds * 1000, leaseMs: config.instanceLeaseMs }))
     })

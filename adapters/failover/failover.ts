@@ -1,4 +1,4 @@
-import { isOutage, withTimeout } from './outage.js'
+import { isOutage, Watchdog } from './outage.js'
 
 /** What a failover wrapper needs of the circuit breaker (lib/breaker.ts). */
 export interface Breaker {
@@ -11,8 +11,17 @@ export interface Breaker {
 export interface FailoverOptions {
   /** the breaker of the Redis connection this port uses (one per failure domain) */
   readonly breaker: Breaker
-  /** longest a primary call may take before the port falls back (ms) */
+  /**
+   * how long Redis may stay silent, with a call waiting, before the port
+   * falls back (ms)
+   */
   readonly timeoutMs: number
+  /**
+   * the watchdog of the connection (share one among the ports of a
+   * connection: a reply to any of them shows Redis is there); default: one
+   * of this port's own
+   */
+  readonly watchdog?: Watchdog
   /** told when the port switches: 'fallback' at once on an outage, 'primary' after its re-sync */
   readonly onSwitch?: (to: 'primary' | 'fallback') => void
 }
@@ -27,12 +36,14 @@ export interface FailoverOptions {
 export abstract class Failover {
   protected readonly breaker: Breaker
   protected readonly timeoutMs: number
+  protected readonly watchdog: Watchdog
   readonly #onSwitch: ((to: 'primary' | 'fallback') => void) | undefined
   #mode: 'primary' | 'fallback' = 'primary'
 
   constructor (options: FailoverOptions) {
     this.breaker = options.breaker
     this.timeoutMs = options.timeoutMs
+    this.watchdog = options.watchdog ?? new Watchdog(options.timeoutMs)
     this.#onSwitch = options.onSwitch
     options.breaker.on('open', () => { this.fallBack() })
     // A port that fell back while the breaker was recovering must go through a recovery of its own.
@@ -74,14 +85,14 @@ export abstract class Failover {
   abstract resync (): Promise<void>
 
   /**
-   * Runs `primary` when on the primary, with the command timeout; on an
+   * Runs `primary` when on the primary, under the watchdog; on an
    * outage error trips the breaker and runs `fallback` instead. Errors that
    * are not outages (a bad call) reject as they are.
    */
   protected async call<T> (what: string, primary: () => Promise<T>, fallback: () => Promise<T>): Promise<T> {
     if (this.#mode === 'fallback') return await fallback()
     try {
-      const result = await withTimeout(primary(), this.timeoutMs, what)
+      const result = await this.watchdog.watch(primary(), what)
       this.breaker.success()
       return result
     } catch (err) {

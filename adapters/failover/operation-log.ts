@@ -33,6 +33,8 @@ export class FailoverOperationLog extends Failover implements OperationLog {
   #gate: Promise<void> | null = null
   /** appends sent to the primary and not settled yet */
   readonly #onPrimary = new Set<Promise<AppendResult>>()
+  /** resolves when #onPrimary empties: one promise for all the appends that wait for it */
+  #primaryDrained: { promise: Promise<void>, resolve: () => void } | null = null
 
   constructor (options: FailoverOperationLogOptions) {
     super(options)
@@ -82,7 +84,7 @@ export class FailoverOperationLog extends Failover implements OperationLog {
       // Fell back while earlier appends are still in flight on the primary:
       // they reach the buffer first (failed, timed out, or taken by both), so
       // ops keep their order across the switch.
-      else if (this.mode === 'fallback' && this.#onPrimary.size > 0) await Promise.allSettled([...this.#onPrimary])
+      else if (this.mode === 'fallback' && this.#onPrimary.size > 0) await this.#drainedPrimary()
       else break
     }
     if (this.mode === 'fallback') return await this.#append(op)
@@ -92,7 +94,21 @@ export class FailoverOperationLog extends Failover implements OperationLog {
       return await appending
     } finally {
       this.#onPrimary.delete(appending)
+      if (this.#onPrimary.size === 0 && this.#primaryDrained !== null) {
+        this.#primaryDrained.resolve()
+        this.#primaryDrained = null
+      }
     }
+  }
+
+  /** Resolves once no append is in flight on the primary. */
+  async #drainedPrimary (): Promise<void> {
+    if (this.#primaryDrained === null) {
+      let resolve!: () => void
+      const promise = new Promise<void>((res) => { resolve = res })
+      this.#primaryDrained = { promise, resolve }
+    }
+    await this.#primaryDrained.promise
   }
 
   async #append (op: NewOp): Promise<AppendResult> {

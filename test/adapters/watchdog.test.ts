@@ -1,0 +1,75 @@
+import t from 'tap'
+import { setTimeout as delay } from 'node:timers/promises'
+import { TimeoutError, Watchdog } from '../../adapters/failover/outage.js'
+import { FailoverOperationLog } from '../../adapters/failover/operation-log.js'
+import { RedisOperationLog } from '../../adapters/redis/operation-log.js'
+import { CircuitBreaker } from '../../lib/breaker.js'
+import { redisClient, startRedis, uniquePrefix } from '../helpers/redis.js'
+
+// The watchdog's timer is unref'd (it never keeps a server alive): keep this process up meanwhile.
+const alive = setInterval(() => {}, 1000)
+t.teardown(() => { clearInterval(alive) })
+
+const never = <T>(): Promise<T> => new Promise<T>(() => {})
+
+/** Blocks the event loop, as a saturated or frozen process does. */
+function freeze (ms: number): void {
+  const until = performance.now() + ms
+  while (performance.now() < until) { /* busy */ }
+}
+
+t.test('a call Redis never answers fails with a TimeoutError once the connection has been silent for the timeout', async (t) => {
+  const dog = new Watchdog(60)
+  const start = performance.now()
+  await t.rejects(dog.watch(never(), 'append'), TimeoutError)
+  t.ok(performance.now() - start >= 60, 'not before the timeout')
+  t.equal(dog.pending, 0, 'the call is no longer watched')
+})
+
+t.test('a call behind a busy connection is not failed while other calls keep settling', async (t) => {
+  const dog = new Watchdog(60)
+  let settled: unknown = 'pending'
+  let release!: (v: string) => void
+  const slow = dog.watch(new Promise<string>((resolve) => { release = resolve }), 'slow')
+  slow.then((v) => { settled = v }, (err: unknown) => { settled = err })
+  // Replies to later calls keep coming for 5 timeouts: Redis is there.
+  for (let i = 0; i < 15; i++) await dog.watch(delay(20), 'quick')
+  t.equal(settled, 'pending', 'the slow call still waits after 5 timeouts of traffic')
+  release('done')
+  t.equal(await slow, 'done', 'and gets its answer')
+})
+
+t.test('a call on a connection that otherwise works still fails after ten timeouts', async (t) => {
+  const dog = new Watchdog(20)
+  const hung = dog.watch(never(), 'lost reply')
+  let failed = false
+  hung.catch(() => { failed = true })
+  const start = performance.now()
+  while (!failed && performance.now() - start < 2000) await dog.watch(delay(5), 'quick')
+  await t.rejects(hung, TimeoutError)
+  t.ok(performance.now() - start >= 200, 'after the hard limit, not the timeout')
+})
+
+t.test('Redis commands still in the socket when the event loop was frozen are not timed out', async (t) => {
+  const redis = await startRedis(t)
+  const client = await redisClient(t, redis.url)
+  const dog = new Watchdog(100)
+  const replies = Array.from({ length: 50 }, async (_v, i) => await dog.watch(client.sendCommand(['ECHO', `r${i}`]), 'echo'))
+  // Redis answers within a millisecond; this process does not look for 3 timeouts.
+  freeze(300)
+  t.same(await Promise.all(replies), Array.from({ length: 50 }, (_v, i) => `r${i}`), 'every reply is taken, none timed out')
+})
+
+t.test('a Redis op log stays on Redis across an event-loop stall longer than the command timeout', async (t) => {
+  const redis = await startRedis(t)
+  const client = await redisClient(t, redis.url)
+  const breaker = new CircuitBreaker({ probe: async () => {}, probeDelayMs: 60_000 })
+  t.teardown(() => { breaker.dispose() })
+  const log = new FailoverOperationLog({ breaker, timeoutMs: 100, historyLimit: 100, primary: new RedisOperationLog({ client, keyPrefix: uniquePrefix() }) })
+  const appends = Array.from({ length: 20 }, async (_v, i) => await log.append({ project: 'p', id: `op${i}`, userId: 'u', sessionId: null, data: i, ts: Date.now() }))
+  freeze(400)
+  const results = await Promise.all(appends)
+  t.same(results.map((r) => r.duplicate ? -1 : r.op.seq), Array.from({ length: 20 }, (_v, i) => i + 1), 'all 20 appended to Redis in order')
+  t.equal(log.mode, 'primary', 'no fallback')
+  t.equal(breaker.state, 'closed', 'the circuit stayed closed')
+})
