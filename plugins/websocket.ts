@@ -7,7 +7,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { ProtocolError } from '../lib/errors.js'
 import { DEFAULT_CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS } from '../lib/auth.js'
 import type { RawData, WebSocket } from 'ws'
-import type { Transport } from '../lib/hub/transport.js'
+import type { SharedFrame, Transport } from '../lib/hub/transport.js'
+import type { Connection } from '../lib/hub/connection.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -16,15 +17,122 @@ declare module 'fastify' {
   }
 }
 
-/** Adapts a `ws` socket to the hub's Transport. */
-function transportOf (socket: WebSocket): Transport {
-  return {
-    send: (frame) => { socket.send(frame) },
-    get bufferedAmount () { return socket.bufferedAmount },
-    ping: () => { socket.ping() },
-    close: (code, reason) => { socket.close(code, reason) },
-    terminate: () => { socket.terminate() }
+/**
+ * A server-to-client WebSocket text frame (final, unmasked, uncompressed):
+ * header and payload in one buffer, so a shared frame is encoded once and
+ * each member costs one socket write.
+ */
+export function textFrame (text: string): Buffer {
+  const length = Buffer.byteLength(text)
+  const header = length < 126 ? 2 : length < 65536 ? 4 : 10
+  const frame = Buffer.allocUnsafe(header + length)
+  frame[0] = 0x81
+  if (header === 2) {
+    frame[1] = length
+  } else if (header === 4) {
+    frame[1] = 126
+    frame.writeUInt16BE(length, 2)
+  } else {
+    frame[1] = 127
+    frame.writeUInt32BE(Math.floor(length / 2 ** 32), 2)
+    frame.writeUInt32BE(length >>> 0, 6)
   }
+  frame.write(text, header, 'utf8')
+  return frame
+}
+
+/** The parts of a `ws` socket that writing prebuilt frames needs (ws 8 internals). */
+interface WsInternals {
+  _socket?: Socket
+  _sender?: { _queue?: unknown[], _state?: number }
+}
+
+/**
+ * The TCP socket under `socket` when prebuilt frames may be written to it
+ * directly: no extension was negotiated (a host's permessage-deflate would
+ * need each frame compressed) and ws has the internals this relies on. Null
+ * otherwise: every frame then goes through `socket.send`.
+ */
+function directSocket (socket: WebSocket): Socket | null {
+  const internals = socket as unknown as WsInternals
+  const sender = internals._sender
+  if (socket.extensions !== '' || internals._socket === undefined || sender === undefined) return null
+  if (!Array.isArray(sender._queue) || typeof sender._state !== 'number') return null
+  return internals._socket
+}
+
+/**
+ * Sockets written to since the last flush. Each is corked on its first write
+ * and uncorked once the event loop has run what is ready (setImmediate): the
+ * frames a member gets in one turn (ops from one Redis read, an op and an
+ * ack) leave in one system call instead of one each.
+ */
+const corked: WsTransport[] = []
+
+function flushCorked (): void {
+  for (const transport of corked) transport.uncork()
+  corked.length = 0
+}
+
+/** A socket's connection in the hub and what its listeners need. */
+interface Link {
+  readonly conn: Connection
+  readonly ip: string
+  readonly reqId: string
+  expiry: NodeJS.Timeout | undefined
+}
+
+const LINK = Symbol('flow.link')
+type FlowSocket = WebSocket & { [LINK]?: Link }
+
+/** Adapts a `ws` socket to the hub's Transport. */
+class WsTransport implements Transport {
+  readonly #socket: WebSocket
+  readonly #direct: Socket | null
+  #corked = false
+  /** unsent bytes when this turn's first frame was corked */
+  #backlog = 0
+
+  constructor (socket: WebSocket) {
+    this.#socket = socket
+    this.#direct = directSocket(socket)
+  }
+
+  send (frame: string | SharedFrame): void {
+    const direct = this.#direct
+    if (direct === null || this.#socket.readyState !== 1) {
+      this.#socket.send(typeof frame === 'string' ? frame : frame.text)
+      return
+    }
+    if (!this.#corked) {
+      this.#corked = true
+      this.#backlog = this.#socket.bufferedAmount
+      direct.cork()
+      if (corked.push(this) === 1) setImmediate(flushCorked)
+    }
+    const sender = (this.#socket as unknown as WsInternals)._sender
+    // ws queues frames only while it compresses or reads a Blob: then the
+    // prebuilt bytes must wait their turn behind it.
+    if (typeof frame === 'string' || sender?._state !== 0 || sender._queue?.length !== 0) {
+      this.#socket.send(typeof frame === 'string' ? frame : frame.text)
+    } else {
+      direct.write(frame.encoded(textFrame))
+    }
+  }
+
+  uncork (): void {
+    this.#corked = false
+    this.#direct?.uncork()
+  }
+
+  /**
+   * Unsent bytes, not counting the frames corked in this turn: those leave
+   * together at its end. What a reader leaves unread shows in the next turn.
+   */
+  get bufferedAmount (): number { return this.#corked ? this.#backlog : this.#socket.bufferedAmount }
+  ping (): void { this.#socket.ping() }
+  close (code: number, reason: string): void { this.#socket.close(code, reason) }
+  terminate (): void { this.#socket.terminate() }
 }
 
 function toBuffer (data: RawData): Buffer {
@@ -86,7 +194,9 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
         maxPayload: config.maxPayloadBytes,
         // Invalid UTF-8 is answered with bad_request instead of a 1007 close.
         skipUTF8Validation: true,
-        perMessageDeflate: false
+        perMessageDeflate: false,
+        // The hub tracks its connections; ws's own set would cost memory per socket.
+        clientTracking: false
       },
       // Drain before the sockets are closed (the default closes them at once).
       preClose: async () => {
@@ -113,13 +223,45 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
     }
   }
 
+  // One set of listeners for every socket (per-connection closures cost
+  // memory at 10,000 connections): each finds its state on the socket.
+  function onMessage (this: FlowSocket, data: RawData, isBinary: boolean): void {
+    const link = this[LINK]
+    if (link !== undefined) hub.frame(link.conn, toBuffer(data), isBinary)
+  }
+  function onPong (this: FlowSocket): void {
+    const link = this[LINK]
+    if (link !== undefined) hub.pong(link.conn)
+  }
+  function onClose (this: FlowSocket, code: number): void {
+    const link = this[LINK]
+    if (link === undefined) return
+    clearTimeout(link.expiry)
+    const left = (perIp.get(link.ip) ?? 1) - 1
+    if (left <= 0) perIp.delete(link.ip)
+    else perIp.set(link.ip, left)
+    hub.disconnect(link.conn)
+    connLog.info({ reqId: link.reqId, conn: link.conn.id, code }, 'connection closed')
+  }
+  function onError (this: FlowSocket, err: Error): void {
+    const link = this[LINK]
+    connLog.info({ err, reqId: link?.reqId, conn: link?.conn.id }, 'socket error: dropping the connection')
+    this.terminate()
+  }
+  function onExpiry (socket: FlowSocket): void {
+    const link = socket[LINK]
+    connLog.info({ reqId: link?.reqId, conn: link?.conn.id }, 'token expired: closing')
+    socket.close(1008, 'token expired')
+  }
+
   fastify.get('/ws', {
     websocket: true,
     config: { flowSocket: true },
     // No request log lines for upgrades: the URL may carry ?token=.
     logLevel: 'warn',
     preValidation: [admit, fastify.flowAuth.socket]
-  }, (socket, request) => {
+  }, (ws, request) => {
+    const socket = ws as FlowSocket
     const identity = request.flowIdentity
     if (identity === null) {
       socket.close(1008, 'not authenticated')
@@ -127,39 +269,38 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
     }
     const ip = request.ip
     perIp.set(ip, (perIp.get(ip) ?? 0) + 1)
-    if (!ownServer) {
+    if (ownServer) {
+      // Let the upgrade's HTTP objects go (about 2.8 KB per connection):
+      // @fastify/websocket leaves its ServerResponse on the TCP socket (which
+      // holds the request, the reply and their loggers) and an 'error'
+      // listener that closes over request and reply. Flow's own listener
+      // below does what that one did (log, terminate).
+      const tcp = request.raw.socket as Socket & { _httpMessage?: ServerResponse | null }
+      tcp._httpMessage?.detachSocket(tcp)
+      socket.removeAllListeners('error')
+    } else {
       // The host's @fastify/websocket closes its clients at once when the app
       // closes (code 1005), before Flow's drain. Flow's sockets are Flow's to
-      // close: with 1001, after draining.
+      // close: with 1001, after draining. Its error handler stays the host's.
       fastify.websocketServer.clients.delete(socket)
     }
     // Listeners first, before any await: messages are not buffered for us.
-    const conn = hub.connect(transportOf(socket), identity)
-    const log = connLog.child({ reqId: request.id, conn: conn.id })
-    socket.on('message', (data, isBinary) => { hub.frame(conn, toBuffer(data), isBinary) })
-    socket.on('pong', () => { hub.pong(conn) })
+    const transport = new WsTransport(socket)
+    const link: Link = { conn: hub.connect(transport, identity), ip, reqId: request.id, expiry: undefined }
+    socket[LINK] = link
+    socket.on('message', onMessage)
+    socket.on('pong', onPong)
+    socket.on('close', onClose)
+    if (ownServer) socket.on('error', onError)
     // A token that expires ends the connection (1008); the client reconnects
     // with a fresh token and `since`, and misses nothing.
-    let expiry: NodeJS.Timeout | undefined
     if (identity.expiresAt !== undefined) {
-      expiry = setTimeout(() => {
-        log.info('token expired: closing')
-        socket.close(1008, 'token expired')
       // With the same clock skew the token was accepted with, so a token
       // accepted just past its exp is not closed at once (a reconnect loop).
-      }, Math.min(Math.max(0, identity.expiresAt + CLOCK_SKEW_SECONDS * 1000 - Date.now()), 2 ** 31 - 1))
-      expiry.unref()
+      link.expiry = setTimeout(onExpiry, Math.min(Math.max(0, identity.expiresAt + CLOCK_SKEW_SECONDS * 1000 - Date.now()), 2 ** 31 - 1), socket)
+      link.expiry.unref()
     }
-    socket.on('close', (code) => {
-      clearTimeout(expiry)
-      const left = (perIp.get(ip) ?? 1) - 1
-      if (left <= 0) perIp.delete(ip)
-      else perIp.set(ip, left)
-      hub.disconnect(conn)
-      log.info({ code }, 'connection closed')
-    })
-    socket.on('error', (err) => { log.debug({ err }, 'socket error') })
-    log.info({ userId: identity.userId }, 'connection opened')
+    connLog.info({ reqId: request.id, conn: link.conn.id, userId: identity.userId }, 'connection opened')
   })
 }
 

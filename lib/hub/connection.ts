@@ -1,5 +1,5 @@
 import type { LocalMember } from './project.js'
-import type { Identity, Transport } from './transport.js'
+import type { Identity, SharedFrame, Transport } from './transport.js'
 import { AbuseTracker, TokenBucket } from './rate-limiter.js'
 
 /** One client connection: its identity, its projects and its limits. */
@@ -18,7 +18,11 @@ export class Connection {
   /** frames waiting in the chain, bounded so a flood cannot queue forever */
   queued = 0
 
-  constructor (id: string, transport: Transport, identity: Identity, bucket: TokenBucket, abuse: AbuseTracker) {
+  readonly #sink: (conn: Connection, frame: string | SharedFrame) => void
+
+  /** `sink` sends for the hub (one function for every connection, not a closure each). */
+  constructor (id: string, transport: Transport, identity: Identity, bucket: TokenBucket, abuse: AbuseTracker, sink: (conn: Connection, frame: string | SharedFrame) => void) {
+    this.#sink = sink
     this.id = id
     this.transport = transport
     this.identity = identity
@@ -26,6 +30,8 @@ export class Connection {
     this.abuse = abuse
   }
 
-  /** Set by the hub: sends one frame, minding the slow-consumer bound. */
-  send: (frame: string) => void = () => {}
+  /** Sends one frame, minding the slow-consumer bound. */
+  send (frame: string | SharedFrame): void {
+    this.#sink(this, frame)
+  }
 }

@@ -8,9 +8,10 @@ import { randomId, isOpId, isProjectId } from '../ids.js'
 import { jsonBytes, MAX_JSON_DEPTH, nestsDeeper, parseFrame, peekFrame, type ClientFrame, type JoinFrame, type LeaveFrame, type OpFrame, type PresenceFrame, type Ref, type SyncFrame } from '../protocol/frames.js'
 import { Stats } from '../stats.js'
 import { Connection } from './connection.js'
-import { LocalMember, LocalProject, opFrame } from './project.js'
+import { LocalMember, LocalProject } from './project.js'
+import { opFrame } from '../protocol/op-frame.js'
 import { AbuseTracker, TokenBucket } from './rate-limiter.js'
-import { CLOSE, type Identity, type Transport } from './transport.js'
+import { CLOSE, SharedFrame, type Identity, type Transport } from './transport.js'
 
 export interface HubPorts {
   readonly sessions: SessionStore
@@ -90,6 +91,7 @@ export class Hub {
   readonly #unacked = new Map<string, Map<string, (seq: number) => void>>()
   #drained: Promise<void> | undefined
   #closed = false
+  readonly #sink = (conn: Connection, frame: string | SharedFrame): void => { this.#send(conn, frame) }
 
   constructor (options: HubOptions) {
     this.#config = options.config
@@ -127,8 +129,7 @@ export class Hub {
   connect (transport: Transport, identity: Identity): Connection {
     const now = Date.now()
     const conn = new Connection(randomId(9), transport, identity,
-      new TokenBucket(this.#config.rateLimit, this.#config.rateBurst, now), new AbuseTracker(ABUSE_WINDOW_MS))
-    conn.send = (frame) => { this.#send(conn, frame) }
+      new TokenBucket(this.#config.rateLimit, this.#config.rateBurst, now), new AbuseTracker(ABUSE_WINDOW_MS), this.#sink)
     this.#connections.add(conn)
     this.stats.connectionsOpened++
     if (this.#draining) transport.close(CLOSE.goingAway, 'server shutting down')
@@ -524,7 +525,7 @@ export class Hub {
     lp.epoch = position.epoch
     lp.delivered = position.seq
     lp.pending.clear()
-    const frame = JSON.stringify({ type: 'reset', project: lp.name, epoch: position.epoch, seq: position.seq })
+    const frame = new SharedFrame(JSON.stringify({ type: 'reset', project: lp.name, epoch: position.epoch, seq: position.seq }))
     for (const member of lp.members.values()) {
       member.lastSeq = position.seq
       if (member.held !== null) member.held = []
@@ -729,7 +730,7 @@ export class Hub {
 
   // ---------------------------------------------------------------- sending
 
-  #send (conn: Connection, frame: string): void {
+  #send (conn: Connection, frame: string | SharedFrame): void {
     if (conn.closed) return
     if (conn.transport.bufferedAmount > this.#config.maxBufferedBytes) {
       this.stats.slowConsumersClosed++

@@ -1,5 +1,7 @@
 import type { Op, Presence } from '../types.js'
 import type { Connection } from './connection.js'
+import { SharedFrame } from './transport.js'
+import { opFrame } from '../protocol/op-frame.js'
 
 /** One session on this instance: a connection's membership of a project. */
 export class LocalMember {
@@ -20,20 +22,6 @@ export class LocalMember {
     this.presence = presence
     this.joinedAt = joinedAt
   }
-}
-
-/** Serialises an op frame once; the same string goes to every member. */
-export function opFrame (op: Op): string {
-  return JSON.stringify({
-    type: 'op',
-    project: op.project,
-    seq: op.seq,
-    id: op.id,
-    userId: op.userId,
-    sessionId: op.sessionId,
-    data: op.data,
-    ts: op.ts
-  })
 }
 
 /**
@@ -90,7 +78,7 @@ export class LocalProject {
 
   #deliver (op: Op): void {
     this.onDeliver?.(op)
-    let frame: string | undefined
+    let frame: SharedFrame | undefined
     for (const member of this.members.values()) {
       if (member.held !== null) {
         member.held.push(op)
@@ -99,7 +87,7 @@ export class LocalProject {
       if (op.seq <= member.lastSeq) continue
       member.lastSeq = op.seq
       if (member.sessionId === op.sessionId) continue
-      frame ??= opFrame(op)
+      frame ??= new SharedFrame(opFrame(op))
       member.conn.send(frame)
     }
     this.#ack(op.seq)
@@ -129,7 +117,8 @@ export class LocalProject {
   }
 
   /** Sends a frame to every member but one session. */
-  sendOthers (frame: string, exceptSessionId: string | null): void {
+  sendOthers (text: string, exceptSessionId: string | null): void {
+    const frame = new SharedFrame(text)
     for (const member of this.members.values()) {
       if (member.sessionId !== exceptSessionId) member.conn.send(frame)
     }

@@ -3,8 +3,12 @@
  * `ws` socket to it; tests may use any object of this shape.
  */
 export interface Transport {
-  /** Queues one text frame. */
-  send (frame: string): void
+  /**
+   * Queues one text frame. A {@link SharedFrame} goes to many connections:
+   * the transport may encode it once (`encoded`) and send the same bytes to
+   * each of them.
+   */
+  send (frame: string | SharedFrame): void
   /** Bytes queued and not yet written to the network. */
   readonly bufferedAmount: number
   /** Sends a WebSocket ping. */
@@ -13,6 +17,30 @@ export interface Transport {
   close (code: number, reason: string): void
   /** Drops the connection at once. */
   terminate (): void
+}
+
+/**
+ * A text frame sent to many connections (an op, a member or presence
+ * change): serialised once, and encoded once by the transport that sends it,
+ * whatever the number of members.
+ */
+export class SharedFrame {
+  readonly text: string
+  #encoding: ((text: string) => unknown) | undefined
+  #encoded: unknown
+
+  constructor (text: string) {
+    this.text = text
+  }
+
+  /** The frame as `encode` makes it, computed on first use and kept. */
+  encoded<T> (encode: (text: string) => T): T {
+    if (this.#encoding !== encode) {
+      this.#encoded = encode(this.text)
+      this.#encoding = encode
+    }
+    return this.#encoded as T
+  }
 }
 
 /** Who is on the other end of a connection or request. */
