@@ -1,6 +1,6 @@
 import type { BroadcastHandler, BroadcastMessage, Broadcaster } from '../../ports/broadcaster.js'
 import type { RedisClient } from './client.js'
-import { decodeEnvelope, encodeEnvelope } from './codec.js'
+import { decodeEnvelope, encodeEnvelope, envelopePrefix } from './codec.js'
 import { redisKeys, type RedisKeys } from './keys.js'
 
 export interface RedisBroadcasterOptions {
@@ -25,6 +25,8 @@ export class RedisBroadcaster implements Broadcaster {
   readonly #subscriber: RedisClient
   readonly #keys: RedisKeys
   readonly #origin: string
+  /** how this instance's own messages start: their echoes are dropped unparsed */
+  readonly #ownPrefix: string
   readonly #handlers = new Map<string, BroadcastHandler>()
   readonly #listeners = new Map<string, (raw: string) => void>()
   #closed = false
@@ -34,6 +36,7 @@ export class RedisBroadcaster implements Broadcaster {
     this.#subscriber = options.subscriber
     this.#keys = redisKeys(options.keyPrefix)
     this.#origin = options.origin
+    this.#ownPrefix = envelopePrefix(options.origin)
   }
 
   async subscribe (project: string, handler: BroadcastHandler): Promise<void> {
@@ -42,6 +45,7 @@ export class RedisBroadcaster implements Broadcaster {
     this.#handlers.set(project, handler)
     if (this.#listeners.has(project)) return
     const listener = (raw: string): void => {
+      if (raw.startsWith(this.#ownPrefix)) return
       const envelope = decodeEnvelope(raw)
       if (envelope === null || envelope.origin === this.#origin) return
       this.#handlers.get(project)?.(envelope.message)

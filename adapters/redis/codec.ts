@@ -1,20 +1,49 @@
 import type { BroadcastMessage } from '../../ports/broadcaster.js'
+import { withOpFrame } from '../../lib/protocol/op-frame.js'
+import type { Op } from '../../lib/types.js'
 
 /**
  * The Pub/Sub wire format shared by RedisBroadcaster and the op log's Lua
  * script: `{"o":"<origin instance>","m":<BroadcastMessage>}`. The origin lets
  * an instance drop its own echoes.
+ *
+ * An op message ends with the op, `seq` first and in the order of an `op`
+ * frame: `{"o":…,"m":{"kind":"op"[,"relay":true],"epoch":…,"op":{"seq":…,
+ * "project":…,"id":…,"userId":…,"sessionId":…,"data":…,"ts":…}}}`. The
+ * receiver takes the frame it sends to its members from that text instead
+ * of serialising the op's data again.
  */
 export interface Envelope {
   readonly origin: string
   readonly message: BroadcastMessage
 }
 
+/** The start of every message `origin` publishes: its own echoes are dropped on it, unread. */
+export function envelopePrefix (origin: string): string {
+  return `{"o":${JSON.stringify(origin)},`
+}
+
+/** The op's fields after `seq`, as they follow it in the op object: `,"project":…,"ts":…}`. */
+function fieldsAfterSeq (project: string, stored: string): string {
+  return `,"project":${JSON.stringify(project)},${stored.slice(1)}`
+}
+
+/**
+ * The op's fields other than `project` and `seq`, as JSON: what the op log
+ * stores, and the rest of what it publishes.
+ */
+export function storedOpJson (op: { id: string, userId: string, sessionId: string | null, data: unknown, ts: number }): string {
+  return JSON.stringify({ id: op.id, userId: op.userId, sessionId: op.sessionId, data: op.data, ts: op.ts })
+}
+
 export function encodeEnvelope (origin: string, message: BroadcastMessage): string {
-  return JSON.stringify({ o: origin, m: message })
+  if (message.kind !== 'op') return JSON.stringify({ o: origin, m: message })
+  const { op } = message
+  return `${envelopePrefix(origin)}"m":{"kind":"op"${message.relay === true ? ',"relay":true' : ''},"epoch":${JSON.stringify(message.epoch)},"op":{"seq":${op.seq}${fieldsAfterSeq(op.project, storedOpJson(op))}}}`
 }
 
 const KINDS = new Set(['op', 'member', 'presence'])
+const OP_START = '"op":{"seq":'
 
 /** Parses a Pub/Sub message; null for anything that is not a Flow envelope. */
 export function decodeEnvelope (raw: string): Envelope | null {
@@ -29,19 +58,31 @@ export function decodeEnvelope (raw: string): Envelope | null {
   if (typeof o !== 'string' || m === null || typeof m !== 'object') return null
   const kind = (m as { kind?: unknown }).kind
   if (typeof kind !== 'string' || !KINDS.has(kind)) return null
+  if (kind === 'op') {
+    const op = (m as { op?: unknown }).op
+    if (op === null || typeof op !== 'object' || typeof (op as { seq?: unknown }).seq !== 'number') return null
+    // The op object is the message's last value (see above): its text is the frame's.
+    const start = raw.indexOf(OP_START)
+    if (start !== -1 && raw.endsWith('}}}')) withOpFrame(op as Op, raw.slice(start + 5, raw.length - 2))
+  }
   return { origin: o, message: m as BroadcastMessage }
 }
 
 /**
- * The parts of an op envelope around the two values only the Lua script
- * knows (the epoch and the seq): `head + epoch + middle + seq + tail`.
- * Built by JSON.stringify, so every value is escaped as JSON.
+ * The parts of an op envelope the Lua script joins with the two values only
+ * it knows (the epoch and the seq) and the op's stored JSON, which it has
+ * already: `head + epoch + middle + seq + beforeStored + stored.slice(1) +
+ * '}}'`. Every value is escaped as JSON.
  */
-export function opEnvelopeParts (origin: string, op: { project: string, id: string, userId: string, sessionId: string | null, data: unknown, ts: number }): { head: string, middle: string, tail: string } {
-  const body = JSON.stringify({ project: op.project, id: op.id, userId: op.userId, sessionId: op.sessionId, data: op.data, ts: op.ts })
+export function opEnvelopeParts (origin: string, project: string): { head: string, middle: string, beforeStored: string } {
   return {
-    head: `{"o":${JSON.stringify(origin)},"m":{"kind":"op","epoch":"`,
+    head: `${envelopePrefix(origin)}"m":{"kind":"op","epoch":"`,
     middle: '","op":{"seq":',
-    tail: `,${body.slice(1)}}}`
+    beforeStored: `,"project":${JSON.stringify(project)},`
   }
+}
+
+/** Records the frame of an op the log appended or read, made from the JSON it stored (no second serialisation). */
+export function withStoredFrame (op: Op, stored: string): Op {
+  return withOpFrame(op, `{"seq":${op.seq}${fieldsAfterSeq(op.project, stored)}`)
 }

@@ -1,7 +1,7 @@
 import type { AppendResult, NewOp, OperationLog, ReadResult } from '../../ports/operation-log.js'
 import type { LogPosition, Op } from '../../lib/types.js'
 import { isOpId, randomId } from '../../lib/ids.js'
-import { opEnvelopeParts } from './codec.js'
+import { opEnvelopeParts, storedOpJson, withStoredFrame } from './codec.js'
 import { DEFAULT_KEY_PREFIX, redisKeys, type OpLogKeys, type RedisKeys } from './keys.js'
 import { APPEND, HEAD, READ, runScript, type RedisCommandClient } from './scripts.js'
 
@@ -104,7 +104,7 @@ export class RedisOperationLog implements OperationLog {
     const body = encodeOp(input)
     const publish = this.#origin === undefined
       ? ['', '', '', '']
-      : [this.#keys.channel(input.project), ...envelopeParts(this.#origin, input)]
+      : [this.#keys.channel(input.project), ...envelopeParts(this.#origin, input.project)]
     const reply = await runScript(this.#client, APPEND, [keys.meta, keys.ops, keys.ids], [
       this.#candidate(),
       input.id,
@@ -182,19 +182,18 @@ function encodeOp (op: NewOp): string {
   if (op.data === undefined || typeof op.data === 'function' || typeof op.data === 'symbol') {
     throw new TypeError('op data must be a JSON value')
   }
-  const stored: StoredOp = { id: op.id, userId: op.userId, sessionId: op.sessionId, data: op.data, ts: op.ts }
-  return JSON.stringify(stored)
+  return storedOpJson(op)
 }
 
-function envelopeParts (origin: string, op: NewOp): string[] {
-  const { head, middle, tail } = opEnvelopeParts(origin, op)
-  return [head, middle, tail]
+function envelopeParts (origin: string, project: string): string[] {
+  const { head, middle, beforeStored } = opEnvelopeParts(origin, project)
+  return [head, middle, beforeStored]
 }
 
 function decodeOp (project: string, seq: number, body: string): Op {
   const value: unknown = JSON.parse(body)
   if (!isStoredOp(value)) throw new Error(`corrupt op log entry ${seq} of project ${project}`)
-  return { project, seq, id: value.id, userId: value.userId, sessionId: value.sessionId, data: value.data, ts: value.ts }
+  return withStoredFrame({ project, seq, id: value.id, userId: value.userId, sessionId: value.sessionId, data: value.data, ts: value.ts }, body)
 }
 
 function isStoredOp (value: unknown): value is StoredOp {

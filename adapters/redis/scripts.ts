@@ -74,8 +74,9 @@ end
  * ARGV: [1] candidate epoch, [2] op id, [3] the op as JSON without `project`
  * and `seq`, [4] history limit (stream MAXLEN ~), [5] id retention (>= history
  * limit), [6] channel to PUBLISH the sequenced op on, '' for none, [7] [8] [9]
- * the message around the two values only the script knows:
- * `[7] .. epoch .. [8] .. seq .. [9]` (codec.ts, opEnvelopeParts).
+ * the message around the two values only the script knows and the op's JSON
+ * (sent once, not twice): `[7] .. epoch .. [8] .. seq .. [9] .. [3] without
+ * its opening brace .. '}}'` (codec.ts, opEnvelopeParts).
  *
  * Returns {1, epoch, seq} when appended, {0, epoch, original seq} when the op
  * id was already accepted (nothing written then, except a new epoch, and
@@ -93,7 +94,7 @@ redis.call('HSET', KEYS[1], 'seq', int(seq))
 redis.call('ZADD', KEYS[3], int(seq), ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', int(seq - tonumber(ARGV[5])))
 if ARGV[6] ~= '' then
-  redis.call('PUBLISH', ARGV[6], ARGV[7] .. epoch .. ARGV[8] .. int(seq) .. ARGV[9])
+  redis.call('PUBLISH', ARGV[6], ARGV[7] .. epoch .. ARGV[8] .. int(seq) .. ARGV[9] .. string.sub(ARGV[3], 2) .. '}}')
 end
 return {1, epoch, seq}
 `)

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises'
 import { createRedisOperationLog, type RedisOperationLog } from '../../adapters/redis/operation-log.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
 import { decodeEnvelope } from '../../adapters/redis/codec.js'
+import { opFrame } from '../../lib/protocol/op-frame.js'
 import type { RedisCommandClient } from '../../adapters/redis/scripts.js'
 import type { AppendResult, NewOp } from '../../ports/operation-log.js'
 import type { Op } from '../../lib/types.js'
@@ -317,6 +318,9 @@ t.test('publishes each appended op once, in seq order, as a broadcaster envelope
   const envelopes = messages.map(decodeEnvelope)
   t.strictSame(envelopes, [...acked, last].map(op => ({ origin: 'instance-a', message: { kind: 'op', epoch, op } })),
     'one envelope per append, seqs 2..52 in order, none for the log without publishOrigin nor for the duplicate')
+  // Each receiver forwards the op frame cut from the script's text: the same text the hub would serialise.
+  const frames = envelopes.map(e => e?.message.kind === 'op' ? opFrame(e.message.op) : null)
+  t.strictSame(frames, [...acked, last].map(op => opFrame({ ...op })), 'the frames taken from the published text equal freshly serialised ones, byte for byte')
 })
 
 t.test('completes an append sent while Redis was frozen once it is thawed', async t => {
