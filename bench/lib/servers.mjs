@@ -3,7 +3,7 @@
 // of one target: flow (dist/lib/server.js), socketio (bench/socketio-server.mjs)
 // or relay (bench/relay-server.mjs).
 import { existsSync, mkdirSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { cpuSeconds, freePort, memory, resultsDir, root, sleep, startProcess, waitForHttp, waitForPort } from './proc.mjs'
 
 export const TARGETS = ['flow', 'socketio', 'relay']
@@ -23,6 +23,12 @@ export async function startRedis (name) {
   return { proc, port, url: `redis://127.0.0.1:${port}` }
 }
 
+/**
+ * The Flow server the bench runs: `dist/lib/server.js`, or another build for
+ * an A/B run in one sitting (FLOW_BENCH_SERVER=/tmp/before/dist/lib/server.js).
+ */
+const flowServer = process.env.FLOW_BENCH_SERVER ?? 'dist/lib/server.js'
+
 function instanceCommand (target, { port, id, redisUrl, cpuProfDir, env }) {
   const nodeArgs = cpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', cpuProfDir, '--cpu-prof-name', `${id}.cpuprofile`]
   switch (target) {
@@ -31,7 +37,7 @@ function instanceCommand (target, { port, id, redisUrl, cpuProfDir, env }) {
         ? {}
         : { REDIS_URL: redisUrl, USE_REDIS_COLLABORATION: 'true', USE_REDIS_WEBSOCKETS: 'true', USE_REDIS_EVENT_ORDERING: 'true' }
       return {
-        args: [...nodeArgs, 'dist/lib/server.js'],
+        args: [...nodeArgs, flowServer],
         env: { PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', FLOW_INSTANCE_ID: id, NODE_ENV: 'development', ...flags, ...env }
       }
     }
@@ -52,8 +58,8 @@ function instanceCommand (target, { port, id, redisUrl, cpuProfDir, env }) {
  * instance). `cpuProfDir` runs the instances with `node --cpu-prof`.
  */
 export async function startCluster ({ target, instances = 1, redis = false, name = target, cpuProfDir, env = {} }) {
-  if (target === 'flow' && !existsSync(join(root, 'dist', 'lib', 'server.js'))) {
-    throw new Error('dist/lib/server.js is missing: run `npm run build` first')
+  if (target === 'flow' && !existsSync(resolve(root, flowServer))) {
+    throw new Error(`${flowServer} is missing: run \`npm run build\` first`)
   }
   if (cpuProfDir !== undefined) mkdirSync(cpuProfDir, { recursive: true })
   const db = redis ? await startRedis(name) : null
