@@ -48,15 +48,17 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
   const logRedis = onRedis(config.useRedisEventOrdering, 'log')
   const timeoutMs = config.redisCommandTimeoutMs
 
-  // One per connection: a reply to any port shows Redis is there.
+  // One per connection: a reply to any port shows Redis is there, and any
+  // Pub/Sub message shows the subscriber is.
   const watchdog = new Watchdog(timeoutMs)
+  const subscriberWatchdog = new Watchdog(timeoutMs * 2)
   let breaker: CircuitBreaker | null = null
   let probe: (() => Promise<void>) | null = null
   let probeTimer: NodeJS.Timeout | undefined
   const failovers: Failover[] = []
   let sessionsFailover: FailoverSessionStore | null = null
   if (redis !== null && (sessionsRedis !== null || broadcastRedis !== null || logRedis !== null)) {
-    probe = createRedisProbe({ client: redis.client, subscriber: redis.subscriber, keyPrefix: config.keyPrefix, instanceId, timeoutMs: timeoutMs * 2 }).probe
+    probe = createRedisProbe({ client: redis.client, subscriber: redis.subscriber, keyPrefix: config.keyPrefix, instanceId, timeoutMs, watchdog, subscriberWatchdog }).probe
     breaker = new CircuitBreaker({
       probe,
       // Subscriptions first (no op published meanwhile is missed), then the outage's ops, then sessions.
@@ -69,7 +71,7 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
 
   let broadcaster = given.broadcaster ?? make(createMemoryBroadcaster())
   if (broadcastRedis !== null && breaker !== null) {
-    const f = new FailoverBroadcaster({ breaker, timeoutMs, watchdog, primary: make(createRedisBroadcaster({ client: broadcastRedis.client, subscriber: broadcastRedis.subscriber, keyPrefix: config.keyPrefix, origin: instanceId })) })
+    const f = new FailoverBroadcaster({ breaker, timeoutMs, watchdog, primary: make(createRedisBroadcaster({ client: broadcastRedis.client, subscriber: broadcastRedis.subscriber, keyPrefix: config.keyPrefix, origin: instanceId, onMessage: () => { subscriberWatchdog.alive() } })) })
     failovers.push(f)
     broadcaster = f
   }

@@ -90,6 +90,11 @@ export class Watchdog {
     })
   }
 
+  /** Something came from Redis on this connection (a Pub/Sub message): it is there. */
+  alive (): void {
+    this.#lastSettled = performance.now()
+  }
+
   #settle (entry: Watched): void {
     this.#lastSettled = performance.now()
     this.#watched.delete(entry)

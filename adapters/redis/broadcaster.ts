@@ -11,6 +11,8 @@ export interface RedisBroadcasterOptions {
   readonly keyPrefix: string
   /** this instance: its own messages are not handed back to it */
   readonly origin: string
+  /** told of every message the subscriber receives (a sign of life of the connection) */
+  readonly onMessage?: () => void
 }
 
 /**
@@ -27,6 +29,7 @@ export class RedisBroadcaster implements Broadcaster {
   readonly #origin: string
   /** how this instance's own messages start: their echoes are dropped unparsed */
   readonly #ownPrefix: string
+  readonly #onMessage: (() => void) | undefined
   readonly #handlers = new Map<string, BroadcastHandler>()
   readonly #listeners = new Map<string, (raw: string) => void>()
   #closed = false
@@ -37,6 +40,7 @@ export class RedisBroadcaster implements Broadcaster {
     this.#keys = redisKeys(options.keyPrefix)
     this.#origin = options.origin
     this.#ownPrefix = envelopePrefix(options.origin)
+    this.#onMessage = options.onMessage
   }
 
   async subscribe (project: string, handler: BroadcastHandler): Promise<void> {
@@ -45,6 +49,7 @@ export class RedisBroadcaster implements Broadcaster {
     this.#handlers.set(project, handler)
     if (this.#listeners.has(project)) return
     const listener = (raw: string): void => {
+      this.#onMessage?.()
       if (raw.startsWith(this.#ownPrefix)) return
       const envelope = decodeEnvelope(raw)
       if (envelope === null || envelope.origin === this.#origin) return

@@ -2,15 +2,22 @@ import { randomBytes } from 'node:crypto'
 import type { RedisClient } from './client.js'
 import { redisKeys } from './keys.js'
 import { OPERATION_LOG_SCRIPTS } from './scripts.js'
-import { withTimeout } from '../failover/outage.js'
+import { Watchdog } from '../failover/outage.js'
 
 export interface RedisProbeOptions {
   readonly client: RedisClient
   readonly subscriber: RedisClient
   readonly keyPrefix: string
   readonly instanceId: string
-  /** longest the round trip may take (ms) */
+  /** how long a connection may stay silent while the probe waits on it (ms) */
   readonly timeoutMs: number
+  /** the command connection's watchdog (shared with the ports: their replies show Redis is there) */
+  readonly watchdog?: Watchdog
+  /**
+   * the subscriber's watchdog: fed by every Pub/Sub message, so a probe token
+   * queued behind a backlog of messages is not taken for a dead subscriber
+   */
+  readonly subscriberWatchdog?: Watchdog
 }
 
 /**
@@ -30,6 +37,8 @@ export function createRedisProbe (options: RedisProbeOptions): { probe: () => Pr
   const channel = keys.probeChannel(options.instanceId)
   const stream = keys.probeStream()
   const waiting = new Map<string, () => void>()
+  const commands = options.watchdog ?? new Watchdog(options.timeoutMs)
+  const subscriber = options.subscriberWatchdog ?? new Watchdog(options.timeoutMs)
   let subscribed: Promise<void> | null = null
   const onMessage = (token: string): void => {
     const done = waiting.get(token)
@@ -45,16 +54,14 @@ export function createRedisProbe (options: RedisProbeOptions): { probe: () => Pr
       subscribed = null
       throw err
     })
-    await withTimeout(subscribed, options.timeoutMs, 'probe subscribe')
+    await subscriber.watch(subscribed, 'probe subscribe')
     const token = randomBytes(8).toString('hex')
     const back = new Promise<void>((resolve) => { waiting.set(token, resolve) })
     try {
-      await withTimeout((async () => {
-        await options.client.sendCommand(['XADD', stream, 'MAXLEN', '~', '1000', '*', 'i', options.instanceId, 't', token])
-        await Promise.all(OPERATION_LOG_SCRIPTS.map(async (script) => await options.client.sendCommand(['SCRIPT', 'LOAD', script.source])))
-        await options.client.publish(channel, token)
-        await back
-      })(), options.timeoutMs, 'Redis probe round trip')
+      await commands.watch(options.client.sendCommand(['XADD', stream, 'MAXLEN', '~', '1000', '*', 'i', options.instanceId, 't', token]), 'probe append')
+      await Promise.all(OPERATION_LOG_SCRIPTS.map(async (script) => await commands.watch(options.client.sendCommand(['SCRIPT', 'LOAD', script.source]), 'probe script load')))
+      await commands.watch(options.client.publish(channel, token), 'probe publish')
+      await subscriber.watch(back, 'Redis probe round trip')
     } finally {
       waiting.delete(token)
     }

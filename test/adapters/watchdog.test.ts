@@ -3,6 +3,11 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { TimeoutError, Watchdog } from '../../adapters/failover/outage.js'
 import { FailoverOperationLog } from '../../adapters/failover/operation-log.js'
 import { RedisOperationLog } from '../../adapters/redis/operation-log.js'
+import { RedisBroadcaster } from '../../adapters/redis/broadcaster.js'
+import { createRedisProbe } from '../../adapters/redis/probe.js'
+import { encodeEnvelope } from '../../adapters/redis/codec.js'
+import { redisKeys } from '../../adapters/redis/keys.js'
+import type { RedisClient } from '../../adapters/redis/client.js'
 import { CircuitBreaker } from '../../lib/breaker.js'
 import { redisClient, startRedis, uniquePrefix } from '../helpers/redis.js'
 
@@ -72,4 +77,31 @@ t.test('a Redis op log stays on Redis across an event-loop stall longer than the
   t.same(results.map((r) => r.duplicate ? -1 : r.op.seq), Array.from({ length: 20 }, (_v, i) => i + 1), 'all 20 appended to Redis in order')
   t.equal(log.mode, 'primary', 'no fallback')
   t.equal(breaker.state, 'closed', 'the circuit stayed closed')
+})
+
+t.test('the Redis probe passes while its token waits behind a backlog of Pub/Sub messages the instance is still working through', async (t) => {
+  const redis = await startRedis(t)
+  const client = await redisClient(t, redis.url) as RedisClient
+  const subscriber = await redisClient(t, redis.url) as RedisClient
+  const publisher = await redisClient(t, redis.url)
+  const keyPrefix = uniquePrefix()
+  const subscriberWatchdog = new Watchdog(100)
+  const broadcaster = new RedisBroadcaster({ client, subscriber, keyPrefix, origin: 'me', onMessage: () => { subscriberWatchdog.alive() } })
+  let handled = 0
+  // Each message costs this instance 20 us: 60,000 of them are over a second of work,
+  // in slices short enough (one socket read each) not to count as a stall.
+  await broadcaster.subscribe('busy', () => { freeze(0.02); handled++ })
+  const channel = redisKeys(keyPrefix).channel('busy')
+  const message = encodeEnvelope('other', { kind: 'presence', sessionId: 's', userId: 'u', state: {} })
+  const { probe } = createRedisProbe({ client, subscriber, keyPrefix, instanceId: 'me', timeoutMs: 100, subscriberWatchdog })
+  await probe() // subscribes the probe channel
+  handled = 0
+  // Published just before the probe's token: it comes back behind all of them.
+  const published = Promise.all(Array.from({ length: 60_000 }, async () => await publisher.publish(channel, message)))
+  const start = performance.now()
+  await probe()
+  const took = performance.now() - start
+  await published
+  t.ok(handled >= 59_000, `the backlog was worked through first (${handled} messages)`)
+  t.ok(took > 100, `the round trip took longer than the timeout (${Math.round(took)} ms): a per-call timer would have failed it`)
 })
