@@ -10,6 +10,7 @@
 //   node bench/fanout.mjs --target socketio --rates 2,4,6,8 --saturate
 //   node bench/fanout.mjs --target relay --seconds 5
 //   node bench/fanout.mjs --target flow --stall 1500   # instance 1 frozen 1.5 s mid-phase
+//   node bench/fanout.mjs --target flow --redis-stall 3000   # redis-server frozen 3 s mid-phase (an outage)
 //
 // Targets: flow (dist/lib/server.js, all three Redis flags on unless
 // --memory), socketio (bench/socketio-server.mjs + @socket.io/redis-adapter),
@@ -41,6 +42,7 @@ export const FANOUT_DEFAULTS = {
   drain: 5000,
   label: '',
   stall: 0, // ms: SIGSTOP the first instance this long in the middle of each phase (a GC pause, a starved CPU)
+  redisStall: 0, // ms: SIGSTOP redis-server this long in the middle of each phase (a Redis outage: Flow falls back)
   cpuProf: '' // directory: run the instances with node --cpu-prof
 }
 
@@ -90,9 +92,11 @@ export async function runFanout (options, log = (m) => process.stderr.write(`${m
       const m0 = machineCpu()
       const load = loadavg()
       const monoStartUs = monotonicUs()
-      const stall = o.stall > 0 ? stallFirstInstance(cluster, 300 + o.seconds * 500, o.stall) : null
+      const stall = o.stall > 0 ? stallProcess(cluster.nodes[0].proc.pid, 300 + o.seconds * 500, o.stall) : null
+      const redisStall = o.redisStall > 0 && cluster.redis !== null ? stallProcess(cluster.redis.proc.pid, 300 + o.seconds * 300, o.redisStall) : null
       const r = await generator.phase({ phase: i + 1, rate, seconds: o.seconds, drainMs: o.drain })
       await stall
+      await redisStall
       const monoEndUs = monotonicUs()
       const after = cluster.sample()
       const gen1 = cpuSeconds(process.pid)
@@ -153,9 +157,8 @@ export async function runFanout (options, log = (m) => process.stderr.write(`${m
   }
 }
 
-/** Stops the first instance (SIGSTOP) after `afterMs` for `forMs`, then lets it go on (SIGCONT). */
-async function stallFirstInstance (cluster, afterMs, forMs) {
-  const { pid } = cluster.nodes[0].proc
+/** Stops a process (SIGSTOP) after `afterMs` for `forMs`, then lets it go on (SIGCONT). */
+async function stallProcess (pid, afterMs, forMs) {
   await sleep(afterMs)
   process.kill(pid, 'SIGSTOP')
   try {

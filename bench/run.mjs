@@ -40,8 +40,13 @@ function plan (o) {
     { name: 'fanout-socketio', group: 'fanout', run: () => runFanout({ ...fan, target: 'socketio', instances: 2 }) },
     { name: 'fanout-relay', group: 'fanout', run: () => runFanout({ ...fan, target: 'relay', instances: 2 }) },
     { name: 'fanout-flow-memory', group: 'fanout', run: () => runFanout({ ...fan, target: 'flow', instances: 1, memory: true }) },
+    // The original claim: 1,000 active users on one instance (Redis flags on), p99 < 50 ms, RSS < 512 MB.
+    { name: 'fanout-flow-single', group: 'fanout', run: () => runFanout({ ...fan, target: 'flow', instances: 1, label: 'flow ×1 (Redis)' }) },
     { name: 'saturation-flow', group: 'saturation', run: () => runFanout({ ...sat, target: 'flow', instances: 2 }) },
     { name: 'saturation-socketio', group: 'saturation', run: () => runFanout({ ...sat, target: 'socketio', instances: 2 }) },
+    // redis-server frozen (SIGSTOP) in the middle of the phase: Flow falls back to memory and recovers.
+    { name: 'outage-flow', group: 'outage', run: () => runFanout({ ...fan, target: 'flow', instances: 2, seconds: short ? 6 : 10, redisStall: short ? 1500 : 3000 }) },
+    { name: 'outage-socketio', group: 'outage', run: () => runFanout({ ...fan, target: 'socketio', instances: 2, seconds: short ? 6 : 10, redisStall: short ? 1500 : 3000 }) },
     { name: 'connections-flow', group: 'connections', run: () => runConnections({ target: 'flow', settle: short ? 2 : 3, idle: short ? 3 : 10 }) },
     { name: 'http-flow', group: 'http', run: () => runHttp({ seconds: short ? 3 : 10 }) }
   ]
@@ -67,7 +72,7 @@ function plan (o) {
   return only === null ? scenarios : scenarios.filter((sc) => only.has(sc.name.replace(/#\d+$/, '')))
 }
 
-const FANOUTS = ['fanout-flow', 'fanout-socketio', 'fanout-relay', 'fanout-flow-memory', 'fanout-socketio-memory', 'fanout-relay-memory']
+const FANOUTS = ['fanout-flow', 'fanout-socketio', 'fanout-relay', 'fanout-flow-memory', 'fanout-flow-single', 'fanout-socketio-memory', 'fanout-relay-memory']
 
 /** Every repetition's phase of a fixed-rate fan-out scenario. */
 function repetitions (r, name) {
@@ -119,6 +124,7 @@ function targets (r) {
   const satFlow = r['saturation-flow']?.saturation
   const satSio = r['saturation-socketio']?.saturation
   const conn = r['connections-flow']
+  const single = medianPhase(repetitions(r, 'fanout-flow-single'))
   const check = (ok, ...facts) => ({ ok, detail: facts.join(', ') })
   return [
     ['CPU per delivery ≤ the bare relay\'s', flow && relay
@@ -132,6 +138,9 @@ function targets (r) {
       : null],
     ['10,000 idle connections at ≤ 8 KB RSS each', conn
       ? check(conn.connect.connected >= 10_000 && conn.rss.perConnectionKiB * 1024 <= 8000, `${num(conn.connect.connected)} connected, ${conn.rss.perConnectionKiB} KiB (${num(conn.rss.perConnectionKiB * 1.024, 2)} KB) RSS each`)
+      : null],
+    ['1,000 active users on one instance: p99 < 50 ms, RSS < 512 MB', single
+      ? check(single.latency.p99 < 50 && single.server.rssMiB * 1.048576 < 512, `p99 ${single.latency.p99} ms at ${num(single.deliveredPerSecond)} deliveries/s, RSS ${num(single.server.rssMiB, 0)} MiB`)
       : null],
     ['memory-only at least as fast as Redis per delivery', flow && mem
       ? check(mem.server.usPerDelivery <= flow.server.usPerDelivery, `memory ×1 ${mem.server.usPerDelivery} µs vs Redis ×2 ${flow.server.usPerDelivery} µs per delivery (${ratio(mem.server.usPerDelivery, flow.server.usPerDelivery)}); Redis incl. redis-server ${flow.server.usPerDeliveryWithRedis} µs`)
@@ -173,6 +182,12 @@ export function markdown (run) {
   if (sat.length > 0) {
     const t = saturationTable(sat, r['saturation-socketio'])
     out.push('', '### Saturation', '', t.summary, '', t.steps)
+  }
+  const outages = ['outage-flow', 'outage-socketio'].filter((k) => r[k]?.phases[0]).map((k) => ({ ...r[k].phases[0], stats: r[k].serverStats }))
+  if (outages.length > 0) {
+    out.push('', `### Redis frozen for ${run.options.short ? 1.5 : 3} s mid-phase`, '', table(['run', 'delivered/s', 'p50 ms', 'p99 ms', 'max ms', 'lost (not delivered live)', 'resets', 'dup', 'order', 'fallbacks', 'degraded ms'],
+      outages.map((p) => [p.label, num(p.deliveredPerSecond), ms(p.latency.p50), ms(p.latency.p99), ms(p.latency.max), `${num(p.lost)} (${p.lostPercent.toFixed(3)} %)`, num(p.resets ?? 0), num(p.duplicates), p.orderViolations === null ? 'n/a' : num(p.orderViolations),
+        Array.isArray(p.stats) ? p.stats.map((x) => x?.fallbacks ?? '—').join(' / ') : '—', Array.isArray(p.stats) ? p.stats.map((x) => x?.degradedMs ?? '—').join(' / ') : '—'])))
   }
   const conns = ['connections-flow', 'connections-flow-memory', 'connections-socketio'].filter((k) => r[k]).map((k) => r[k])
   if (conns.length > 0) out.push('', '### Idle connections', '', connectionsTable(conns))
