@@ -148,16 +148,19 @@ function targets (r) {
   ]
 }
 
+/** A per-member rate as given (0.75, 1.25): never rounded. */
+const rate = (x) => (x === null || x === undefined ? '—' : String(x))
+
 function saturationTable (runs, baseline) {
   const rows = []
   for (const run of runs) {
     for (const p of run.phases) {
-      rows.push([run.label, num(p.rate), num(p.deliveredPerSecond), ms(p.latency.p50), ms(p.latency.p99), ms(p.latency.max), `${num(p.lost)} (${p.lostPercent.toFixed(3)} %)`, num(p.closed), num(p.server.cpuSeconds / p.server.seconds * 100, 0), num(p.server.usPerDelivery, 2), num(p.lag.p99, 1), num(p.generator.cpuPercent, 0), p.held ? 'yes' : '**no**'])
+      rows.push([run.label, rate(p.rate), num(p.deliveredPerSecond), ms(p.latency.p50), ms(p.latency.p99), ms(p.latency.max), `${num(p.lost)} (${p.lostPercent.toFixed(3)} %)`, num(p.closed), num(p.server.cpuSeconds / p.server.seconds * 100, 0), num(p.server.usPerDelivery, 2), num(p.lag.p99, 1), num(p.generator.cpuPercent, 0), p.held ? 'yes' : '**no**'])
     }
   }
   const steps = table(['run', 'rate/member', 'delivered/s', 'p50 ms', 'p99 ms', 'max ms', 'lost', 'closed', 'server CPU %', 'µs CPU/delivery', 'gen lag p99 ms', 'gen CPU %', 'held'], rows)
   const summary = table(['run', 'highest rate held (ops/s per member)', 'delivered/s at it', 'first rate that failed', 'vs Socket.IO'],
-    runs.map((r) => [r.label, num(r.saturation.highestRate), num(r.saturation.deliveredPerSecond), r.saturation.firstFailed === null ? 'none (all held)' : num(r.saturation.firstFailed), baseline === undefined ? '—' : ratio(r.saturation.highestRate, baseline.saturation.highestRate)]))
+    runs.map((r) => [r.label, rate(r.saturation.highestRate), num(r.saturation.deliveredPerSecond), r.saturation.firstFailed === null ? 'none (all held)' : rate(r.saturation.firstFailed), baseline === undefined ? '—' : ratio(r.saturation.highestRate, baseline.saturation.highestRate)]))
   return { steps, summary }
 }
 

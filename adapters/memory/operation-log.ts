@@ -5,7 +5,10 @@ import { randomId } from '../../lib/ids.js'
 export interface MemoryOperationLogOptions {
   /** ops kept per project, at least (default 1,000) */
   readonly historyLimit?: number
-  /** op ids remembered per project for idempotency (default max(historyLimit, 10,000)) */
+  /**
+   * op ids remembered per project for idempotency: the last idRetention at
+   * least, 2 x idRetention at most (default max(historyLimit, 10,000))
+   */
   readonly idRetention?: number
 }
 
@@ -14,8 +17,10 @@ interface ProjectLog {
   head: number
   /** kept ops, contiguous, oldest first; ops[i].seq === first + i */
   ops: Op[]
-  /** op id -> seq, insertion order = age (Map keeps it) */
-  readonly ids: Map<string, number>
+  /** op id -> seq of the newest ids; when it holds idRetention, it becomes `olderIds` */
+  ids: Map<string, number>
+  /** the generation before `ids`: forgotten whole at the next turn (no per-op trim) */
+  olderIds: Map<string, number>
 }
 
 /**
@@ -40,7 +45,7 @@ export class MemoryOperationLog implements OperationLog {
   #log (project: string): ProjectLog {
     let log = this.#logs.get(project)
     if (log === undefined) {
-      log = { epoch: randomId(9), head: 0, ops: [], ids: new Map() }
+      log = { epoch: randomId(9), head: 0, ops: [], ids: new Map(), olderIds: new Map() }
       this.#logs.set(project, log)
     }
     return log
@@ -49,7 +54,7 @@ export class MemoryOperationLog implements OperationLog {
   async append (input: NewOp): Promise<AppendResult> {
     this.#assertOpen()
     const log = this.#log(input.project)
-    const seen = log.ids.get(input.id)
+    const seen = log.ids.get(input.id) ?? log.olderIds.get(input.id)
     if (seen !== undefined) {
       return { duplicate: true, epoch: log.epoch, seq: seen, id: input.id }
     }
@@ -68,11 +73,13 @@ export class MemoryOperationLog implements OperationLog {
     if (log.ops.length >= this.#historyLimit * 2) {
       log.ops = log.ops.slice(log.ops.length - this.#historyLimit)
     }
-    log.ids.set(op.id, op.seq)
-    if (log.ids.size > this.#idRetention) {
-      const oldest = log.ids.keys().next().value as string
-      log.ids.delete(oldest)
+    // Two generations instead of deleting the oldest id on every append
+    // (Map.keys().next() + delete costs microseconds once the map is large).
+    if (log.ids.size >= this.#idRetention) {
+      log.olderIds = log.ids
+      log.ids = new Map()
     }
+    log.ids.set(op.id, op.seq)
     return { duplicate: false, epoch: log.epoch, op: structuredClone(op) }
   }
 

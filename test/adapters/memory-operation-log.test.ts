@@ -41,12 +41,15 @@ t.test('MemoryOperationLog keeps 1,000 ops by default', async t => {
   t.equal((await log.read('p', 0, 1)).reset, true, 'older ones are gone')
 })
 
-t.test('MemoryOperationLog forgets the oldest op ids beyond idRetention', async t => {
+t.test('MemoryOperationLog remembers the last idRetention op ids and forgets those older than twice that', async t => {
   const log = new MemoryOperationLog({ historyLimit: 2, idRetention: 3 })
   t.teardown(async () => { await log.close() })
-  for (const id of ['a', 'b', 'c', 'd']) await log.append({ project: 'p', id, userId: 'u', sessionId: null, data: id, ts: 1 })
-  t.match(await log.append({ project: 'p', id: 'b', userId: 'u', sessionId: null, data: 'b', ts: 1 }), { duplicate: true, seq: 2 }, 'a recent id is remembered')
-  t.match(await log.append({ project: 'p', id: 'a', userId: 'u', sessionId: null, data: 'a', ts: 1 }), { duplicate: false, op: { seq: 5 } }, 'the oldest id is forgotten')
+  const ids = ['a', 'b', 'c', 'd', 'e', 'f', 'g']
+  for (const id of ids) await log.append({ project: 'p', id, userId: 'u', sessionId: null, data: id, ts: 1 })
+  for (const [i, id] of ['e', 'f', 'g'].entries()) {
+    t.match(await log.append({ project: 'p', id, userId: 'u', sessionId: null, data: id, ts: 1 }), { duplicate: true, seq: 5 + i }, `${id}, one of the last 3, is remembered`)
+  }
+  t.match(await log.append({ project: 'p', id: 'a', userId: 'u', sessionId: null, data: 'a', ts: 1 }), { duplicate: false, op: { seq: 8 } }, 'a, 7 ids back, is forgotten')
 })
 
 t.test('MemoryOperationLog rejects a historyLimit below 1', async t => {
