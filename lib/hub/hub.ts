@@ -2,7 +2,7 @@ import type { Broadcaster, BroadcastMessage } from '../../ports/broadcaster.js'
 import type { OperationLog } from '../../ports/operation-log.js'
 import type { ExpiredSession, SessionStore } from '../../ports/session-store.js'
 import type { FlowConfig } from '../config.js'
-import type { Member, Op } from '../types.js'
+import type { Member, Op, Presence } from '../types.js'
 import { ProtocolError, type ErrorCode } from '../errors.js'
 import { randomId, isOpId, isProjectId } from '../ids.js'
 import { jsonBytes, MAX_JSON_DEPTH, nestsDeeper, parseFrame, peekFrame, type ClientFrame, type JoinFrame, type LeaveFrame, type OpFrame, type PresenceFrame, type Ref, type SyncFrame } from '../protocol/frames.js'
@@ -426,7 +426,7 @@ export class Hub {
     }
     member.presence = frame.state
     const lp = this.#projects.get(frame.project)
-    lp?.sendOthers(JSON.stringify({ type: 'presence', project: frame.project, sessionId: member.sessionId, userId: member.userId, state: frame.state }), member.sessionId)
+    lp?.sendOthers(presenceFrame(frame.project, member.sessionId, member.userId, frame.state), member.sessionId)
     this.#publish(frame.project, { kind: 'presence', sessionId: member.sessionId, userId: member.userId, state: frame.state })
     this.#ports.sessions.setPresence(frame.project, member.sessionId, frame.state).catch((err: unknown) => {
       this.#log.warn({ err, project: frame.project }, 'storing presence failed')
@@ -664,7 +664,7 @@ export class Hub {
         lp.sendOthers(memberFrame(lp.name, message.event, message.member), null)
         return
       case 'presence':
-        lp.sendOthers(JSON.stringify({ type: 'presence', project: lp.name, sessionId: message.sessionId, userId: message.userId, state: message.state }), null)
+        lp.sendOthers(presenceFrame(lp.name, message.sessionId, message.userId, message.state), null)
     }
   }
 
@@ -878,6 +878,10 @@ function toMember (m: LocalMember): Member {
 
 function memberFrame (project: string, event: 'join' | 'leave', member: Member): string {
   return JSON.stringify({ type: 'member', project, event, member })
+}
+
+function presenceFrame (project: string, sessionId: string, userId: string, state: Presence): string {
+  return JSON.stringify({ type: 'presence', project, sessionId, userId, state })
 }
 
 function withRef<T extends object> (message: T, ref: Ref | undefined): T {
