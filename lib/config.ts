@@ -35,6 +35,7 @@ export const SETTINGS = {
   rateLimit: { env: 'FLOW_RATE_LIMIT', kind: 'int', default: 1000, min: 1, max: 10_000_000, doc: 'frames per second per connection (token bucket refill)' },
   rateBurst: { env: 'FLOW_RATE_BURST', kind: 'int', default: 2000, min: 1, max: 10_000_000, doc: 'token bucket size: frames a connection may send at once' },
   heartbeatMs: { env: 'FLOW_HEARTBEAT_INTERVAL_MS', kind: 'int', default: 30000, min: 100, max: 3_600_000, doc: 'WebSocket ping interval; a connection that misses two is ended' },
+  maxOpsInFlight: { env: 'FLOW_MAX_OPS_IN_FLIGHT', kind: 'int', default: 10_000, min: 1, max: 10_000_000, doc: 'ops an instance may have waiting for the op log at once; beyond, new ops are refused with rate_limited (WebSocket) or 429 (HTTP) instead of queueing without bound' },
   maxBufferedBytes: { env: 'FLOW_MAX_BUFFERED_BYTES', kind: 'int', default: 8 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, doc: 'unsent data a connection may hold before it is closed with 1008 (slow consumer)' },
   shutdownTimeoutMs: { env: 'FLOW_SHUTDOWN_TIMEOUT_MS', kind: 'int', default: 5000, min: 0, max: 600_000, doc: 'longest drain before connections are closed with 1001 on shutdown' },
   opsPageMax: { env: 'FLOW_OPS_PAGE_MAX', kind: 'int', default: 1000, min: 500, max: 100_000, doc: 'cap of `limit` in `GET /projects/:project/ops`' },

@@ -32,6 +32,8 @@ export class Stats {
   framesRejected = 0
   opsAppended = 0
   opsDuplicate = 0
+  /** ops refused because too many were waiting for the log (back-pressure) */
+  opsShed = 0
   broadcastsPublished = 0
   broadcastsReceived = 0
   broadcastErrors = 0

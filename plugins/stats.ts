@@ -52,7 +52,7 @@ export function snapshot (flow: Flow, loop: LoopMonitor): Record<string, unknown
     projects: hub.projectCount,
     sessions: hub.sessionCount,
     frames: { in: stats.framesIn, out: stats.framesOut, rejected: stats.framesRejected, rateLimited: stats.rateLimited, inByType: stats.framesInByType },
-    ops: { appended: stats.opsAppended, duplicate: stats.opsDuplicate },
+    ops: { appended: stats.opsAppended, duplicate: stats.opsDuplicate, shed: stats.opsShed, inFlight: hub.opsInFlight },
     broadcasts: { published: stats.broadcastsPublished, received: stats.broadcastsReceived, errors: stats.broadcastErrors },
     fallbacks: stats.fallbacks,
     recoveries: stats.recoveries,
@@ -90,6 +90,8 @@ export function prometheus (flow: Flow, loop: LoopMonitor): string {
   metric(lines, 'flow_errors_total', 'counter', 'Error frames sent by code', stats.errorsSent, 'code')
   metric(lines, 'flow_ops_appended_total', 'counter', 'Ops appended to the op log', stats.opsAppended)
   metric(lines, 'flow_ops_duplicate_total', 'counter', 'Ops answered from idempotency', stats.opsDuplicate)
+  metric(lines, 'flow_ops_shed_total', 'counter', 'Ops refused because too many were waiting for the op log', stats.opsShed)
+  metric(lines, 'flow_ops_in_flight', 'gauge', 'Ops waiting for the op log', hub.opsInFlight)
   metric(lines, 'flow_broadcasts_published_total', 'counter', 'Messages published to other instances', stats.broadcastsPublished)
   metric(lines, 'flow_broadcasts_received_total', 'counter', 'Messages received from other instances', stats.broadcastsReceived)
   metric(lines, 'flow_broadcast_errors_total', 'counter', 'Publishes that failed', stats.broadcastErrors)

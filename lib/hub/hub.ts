@@ -28,7 +28,7 @@ export interface HubLogger {
 
 export type HubConfig = Pick<FlowConfig,
   'sessionTtlSeconds' | 'maxPayloadBytes' | 'maxPresenceBytes' | 'maxProjectsPerConnection' |
-  'rateLimit' | 'rateBurst' | 'heartbeatMs' | 'maxBufferedBytes' | 'shutdownTimeoutMs'>
+  'rateLimit' | 'rateBurst' | 'heartbeatMs' | 'maxBufferedBytes' | 'shutdownTimeoutMs' | 'maxOpsInFlight'>
 
 export interface HubOptions {
   readonly config: HubConfig
@@ -119,6 +119,8 @@ export class Hub {
   }
 
   get draining (): boolean { return this.#draining }
+  /** ops waiting for the log (appends and relays) */
+  get opsInFlight (): number { return this.#inFlight }
 
   // ---------------------------------------------------------------- connections
 
@@ -371,6 +373,12 @@ export class Hub {
       this.#error(conn, 'not_joined', `not joined to ${frame.project}`, frame.ref, frame.project)
       return
     }
+    if (this.#overloaded()) {
+      // Shed, not queue: the client retries (same id: idempotent). Not the client's abuse.
+      this.stats.opsShed++
+      this.#error(conn, 'rate_limited', 'server busy: too many ops waiting for the log; this one was dropped, try again', frame.ref, frame.project)
+      return
+    }
     const id = frame.id ?? randomId(12)
     let acked = false
     const ack = (seq: number): void => {
@@ -434,6 +442,11 @@ export class Hub {
   }
 
   // ---------------------------------------------------------------- ops
+
+  /** Too many ops wait for the log: new ones are refused (back-pressure) rather than queued. */
+  #overloaded (): boolean {
+    return this.#inFlight >= this.#config.maxOpsInFlight
+  }
 
   /** Appends through the log, counting what is in flight for the drain. */
   async #append (project: string, id: string, userId: string, sessionId: string | null, data: unknown): Promise<
@@ -719,6 +732,10 @@ export class Hub {
     // The same bound as a WebSocket frame, where data sits one level down.
     if (nestsDeeper(data, MAX_JSON_DEPTH - 1)) throw new ProtocolError('bad_request', `data nests arrays and objects deeper than ${MAX_JSON_DEPTH - 1} levels`)
     if (this.#draining) throw new ProtocolError('unavailable', 'server is shutting down')
+    if (this.#overloaded()) {
+      this.stats.opsShed++
+      throw new ProtocolError('rate_limited', 'server busy: too many ops waiting for the log; try again')
+    }
     const opId = id ?? randomId(12)
     const result = await this.#append(project, opId, userId, null, data)
     if (!result.duplicate) {
