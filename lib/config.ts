@@ -57,7 +57,7 @@ export const SETTINGS = {
   redisTlsCertFile: { env: 'REDIS_TLS_CERT_FILE', kind: 'string', doc: 'PEM client certificate, when Redis asks for one (TLS)' },
   redisTlsKeyFile: { env: 'REDIS_TLS_KEY_FILE', kind: 'string', doc: 'PEM key of the client certificate (TLS)' },
   redisConnectWaitMs: { env: 'REDIS_CONNECT_WAIT_MS', kind: 'int', default: 2000, min: 0, max: 60_000, doc: 'longest wait for Redis at boot; after it the server starts anyway' },
-  redisCommandTimeoutMs: { env: 'FLOW_REDIS_COMMAND_TIMEOUT_MS', kind: 'int', default: 1000, min: 50, max: 60_000, doc: 'how long Redis may stay silent (no reply to any call) while a call waits, before the ports fall back to memory; a call fails after 10× this whatever else answers' },
+  redisCommandTimeoutMs: { env: 'FLOW_REDIS_COMMAND_TIMEOUT_MS', kind: 'int', default: 1000, min: 50, max: 60_000, doc: 'how long Redis may stay silent (no reply to any call) while a call waits, before the ports fall back to memory; a call fails after 10× this (at least 30 s) whatever else answers' },
   redisProbeIntervalMs: { env: 'FLOW_REDIS_PROBE_INTERVAL_MS', kind: 'int', default: 1000, min: 100, max: 60_000, doc: 'how often the end-to-end Redis probe (stream append + Pub/Sub round trip) runs while healthy' },
   outageBufferOps: { env: 'FLOW_OUTAGE_BUFFER_OPS', kind: 'int', default: 100_000, min: 100, max: 10_000_000, doc: 'ops an instance accepts during a Redis outage before it answers unavailable' },
   useRedisCollaboration: { env: 'USE_REDIS_COLLABORATION', kind: 'bool', default: false, doc: '`true`: sessions in Redis (SessionStore port)' },

@@ -44,8 +44,10 @@ interface Watched {
  * it queued may only have been written then. And the verdict is taken after
  * the event loop has read what is waiting on its sockets.
  *
- * A call still fails after ten times `timeoutMs` even while others settle
- * (a reply that never comes on a connection that otherwise works).
+ * A call still fails after `hardMs` even while others settle (a reply that
+ * never comes on a connection that otherwise works): by default ten times
+ * `timeoutMs` but at least 30 s, so that a deep backlog of an overloaded
+ * instance (bounded by FLOW_MAX_OPS_IN_FLIGHT) is not taken for it.
  *
  * One watchdog serves every port on a connection; it keeps one timer, not
  * one per call.
@@ -63,10 +65,10 @@ export class Watchdog {
   #timer: NodeJS.Timeout | undefined
   #judging = false
 
-  constructor (timeoutMs: number) {
+  constructor (timeoutMs: number, options: { readonly hardMs?: number } = {}) {
     this.timeoutMs = timeoutMs
     this.#checkMs = Math.max(5, Math.floor(timeoutMs / 4))
-    this.#hardMs = timeoutMs * 10
+    this.#hardMs = options.hardMs ?? Math.max(timeoutMs * 10, 30_000)
   }
 
   /** Calls waited on now. */
