@@ -15,7 +15,13 @@ import { io } from 'socket.io-client'
 
 const WS_OPTIONS = { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: 15_000 }
 
-class JsonClient {
+/**
+ * What the raw-`ws` drivers share: the socket, the join handshake (its
+ * deadline, its failure) and the report of a close after it. A subclass
+ * says what to send once the socket is open (`opened`) and reads each
+ * message (`received`), calling `handshake.joined()` or `handshake.fail()`.
+ */
+class RawSocketClient {
   constructor (spec, events) {
     this.index = spec.index
     this.project = spec.project
@@ -32,125 +38,114 @@ class JsonClient {
       const ws = new WebSocket(this.url, WS_OPTIONS)
       this.ws = ws
       let settled = false
-      const fail = (err) => {
-        if (settled) return
-        settled = true
-        clearTimeout(timer)
-        ws.terminate()
-        reject(err)
+      const handshake = {
+        get settled () { return settled },
+        fail: (err) => {
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          ws.terminate()
+          reject(err)
+        },
+        joined: () => {
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          this.open = true
+          resolve()
+        }
       }
-      const timer = setTimeout(() => fail(new Error('join timed out')), timeoutMs)
-      ws.on('unexpected-response', (_req, res) => fail(new Error(`upgrade answered ${res.statusCode}`)))
-      ws.on('error', (err) => fail(err))
-      ws.on('open', () => { ws.send(`{"type":"join","project":"${this.project}","ref":1}`) })
+      const timer = setTimeout(() => handshake.fail(new Error('join timed out')), timeoutMs)
+      ws.on('unexpected-response', (_req, res) => handshake.fail(new Error(`upgrade answered ${res.statusCode}`)))
+      ws.on('error', (err) => handshake.fail(err))
+      ws.on('open', () => { this.opened(ws) })
       ws.on('close', (code) => {
-        if (!settled) fail(new Error(`closed ${code} before joining`))
+        if (!settled) handshake.fail(new Error(`closed ${code} before joining`))
         else if (this.open) { this.open = false; this.events.closed(this, code) }
       })
-      ws.on('message', (raw) => {
-        const m = JSON.parse(raw)
-        switch (m.type) {
-          case 'op': this.events.delivery(this, m.data, m.seq); return
-          case 'ack': this.events.ack(this, m.id); return
-          case 'reset': this.events.reset(this, m.seq); return
-          case 'joined':
-            if (!settled) { settled = true; clearTimeout(timer); this.open = true; resolve() }
-            return
-          case 'error':
-            if (!settled) fail(new Error(`join failed: ${m.code}`))
-            else this.events.error(this, m.code)
-        }
-      })
+      ws.on('message', (raw) => { this.received(ws, raw, handshake) })
     })
+  }
+
+  /** The socket is open (nothing to do by default). */
+  opened (_ws) {}
+
+  close () { this.open = false; this.ws?.terminate() }
+}
+
+/** Flow's frames (PROTOCOL.md), and the relay's, which have the same shapes. */
+class JsonClient extends RawSocketClient {
+  opened (ws) {
+    ws.send(`{"type":"join","project":"${this.project}","ref":1}`)
+  }
+
+  received (_ws, raw, handshake) {
+    const m = JSON.parse(raw)
+    switch (m.type) {
+      case 'op': this.events.delivery(this, m.data, m.seq); return
+      case 'ack': this.events.ack(this, m.id); return
+      case 'reset': this.events.reset(this, m.seq); return
+      case 'joined': handshake.joined(); return
+      case 'error':
+        if (!handshake.settled) handshake.fail(new Error(`join failed: ${m.code}`))
+        else this.events.error(this, m.code)
+    }
   }
 
   send (id, data) {
     this.ws.send(`{"type":"op","project":"${this.project}","id":"${id}","data":${JSON.stringify(data)}}`)
   }
-
-  close () { this.open = false; this.ws?.terminate() }
 }
 
 /** Socket.IO over a raw socket: Engine.IO packet type, then Socket.IO packet type. */
-class SocketIoWireClient {
+class SocketIoWireClient extends RawSocketClient {
   constructor (spec, events) {
-    this.index = spec.index
-    this.project = spec.project
-    this.member = spec.member
-    this.url = spec.url
-    this.events = events
-    this.ws = null
-    this.open = false
+    super(spec, events)
     this.nextAck = 1
   }
 
-  connect (timeoutMs = 15_000) {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url, WS_OPTIONS)
-      this.ws = ws
-      let settled = false
-      const fail = (err) => {
-        if (settled) return
-        settled = true
-        clearTimeout(timer)
-        ws.terminate()
-        reject(err)
+  received (ws, raw, handshake) {
+    const s = raw.toString()
+    switch (s.charCodeAt(0)) {
+      case 0x30: // '0' Engine.IO open: connect to the main namespace
+        ws.send('40')
+        return
+      case 0x32: // '2' ping (the server pings in Engine.IO 4): pong
+        ws.send('3')
+        return
+      case 0x34: // '4' message: a Socket.IO packet
+        break
+      default: // '1' close, and anything else
+        return
+    }
+    switch (s.charCodeAt(1)) {
+      case 0x32: { // '2' EVENT: 42["op",{...}]
+        const [name, op] = JSON.parse(s.slice(2))
+        if (name === 'op') this.events.delivery(this, op.data, undefined)
+        return
       }
-      const timer = setTimeout(() => fail(new Error('join timed out')), timeoutMs)
-      ws.on('unexpected-response', (_req, res) => fail(new Error(`upgrade answered ${res.statusCode}`)))
-      ws.on('error', (err) => fail(err))
-      ws.on('close', (code) => {
-        if (!settled) fail(new Error(`closed ${code} before joining`))
-        else if (this.open) { this.open = false; this.events.closed(this, code) }
-      })
-      ws.on('message', (raw) => {
-        const s = raw.toString()
-        switch (s.charCodeAt(0)) {
-          case 0x30: // '0' Engine.IO open: connect to the main namespace
-            ws.send('40')
-            return
-          case 0x32: // '2' ping (the server pings in Engine.IO 4): pong
-            ws.send('3')
-            return
-          case 0x31: // '1' close
-            return
-          case 0x34: // '4' message: a Socket.IO packet
-            break
-          default:
-            return
+      case 0x33: { // '3' ACK: 43<id>[{...}]
+        const open = s.indexOf('[')
+        const ackId = Number(s.slice(2, open))
+        if (ackId === 0) {
+          handshake.joined()
+          return
         }
-        switch (s.charCodeAt(1)) {
-          case 0x32: { // '2' EVENT: 42["op",{...}]
-            const [name, op] = JSON.parse(s.slice(2))
-            if (name === 'op') this.events.delivery(this, op.data, undefined)
-            return
-          }
-          case 0x33: { // '3' ACK: 43<id>[{...}]
-            const open = s.indexOf('[')
-            const ackId = Number(s.slice(2, open))
-            if (ackId === 0) {
-              if (!settled) { settled = true; clearTimeout(timer); this.open = true; resolve() }
-              return
-            }
-            const [reply] = JSON.parse(s.slice(open))
-            this.events.ack(this, reply.id)
-            return
-          }
-          case 0x30: // '0' CONNECT answered: join the room (ack id 0)
-            ws.send(`420["join","${this.project}"]`)
-            return
-          case 0x34: // '4' CONNECT_ERROR
-            fail(new Error(`connect error: ${s.slice(2)}`))
-        }
-      })
-    })
+        const [reply] = JSON.parse(s.slice(open))
+        this.events.ack(this, reply.id)
+        return
+      }
+      case 0x30: // '0' CONNECT answered: join the room (ack id 0)
+        ws.send(`420["join","${this.project}"]`)
+        return
+      case 0x34: // '4' CONNECT_ERROR
+        handshake.fail(new Error(`connect error: ${s.slice(2)}`))
+    }
   }
 
   send (id, data) {
     this.ws.send(`42${this.nextAck++}["op",{"project":"${this.project}","id":"${id}","data":${JSON.stringify(data)}}]`)
   }
-
-  close () { this.open = false; this.ws?.terminate() }
 }
 
 /** The official client, websocket transport only, no reconnection. */
