@@ -9,11 +9,10 @@ import { FailoverBroadcaster } from '../../adapters/failover/broadcaster.js'
 import { RedisOperationLog } from '../../adapters/redis/operation-log.js'
 import { RedisSessionStore } from '../../adapters/redis/session-store.js'
 import { RedisBroadcaster } from '../../adapters/redis/broadcaster.js'
-import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
 import { redisClient, startRedis, uniquePrefix } from '../helpers/redis.js'
+import { TestLog } from '../helpers/logs.js'
 import type { RedisClient } from '../../adapters/redis/client.js'
-import type { AppendResult, NewOp, OperationLog, ReadResult } from '../../ports/operation-log.js'
-import type { LogPosition } from '../../lib/types.js'
+import type { AppendResult, NewOp } from '../../ports/operation-log.js'
 
 const redis = await startRedis(t)
 
@@ -72,20 +71,13 @@ broadcasterContract(t, 'FailoverBroadcaster on Redis', async () => {
 })
 
 /** An op log that delegates to a memory log, with appends that fail or hang on demand. */
-class ControlledLog implements OperationLog {
-  readonly scope = 'cluster'
-  readonly publishesOps = false
-  readonly inner = new MemoryOperationLog()
+class ControlledLog extends TestLog {
   mode: 'up' | 'down' | 'hang' = 'up'
-  async append (o: NewOp): Promise<AppendResult> {
+  override async append (o: NewOp): Promise<AppendResult> {
     if (this.mode === 'down') throw new Error('ECONNRESET')
     if (this.mode === 'hang') return await new Promise<never>(() => {})
-    return await this.inner.append(o)
+    return await super.append(o)
   }
-
-  async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> { return await this.inner.read(project, since, limit, epoch) }
-  async head (project: string): Promise<LogPosition> { return await this.inner.head(project) }
-  async close (): Promise<void> { await this.inner.close() }
 }
 
 function op (project: string, id: string): NewOp {

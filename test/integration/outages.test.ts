@@ -15,9 +15,10 @@ import { connect, type Frame } from '../helpers/client.js'
 import { createTraffic, type Sender, type Traffic } from '../helpers/traffic.js'
 import { freePort } from '../helpers/process.js'
 import { deferred, waitFor, withDeadline } from '../helpers/wait.js'
+import { TestLog } from '../helpers/logs.js'
 import { CircuitBreaker } from '../../lib/breaker.js'
 import type { LogPosition } from '../../lib/types.js'
-import type { AppendResult, NewOp, OperationLog, ReadResult } from '../../ports/operation-log.js'
+import type { AppendResult, NewOp, ReadResult } from '../../ports/operation-log.js'
 import { FailoverOperationLog } from '../../adapters/failover/operation-log.js'
 import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
@@ -397,27 +398,21 @@ t.test('instances booted while Redis is down serve from memory and move their op
  * A shared log (as Redis is) that the test drives: it can hold reads, and
  * lose its data (a new epoch), as when an instance falls back.
  */
-class SharedLog implements OperationLog {
-  readonly scope = 'cluster'
-  readonly publishesOps = true
-  inner = new MemoryOperationLog()
+class SharedLog extends TestLog {
   readonly readStarted = deferred()
   readonly #readsGo = deferred()
   #holdReads = false
 
+  constructor () { super({ publishesOps: true }) }
   holdReads (): void { this.#holdReads = true }
   releaseReads (): void { this.#readsGo.resolve() }
-  async append (op: NewOp): Promise<AppendResult> { return await this.inner.append(op) }
-  async head (project: string): Promise<LogPosition> { return await this.inner.head(project) }
-  async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> {
+  override async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> {
     if (this.#holdReads) {
       this.readStarted.resolve()
       await this.#readsGo.promise
     }
-    return await this.inner.read(project, since, limit, epoch)
+    return await super.read(project, since, limit, epoch)
   }
-
-  async close (): Promise<void> {}
 }
 
 t.test('an op still waiting on a lost broadcast when the epoch changes is acked before the reset, in the epoch its seq belongs to', async (t) => {
@@ -442,21 +437,18 @@ t.test('an op still waiting on a lost broadcast when the epoch changes is acked 
 })
 
 /** A primary whose appends each take `latencyMs` (a busy Redis, far away). */
-class SlowLog implements OperationLog {
-  readonly scope = 'cluster'
-  readonly publishesOps = false
-  readonly inner = new MemoryOperationLog({ historyLimit: 100_000 })
+class SlowLog extends TestLog {
   readonly #latencyMs: number
 
-  constructor (latencyMs: number) { this.#latencyMs = latencyMs }
-  async append (op: NewOp): Promise<AppendResult> {
-    await delay(this.#latencyMs)
-    return await this.inner.append(op)
+  constructor (latencyMs: number) {
+    super({ historyLimit: 100_000 })
+    this.#latencyMs = latencyMs
   }
 
-  async head (project: string): Promise<LogPosition> { return await this.inner.head(project) }
-  async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> { return await this.inner.read(project, since, limit, epoch) }
-  async close (): Promise<void> {}
+  override async append (op: NewOp): Promise<AppendResult> {
+    await delay(this.#latencyMs)
+    return await super.append(op)
+  }
 }
 
 t.test('the re-sync drains the outage buffer in order faster than ops keep arriving, so the log gets back to Redis under load', async (t) => {
@@ -484,16 +476,13 @@ t.test('the re-sync drains the outage buffer in order faster than ops keep arriv
 })
 
 /** A primary whose appends wait until the test answers them: they land (in `inner`) or fail. */
-class HeldLog implements OperationLog {
-  readonly scope = 'cluster'
-  readonly publishesOps = false
-  readonly inner = new MemoryOperationLog()
+class HeldLog extends TestLog {
   hold = true
   readonly #held = new Map<string, { land: () => void, fail: (err: Error) => void }>()
 
-  async append (op: NewOp): Promise<AppendResult> {
+  override async append (op: NewOp): Promise<AppendResult> {
     if (this.hold) await new Promise<void>((resolve, reject) => { this.#held.set(op.id, { land: resolve, fail: reject }) })
-    return await this.inner.append(op)
+    return await super.append(op)
   }
 
   isHeld (id: string): boolean { return this.#held.has(id) }
@@ -503,10 +492,6 @@ class HeldLog implements OperationLog {
     if (err === undefined) held?.land()
     else held?.fail(err)
   }
-
-  async head (project: string): Promise<LogPosition> { return await this.inner.head(project) }
-  async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> { return await this.inner.read(project, since, limit, epoch) }
-  async close (): Promise<void> {}
 }
 
 t.test('an op in flight on Redis when the log falls back keeps its place before the ops sent after it', async (t) => {
@@ -535,24 +520,19 @@ t.test('an op in flight on Redis when the log falls back keeps its place before 
 })
 
 /** A shared log whose appends land at once but answer the caller only when the test says so (a slow reply). */
-class SlowReplyLog implements OperationLog {
-  readonly scope = 'cluster'
-  readonly publishesOps = true
-  readonly inner = new MemoryOperationLog()
+class SlowReplyLog extends TestLog {
   readonly #replies = deferred()
   readonly landed = deferred()
 
-  async append (op: NewOp): Promise<AppendResult> {
-    const result = await this.inner.append(op)
+  constructor () { super({ publishesOps: true }) }
+  override async append (op: NewOp): Promise<AppendResult> {
+    const result = await super.append(op)
     this.landed.resolve()
     await this.#replies.promise
     return result
   }
 
   reply (): void { this.#replies.resolve() }
-  async head (project: string): Promise<LogPosition> { return await this.inner.head(project) }
-  async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> { return await this.inner.read(project, since, limit, epoch) }
-  async close (): Promise<void> {}
 }
 
 t.test('an own op that a catch-up reads from the log before its append answered is acked in seq order, once', async (t) => {
@@ -587,17 +567,15 @@ t.test('after a Redis restart the op log\'s scripts are loaded before the instan
 })
 
 /** A shared log that can lose its data (a new epoch), answer appends late and hold head reads, as the test says. */
-class SteppedLog implements OperationLog {
-  readonly scope = 'cluster'
-  readonly publishesOps = true
-  inner = new MemoryOperationLog()
+class SteppedLog extends TestLog {
   holdHeads = false
   readonly landed = deferred()
   readonly #reply = deferred()
   readonly #heads: Array<() => void> = []
 
-  async append (op: NewOp): Promise<AppendResult> {
-    const result = await this.inner.append(op)
+  constructor () { super({ publishesOps: true }) }
+  override async append (op: NewOp): Promise<AppendResult> {
+    const result = await super.append(op)
     this.landed.resolve()
     await this.#reply.promise
     return result
@@ -611,14 +589,11 @@ class SteppedLog implements OperationLog {
   }
 
   /** The position when asked, answered when released. */
-  async head (project: string): Promise<LogPosition> {
-    const position = await this.inner.head(project)
+  override async head (project: string): Promise<LogPosition> {
+    const position = await super.head(project)
     if (this.holdHeads) await new Promise<void>((resolve) => { this.#heads.push(resolve) })
     return position
   }
-
-  async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> { return await this.inner.read(project, since, limit, epoch) }
-  async close (): Promise<void> {}
 }
 
 t.test('an op appended to an epoch the members are not in yet is acked after their reset to it, in seq order', async (t) => {

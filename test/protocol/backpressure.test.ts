@@ -1,39 +1,24 @@
 import t from 'tap'
-import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
-import type { AppendResult, NewOp, OperationLog, ReadResult } from '../../ports/operation-log.js'
-import type { LogPosition } from '../../lib/types.js'
+import type { AppendResult, NewOp } from '../../ports/operation-log.js'
+import { TestLog } from '../helpers/logs.js'
 import { startServer } from '../helpers/server.js'
 import { connect, type Frame } from '../helpers/client.js'
 import { assertAlive, until } from '../helpers/protocol.js'
 
 /** A log whose appends wait until released: a slow or overloaded op log. */
-class GatedLog implements OperationLog {
-  readonly scope = 'instance'
-  readonly publishesOps = false
-  readonly #inner = new MemoryOperationLog()
+class GatedLog extends TestLog {
   #open = false
   readonly #waiting: Array<() => void> = []
 
+  constructor () { super({ scope: 'instance' }) }
   release (): void {
     this.#open = true
     for (const go of this.#waiting.splice(0)) go()
   }
 
-  async append (op: NewOp): Promise<AppendResult> {
+  override async append (op: NewOp): Promise<AppendResult> {
     if (!this.#open) await new Promise<void>((resolve) => { this.#waiting.push(resolve) })
-    return await this.#inner.append(op)
-  }
-
-  async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> {
-    return await this.#inner.read(project, since, limit, epoch)
-  }
-
-  async head (project: string): Promise<LogPosition> {
-    return await this.#inner.head(project)
-  }
-
-  async close (): Promise<void> {
-    await this.#inner.close()
+    return await super.append(op)
   }
 }
 
