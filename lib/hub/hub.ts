@@ -373,10 +373,10 @@ export class Hub {
       this.#error(conn, 'not_joined', `not joined to ${frame.project}`, frame.ref, frame.project)
       return
     }
-    if (this.#overloaded()) {
-      // Shed, not queue: the client retries (same id: idempotent). Not the client's abuse.
-      this.stats.opsShed++
-      this.#error(conn, 'rate_limited', 'server busy: too many ops waiting for the log; this one was dropped, try again', frame.ref, frame.project)
+    const shed = this.#shed()
+    if (shed !== null) {
+      // Not the client's abuse: no strike against its rate limit.
+      this.#error(conn, shed.code, shed.message, frame.ref, frame.project)
       return
     }
     const id = frame.id ?? randomId(12)
@@ -443,9 +443,15 @@ export class Hub {
 
   // ---------------------------------------------------------------- ops
 
-  /** Too many ops wait for the log: new ones are refused (back-pressure) rather than queued. */
-  #overloaded (): boolean {
-    return this.#inFlight >= this.#config.maxOpsInFlight
+  /**
+   * Back-pressure: with too many ops waiting for the log, a new one is
+   * refused (and counted) rather than queued; the client retries it with its
+   * id. Null while there is room.
+   */
+  #shed (): ProtocolError | null {
+    if (this.#inFlight < this.#config.maxOpsInFlight) return null
+    this.stats.opsShed++
+    return new ProtocolError('rate_limited', 'server busy: too many ops waiting for the log; this one was dropped, try again')
   }
 
   /** Appends through the log, counting what is in flight for the drain. */
@@ -732,10 +738,8 @@ export class Hub {
     // The same bound as a WebSocket frame, where data sits one level down.
     if (nestsDeeper(data, MAX_JSON_DEPTH - 1)) throw new ProtocolError('bad_request', `data nests arrays and objects deeper than ${MAX_JSON_DEPTH - 1} levels`)
     if (this.#draining) throw new ProtocolError('unavailable', 'server is shutting down')
-    if (this.#overloaded()) {
-      this.stats.opsShed++
-      throw new ProtocolError('rate_limited', 'server busy: too many ops waiting for the log; try again')
-    }
+    const shed = this.#shed()
+    if (shed !== null) throw shed
     const opId = id ?? randomId(12)
     const result = await this.#append(project, opId, userId, null, data)
     if (!result.duplicate) {
