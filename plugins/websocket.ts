@@ -41,24 +41,33 @@ export function textFrame (text: string): Buffer {
   return frame
 }
 
+/** ws 8's frame sender: it queues frames while it compresses or reads a Blob (`_state` not 0). */
+interface WsSender { _queue: unknown[], _state: number }
+
 /** The parts of a `ws` socket that writing prebuilt frames needs (ws 8 internals). */
 interface WsInternals {
   _socket?: Socket
-  _sender?: { _queue?: unknown[], _state?: number }
+  _sender?: { _queue?: unknown, _state?: unknown }
+}
+
+/** The TCP socket under a `ws` socket, and its sender, for writing prebuilt frames. */
+interface Direct {
+  readonly tcp: Socket
+  readonly sender: WsSender
 }
 
 /**
- * The TCP socket under `socket` when prebuilt frames may be written to it
- * directly: no extension was negotiated (a host's permessage-deflate would
- * need each frame compressed) and ws has the internals this relies on. Null
- * otherwise: every frame then goes through `socket.send`.
+ * The TCP socket under `socket` and its sender, when prebuilt frames may be
+ * written to it directly: no extension was negotiated (a host's
+ * permessage-deflate would need each frame compressed) and ws has the
+ * internals this relies on. Null otherwise: every frame then goes through
+ * `socket.send`.
  */
-function directSocket (socket: WebSocket): Socket | null {
-  const internals = socket as unknown as WsInternals
-  const sender = internals._sender
-  if (socket.extensions !== '' || internals._socket === undefined || sender === undefined) return null
+function directSocket (socket: WebSocket): Direct | null {
+  const { _socket: tcp, _sender: sender } = socket as unknown as WsInternals
+  if (socket.extensions !== '' || tcp === undefined || sender === undefined) return null
   if (!Array.isArray(sender._queue) || typeof sender._state !== 'number') return null
-  return internals._socket
+  return { tcp, sender: sender as WsSender }
 }
 
 /**
@@ -88,7 +97,7 @@ type FlowSocket = WebSocket & { [LINK]?: Link }
 /** Adapts a `ws` socket to the hub's Transport. */
 class WsTransport implements Transport {
   readonly #socket: WebSocket
-  readonly #direct: Socket | null
+  readonly #direct: Direct | null
   #corked = false
   /** unsent bytes when this turn's first frame was corked */
   #backlog = 0
@@ -99,30 +108,26 @@ class WsTransport implements Transport {
   }
 
   send (frame: string | SharedFrame): void {
-    const direct = this.#direct
-    if (direct === null || this.#socket.readyState !== 1) {
-      this.#socket.send(typeof frame === 'string' ? frame : frame.text)
-      return
-    }
-    if (!this.#corked) {
+    // Only an open socket: after a close frame no data frame may follow.
+    const direct = this.#socket.readyState === 1 ? this.#direct : null
+    if (direct !== null && !this.#corked) {
       this.#corked = true
       this.#backlog = this.#socket.bufferedAmount
-      direct.cork()
+      direct.tcp.cork()
       if (corked.push(this) === 1) setImmediate(flushCorked)
     }
-    const sender = (this.#socket as unknown as WsInternals)._sender
-    // ws queues frames only while it compresses or reads a Blob: then the
-    // prebuilt bytes must wait their turn behind it.
-    if (typeof frame === 'string' || sender?._state !== 0 || sender._queue?.length !== 0) {
-      this.#socket.send(typeof frame === 'string' ? frame : frame.text)
+    // Prebuilt bytes go straight to the TCP socket unless ws has frames
+    // queued (compressing, reading a Blob): then they wait their turn behind them.
+    if (direct !== null && typeof frame !== 'string' && direct.sender._state === 0 && direct.sender._queue.length === 0) {
+      direct.tcp.write(frame.encoded(textFrame))
     } else {
-      direct.write(frame.encoded(textFrame))
+      this.#socket.send(typeof frame === 'string' ? frame : frame.text)
     }
   }
 
   uncork (): void {
     this.#corked = false
-    this.#direct?.uncork()
+    this.#direct?.tcp.uncork()
   }
 
   /**
