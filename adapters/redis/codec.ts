@@ -28,6 +28,11 @@ function fieldsAfterSeq (project: string, stored: string): string {
   return `,"project":${JSON.stringify(project)},${stored.slice(1)}`
 }
 
+/** The op as the JSON object that ends an op message: `seq` first, then the frame's order. */
+function opJson (seq: number, project: string, stored: string): string {
+  return `{"seq":${seq}${fieldsAfterSeq(project, stored)}`
+}
+
 /**
  * The op's fields other than `project` and `seq`, as JSON: what the op log
  * stores, and the rest of what it publishes.
@@ -39,7 +44,7 @@ export function storedOpJson (op: { id: string, userId: string, sessionId: strin
 export function encodeEnvelope (origin: string, message: BroadcastMessage): string {
   if (message.kind !== 'op') return JSON.stringify({ o: origin, m: message })
   const { op } = message
-  return `${envelopePrefix(origin)}"m":{"kind":"op"${message.relay === true ? ',"relay":true' : ''},"epoch":${JSON.stringify(message.epoch)},"op":{"seq":${op.seq}${fieldsAfterSeq(op.project, storedOpJson(op))}}}`
+  return `${envelopePrefix(origin)}"m":{"kind":"op"${message.relay === true ? ',"relay":true' : ''},"epoch":${JSON.stringify(message.epoch)},"op":${opJson(op.seq, op.project, storedOpJson(op))}}}`
 }
 
 const KINDS = new Set(['op', 'member', 'presence'])
@@ -84,5 +89,5 @@ export function opEnvelopeParts (origin: string, project: string): { head: strin
 
 /** Records the frame of an op the log appended or read, made from the JSON it stored (no second serialisation). */
 export function withStoredFrame (op: Op, stored: string): Op {
-  return withOpFrame(op, `{"seq":${op.seq}${fieldsAfterSeq(op.project, stored)}`)
+  return withOpFrame(op, opJson(op.seq, op.project, stored))
 }
