@@ -15,21 +15,28 @@ import { io } from 'socket.io-client'
 
 const WS_OPTIONS = { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: 15_000 }
 
-/**
- * What the raw-`ws` drivers share: the socket, the join handshake (its
- * deadline, its failure) and the report of a close after it. A subclass
- * says what to send once the socket is open (`opened`) and reads each
- * message (`received`), calling `handshake.joined()` or `handshake.fail()`.
- */
-class RawSocketClient {
+/** One generator client: which member of which project, and where its events go. */
+class DriverClient {
   constructor (spec, events) {
     this.index = spec.index
     this.project = spec.project
     this.member = spec.member
     this.url = spec.url
     this.events = events
-    this.ws = null
     this.open = false
+  }
+}
+
+/**
+ * What the raw-`ws` drivers share: the socket, the join handshake (its
+ * deadline, its failure) and the report of a close after it. A subclass
+ * says what to send once the socket is open (`opened`) and reads each
+ * message (`received`), calling `handshake.joined()` or `handshake.fail()`.
+ */
+class RawSocketClient extends DriverClient {
+  constructor (spec, events) {
+    super(spec, events)
+    this.ws = null
   }
 
   /** Connects and joins; resolves when joined, rejects on failure (the socket is closed). */
@@ -149,15 +156,10 @@ class SocketIoWireClient extends RawSocketClient {
 }
 
 /** The official client, websocket transport only, no reconnection. */
-class SocketIoOfficialClient {
+class SocketIoOfficialClient extends DriverClient {
   constructor (spec, events) {
-    this.index = spec.index
-    this.project = spec.project
-    this.member = spec.member
-    this.url = spec.url
-    this.events = events
+    super(spec, events)
     this.socket = null
-    this.open = false
   }
 
   connect (timeoutMs = 15_000) {
