@@ -19,6 +19,7 @@ RUN node -e "const [a, b] = process.versions.node.split('.').map(Number); if (a 
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY app.ts server.ts ./
 COPY lib ./lib
 COPY ports ./ports
 COPY adapters ./adapters
@@ -47,4 +48,4 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
 # Exec form, node as PID 1, no npm or sh in between: SIGTERM reaches the
 # server, which drains (acks ops in flight, flushes, closes sockets with 1001)
 # within FLOW_SHUTDOWN_TIMEOUT_MS (5 s), inside Docker's 10 s stop timeout.
-CMD ["node", "dist/lib/server.js"]
+CMD ["node", "dist/server.js"]

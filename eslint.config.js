@@ -1,6 +1,12 @@
 // Type-aware lint of the TypeScript sources; `tsc --noEmit` does the type check.
 import tseslint from 'typescript-eslint'
 
+/** `no-restricted-imports` patterns: what a folder may not import (STYLE.md, dependencies point inward). */
+const forbid = (...groups) => ['error', { patterns: groups.map(([group, message]) => ({ group, message })) }]
+const frameworks = [['fastify', 'fastify-*', '@fastify/*', '!@fastify/error', 'redis', '@redis/*', 'ws'], 'the domain knows no Fastify, Redis or ws']
+const outward = (...folders) => [folders.flatMap((f) => [`**/${f}/*`, `**/${f}/**`]), `imports point inward: not ${folders.join(', ')}`]
+const rootModules = [['**/app.js', '**/server.js'], 'only the composition root imports app.ts and server.ts']
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', '.tap/**', 'coverage/**', '.mutants/**', 'eslint.config.js', 'scripts/**', 'bench/**'] },
   ...tseslint.configs.recommendedTypeChecked,
@@ -19,5 +25,11 @@ export default tseslint.config(
     // tap's t.test() returns a promise that tap itself awaits.
     files: ['test/**/*.ts'],
     rules: { '@typescript-eslint/no-floating-promises': 'off' }
-  }
+  },
+  // The direction of dependencies (STYLE.md, Layout).
+  { files: ['lib/**/*.ts'], rules: { 'no-restricted-imports': forbid(frameworks, outward('plugins', 'adapters', 'client'), rootModules) } },
+  { files: ['ports/**/*.ts'], rules: { 'no-restricted-imports': forbid(frameworks, outward('plugins', 'adapters', 'client', 'hub'), rootModules) } },
+  { files: ['adapters/**/*.ts'], rules: { 'no-restricted-imports': forbid(outward('plugins'), rootModules) } },
+  { files: ['plugins/**/*.ts'], rules: { 'no-restricted-imports': forbid(rootModules) } },
+  { files: ['client/**/*.ts'], rules: { 'no-restricted-imports': forbid(frameworks, outward('plugins', 'adapters', 'ports'), rootModules) } }
 )

@@ -12,7 +12,7 @@
 //   node bench/fanout.mjs --target flow --stall 1500   # instance 1 frozen 1.5 s mid-phase
 //   node bench/fanout.mjs --target flow --redis-stall 3000   # redis-server frozen 3 s mid-phase (an outage)
 //
-// Targets: flow (dist/lib/server.js, all three Redis flags on unless
+// Targets: flow (dist/server.js, all three Redis flags on unless
 // --memory), socketio (bench/socketio-server.mjs + @socket.io/redis-adapter),
 // relay (bench/relay-server.mjs). Flow needs `npm run build` first.
 import { pathToFileURL } from 'node:url'

@@ -78,7 +78,7 @@ const ports = []
 for (let i = 0; i < (listed?.length ?? instances); i++) {
   const p = listed?.[i] ?? basePort + i
   ports.push(p)
-  start(`flow-${i + 1}`, process.execPath, ['dist/lib/server.js'], {
+  start(`flow-${i + 1}`, process.execPath, ['dist/server.js'], {
     PORT: String(p),
     HOST: '127.0.0.1',
     FLOW_INSTANCE_ID: `flow-${i + 1}`,

@@ -1,6 +1,6 @@
 // Starts the servers under test as child processes on free loopback ports:
 // a redis-server of their own (no persistence) when asked, then N instances
-// of one target: flow (dist/lib/server.js), socketio (bench/socketio-server.mjs)
+// of one target: flow (dist/server.js), socketio (bench/socketio-server.mjs)
 // or relay (bench/relay-server.mjs).
 import { existsSync, mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -24,10 +24,10 @@ export async function startRedis (name) {
 }
 
 /**
- * The Flow server the bench runs: `dist/lib/server.js`, or another build for
- * an A/B run in one sitting (FLOW_BENCH_SERVER=/tmp/before/dist/lib/server.js).
+ * The Flow server the bench runs: `dist/server.js`, or another build for
+ * an A/B run in one sitting (FLOW_BENCH_SERVER=/tmp/before/dist/server.js).
  */
-const flowServer = process.env.FLOW_BENCH_SERVER ?? 'dist/lib/server.js'
+const flowServer = process.env.FLOW_BENCH_SERVER ?? 'dist/server.js'
 
 function instanceCommand (target, { port, id, redisUrl, cpuProfDir, env }) {
   const nodeArgs = cpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', cpuProfDir, '--cpu-prof-name', `${id}.cpuprofile`]

@@ -1,7 +1,7 @@
 import type { Test } from 'tap'
 import { startServer, type TestServer } from './server.js'
 import { uniquePrefix } from './redis.js'
-import type { FlowOptions } from '../../lib/app.js'
+import type { FlowOptions } from '../../app.js'
 
 export interface Cluster {
   readonly instances: TestServer[]

@@ -133,7 +133,7 @@ export async function freePort (): Promise<number> {
 }
 
 const SOURCES = ['lib', 'plugins', 'ports', 'adapters']
-const CONFIGS = ['tsconfig.json', 'tsconfig.build.json', 'package.json']
+const CONFIGS = ['app.ts', 'server.ts', 'tsconfig.json', 'tsconfig.build.json', 'package.json']
 const STAMP = join(ROOT, 'dist', '.test-build-stamp')
 
 async function newestSource (): Promise<number> {
@@ -191,12 +191,12 @@ export interface EntryServer {
 }
 
 /**
- * Starts `npm start`'s entry, `node dist/lib/server.js`, with `env` (PORT 0
+ * Starts `npm start`'s entry, `node dist/server.js`, with `env` (PORT 0
  * and HOST 127.0.0.1 unless given) and resolves once it listens. Call
  * {@link ensureBuilt} first.
  */
 export async function startEntry (t: Test, env: Record<string, string> = {}): Promise<EntryServer> {
-  const proc = spawnNode(t, ['dist/lib/server.js'], { PORT: '0', HOST: '127.0.0.1', ...env })
+  const proc = spawnNode(t, ['dist/server.js'], { PORT: '0', HOST: '127.0.0.1', ...env })
   const match = await proc.waitFor(/Server listening at http:\/\/([^"\s]+)/)
   const address = match[1] as string
   return { proc, http: `http://${address}`, ws: `ws://${address}/ws` }

@@ -1,6 +1,6 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
-import flow, { type FlowOptions } from '../../lib/app.js'
+import flow, { type FlowOptions } from '../../app.js'
 
 export interface TestServer {
   readonly app: FastifyInstance

@@ -16,7 +16,7 @@ t.test('npm start exits non-zero with a message naming the variable of a bad val
     [{ FLOW_JWT_PUBLIC_KEY: 'not a pem' }, /FLOW_JWT_PUBLIC_KEY is not a valid PEM public key/]
   ]
   await Promise.all(cases.map(async ([env, message]) => {
-    const proc = spawnNode(t, ['dist/lib/server.js'], { PORT: '0', ...env })
+    const proc = spawnNode(t, ['dist/server.js'], { PORT: '0', ...env })
     const exit = await proc.exited
     const name = JSON.stringify(env)
     t.equal(exit.code, 1, `${name}: exit code`)

@@ -4,7 +4,7 @@ import { startServer } from '../helpers/server.js'
 import { connect } from '../helpers/client.js'
 import { refusedUpgrade } from '../helpers/upgrade.js'
 import { hs256, nowSeconds, SECRET } from '../helpers/jwt.js'
-import type { AuthenticateHook } from '../../lib/app.js'
+import type { AuthenticateHook } from '../../app.js'
 
 const API_KEY = 'flow-test-api-key-000111222333'
 

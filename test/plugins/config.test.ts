@@ -1,6 +1,6 @@
 import t from 'tap'
 import Fastify from 'fastify'
-import flow from '../../lib/app.js'
+import flow from '../../app.js'
 import { authEnabled, resolveConfig, type FlowConfigOptions } from '../../lib/config.js'
 
 /** The error `fn` throws; fails the test when it returns. */

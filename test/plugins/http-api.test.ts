@@ -2,7 +2,7 @@ import t from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { startServer } from '../helpers/server.js'
 import { connect } from '../helpers/client.js'
-import { buildServer } from '../../lib/server.js'
+import { buildServer } from '../../server.js'
 
 interface OpBody {
   project: string

@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { pathToFileURL } from 'node:url'
 import flow, { type FlowOptions } from './app.js'
-import { resolveConfig } from './config.js'
+import { resolveConfig } from './lib/config.js'
 
 /** Redacts credentials from request URLs in logs (`?token=`, `?apiKey=`). */
 export function redactUrl (url: string): string {
