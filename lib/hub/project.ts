@@ -1,4 +1,4 @@
-import type { Op, Presence } from '../types.js'
+import type { Member, Op, Presence } from '../types.js'
 import type { Connection } from './connection.js'
 import { SharedFrame } from './transport.js'
 import { opFrame } from '../protocol/op-frame.js'
@@ -22,13 +22,26 @@ export class LocalMember {
     this.presence = presence
     this.joinedAt = joinedAt
   }
+
+  /** The member as the ports and the wire see it. */
+  toMember (): Member {
+    return { sessionId: this.sessionId, userId: this.userId, presence: this.presence, joinedAt: this.joinedAt }
+  }
+}
+
+/** An op appended to an epoch the project's members are not in yet, and its ack. */
+export interface AckAhead {
+  readonly epoch: string
+  readonly op: Op
+  readonly ack: () => void
 }
 
 /**
- * A project with members on this instance. It delivers ops to its members in
- * seq order with no gap and no duplicate, whatever order they arrive in
- * (append results and broadcasts race): out-of-order ops wait in `pending`
- * until the gap is filled.
+ * A project with members on this instance, and everything this instance
+ * keeps about it. It delivers ops to its members in seq order with no gap and
+ * no duplicate, whatever order they arrive in (append results and broadcasts
+ * race): out-of-order ops wait in `pending` until the gap is filled, and the
+ * senders' acks wait for their op's turn.
  */
 export class LocalProject {
   readonly name: string
@@ -46,6 +59,10 @@ export class LocalProject {
   gapTimer: NodeJS.Timeout | undefined
   /** told once per op delivered in order (metrics) */
   onDeliver: ((op: Op) => void) | undefined
+  /** ops appended to an epoch the members are not in yet: their acks wait for the switch */
+  #ahead: AckAhead[] = []
+  /** by op id, the acks of local ops whose append has not answered yet */
+  readonly #unacked = new Map<string, (seq: number) => void>()
 
   constructor (name: string) {
     this.name = name
@@ -122,5 +139,43 @@ export class LocalProject {
     for (const member of this.members.values()) {
       if (member.sessionId !== exceptSessionId) member.conn.send(frame)
     }
+  }
+
+  /**
+   * Remembers the ack of a local op until its append answers (the returned
+   * function forgets it): a catch-up read may show the op first.
+   */
+  expectAck (id: string, ack: (seq: number) => void): () => void {
+    // A second op with the same id in flight is a duplicate: the first one's ack stands.
+    if (this.#unacked.has(id)) return () => {}
+    this.#unacked.set(id, ack)
+    return () => {
+      if (this.#unacked.get(id) === ack) this.#unacked.delete(id)
+    }
+  }
+
+  /** The ack of a local op with this id whose append has not answered, if any. */
+  unackedAck (id: string): ((seq: number) => void) | undefined {
+    return this.#unacked.get(id)
+  }
+
+  addAhead (entry: AckAhead): void {
+    this.#ahead.push(entry)
+  }
+
+  /** Removes and returns the acks ahead that match. */
+  takeAhead (match: (a: AckAhead) => boolean): AckAhead[] {
+    const taken = this.#ahead.filter(match)
+    if (taken.length > 0) this.#ahead = this.#ahead.filter((a) => !match(a))
+    return taken
+  }
+
+  /** The project is no longer served here: stops its timer and sends every ack still waiting. */
+  dispose (): void {
+    if (this.gapTimer !== undefined) clearTimeout(this.gapTimer)
+    this.gapTimer = undefined
+    for (const ack of this.acks.values()) ack()
+    this.acks.clear()
+    for (const a of this.takeAhead(() => true)) a.ack()
   }
 }

@@ -14,11 +14,13 @@ export interface TestServer {
 /**
  * Starts Flow on a free loopback port with the given options; the
  * environment is not read (pass `env` to test it). Closed at the end of `t`.
+ * The event-loop delay limit is off unless a test sets it: on a loaded
+ * machine a one-second stall would answer a test's request 503.
  */
 export async function startServer (t: Test, options: FlowOptions = {}, setup?: (app: FastifyInstance) => Promise<void>): Promise<TestServer> {
   const app = Fastify({ logger: false })
   if (setup !== undefined) await setup(app)
-  await app.register(flow, { env: {}, ...options })
+  await app.register(flow, { env: {}, maxEventLoopDelayMs: 0, ...options })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('no address')

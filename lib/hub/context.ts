@@ -1,0 +1,36 @@
+import type { Broadcaster } from '../../ports/broadcaster.js'
+import type { OperationLog } from '../../ports/operation-log.js'
+import type { SessionStore } from '../../ports/session-store.js'
+import type { FlowConfig } from '../config.js'
+import type { Stats } from '../stats.js'
+import type { Outbox } from './outbox.js'
+import type { ProjectRegistry } from './projects.js'
+
+/** The ports the hub works on. */
+export interface HubPorts {
+  readonly sessions: SessionStore
+  readonly broadcaster: Broadcaster
+  readonly log: OperationLog
+}
+
+export interface HubLogger {
+  info (obj: object, msg?: string): void
+  warn (obj: object, msg?: string): void
+  error (obj: object, msg?: string): void
+  debug (obj: object, msg?: string): void
+}
+
+export type HubConfig = Pick<FlowConfig,
+  'sessionTtlSeconds' | 'maxPayloadBytes' | 'maxPresenceBytes' | 'maxProjectsPerConnection' |
+  'rateLimit' | 'rateBurst' | 'heartbeatMs' | 'maxBufferedBytes' | 'shutdownTimeoutMs' | 'maxOpsInFlight'>
+
+/** What the parts of the hub share: settings, ports, the logger and counters, the projects here, the outbox. */
+export interface HubContext {
+  readonly config: HubConfig
+  readonly ports: HubPorts
+  /** the logger (the op log is `ports.log`) */
+  readonly logger: HubLogger
+  readonly stats: Stats
+  readonly projects: ProjectRegistry
+  readonly outbox: Outbox
+}

@@ -1,0 +1,302 @@
+import type { Op } from '../types.js'
+import type { OpFrame, SyncFrame } from '../protocol/frames.js'
+import { opFrame } from '../protocol/op-frame.js'
+import { ProtocolError } from '../errors.js'
+import { randomId } from '../ids.js'
+import type { Connection } from './connection.js'
+import type { HubContext } from './context.js'
+import type { AckAhead, LocalMember, LocalProject } from './project.js'
+import { withRef } from './outbox.js'
+import { SharedFrame } from './transport.js'
+
+/** How long an out-of-order op waits for the ops before it to arrive by broadcast. */
+const GAP_FILL_DELAY_MS = 100
+/** Page size of replays read from the log. */
+const REPLAY_PAGE = 500
+
+/** What an append through the log came to. */
+export type Appended = { duplicate: true, seq: number } | { duplicate: false, seq: number, op: Op, epoch: string }
+
+/**
+ * The op pipeline, from intake to every member: appends through the op log,
+ * acks in seq order, in-order delivery with gap fill, resync when the epoch
+ * changes, replay on join and `sync`. One invariant runs through all of it
+ * (each member gets each op once, in seq order, and the sender its ack after
+ * every earlier op), which is why it is one file.
+ */
+export class Delivery {
+  readonly #ctx: HubContext
+  /** ops accepted for append whose result is not in yet */
+  #inFlight = 0
+
+  constructor (ctx: HubContext) {
+    this.#ctx = ctx
+  }
+
+  /** ops waiting for the log (appends and relays) */
+  get inFlight (): number { return this.#inFlight }
+
+  /** An op frame of a joined member: appended, acked in order, delivered to the others. */
+  op (conn: Connection, frame: OpFrame): void {
+    const { outbox, projects } = this.#ctx
+    const member = conn.projects.get(frame.project)
+    if (member === undefined) {
+      outbox.error(conn, 'not_joined', `not joined to ${frame.project}`, frame.ref, frame.project)
+      return
+    }
+    const shed = this.shed()
+    if (shed !== null) {
+      // Not the client's abuse: no strike against its rate limit.
+      outbox.error(conn, shed.code, shed.message, frame.ref, frame.project)
+      return
+    }
+    const id = frame.id ?? randomId(12)
+    let acked = false
+    const ack = (seq: number): void => {
+      if (acked) return
+      acked = true
+      outbox.reply(conn, withRef({ type: 'ack', project: frame.project, id, seq }, frame.ref))
+    }
+    // The log may show the op (a catch-up read) before the append answers: it is acked when delivered.
+    const forget = projects.get(frame.project)?.expectAck(id, ack) ?? (() => {})
+    this.append(frame.project, id, member.userId, member.sessionId, frame.data).finally(forget).then((result) => {
+      if (result.duplicate) {
+        ack(result.seq)
+        return
+      }
+      const lp = projects.get(frame.project)
+      if (lp === undefined || !lp.members.has(member.sessionId)) {
+        ack(result.seq)
+        if (lp !== undefined) this.deliver(lp, result.op, result.epoch)
+        return
+      }
+      if (result.epoch !== lp.epoch) {
+        // Appended in another epoch than the members see (a switch in flight):
+        // the op and its ack wait for the members' `reset` to that epoch, so
+        // the ack's seq reaches the sender in the epoch it belongs to.
+        const entry: AckAhead = { epoch: result.epoch, op: result.op, ack: () => { ack(result.seq) } }
+        lp.addAhead(entry)
+        this.#resync(lp).catch((err: unknown) => {
+          this.#ctx.logger.warn({ err, project: lp.name }, 'resync after an epoch change failed')
+        }).finally(() => {
+          // The project did not reach that epoch (the log moved on): ack all the same.
+          if (lp.takeAhead((a) => a === entry).length > 0) entry.ack()
+        })
+        return
+      }
+      // The ack goes out when the op is delivered in order, so the sender
+      // sees its ack after every op before it.
+      lp.acks.set(result.seq, () => { ack(result.seq) })
+      this.deliver(lp, result.op, result.epoch)
+    }, (err: unknown) => {
+      outbox.fail(conn, err, frame)
+    })
+  }
+
+  /** An op posted over HTTP: appended and broadcast like a client op. */
+  async post (project: string, userId: string, id: string, data: unknown): Promise<Appended> {
+    const shed = this.shed()
+    if (shed !== null) throw shed
+    const result = await this.append(project, id, userId, null, data)
+    if (!result.duplicate) {
+      const lp = this.#ctx.projects.get(project)
+      if (lp !== undefined && lp.epoch !== '') this.deliver(lp, result.op, result.epoch)
+    }
+    return result
+  }
+
+  /**
+   * Back-pressure: with too many ops waiting for the log, a new one is
+   * refused (and counted) rather than queued; the client retries it with its
+   * id. Null while there is room.
+   */
+  shed (): ProtocolError | null {
+    if (this.#inFlight < this.#ctx.config.maxOpsInFlight) return null
+    this.#ctx.stats.opsShed++
+    return new ProtocolError('rate_limited', 'server busy: too many ops waiting for the log; this one was dropped, try again')
+  }
+
+  /** Appends through the log, counting what is in flight for the drain. */
+  async append (project: string, id: string, userId: string, sessionId: string | null, data: unknown): Promise<Appended> {
+    const { ports, stats, projects } = this.#ctx
+    this.#inFlight++
+    try {
+      const result = await ports.log.append({ project, id, userId, sessionId, data, ts: Date.now() })
+      if (result.duplicate) {
+        stats.opsDuplicate++
+        return { duplicate: true, seq: result.seq }
+      }
+      stats.opsAppended++
+      // A log that publishes in its append (Redis, one script) keeps publish order = seq order.
+      if (!ports.log.publishesOps) {
+        projects.publish(project, ports.log.scope === 'instance'
+          ? { kind: 'op', epoch: result.epoch, op: result.op, relay: true }
+          : { kind: 'op', epoch: result.epoch, op: result.op })
+      }
+      return { duplicate: false, seq: result.op.seq, op: result.op, epoch: result.epoch }
+    } finally {
+      this.#inFlight--
+    }
+  }
+
+  /** An op another instance published. */
+  received (lp: LocalProject, op: Op, epoch: string, relay: boolean): void {
+    // Seqs from another log (ours is local, or theirs was): re-sequence here.
+    if (this.#ctx.ports.log.scope === 'instance' || relay) this.#relay(lp, op)
+    else if (lp.epoch === '') lp.pending.set(op.seq, op)
+    else this.deliver(lp, op, epoch)
+  }
+
+  /**
+   * An op sequenced by another log is appended to ours (its id keeps it
+   * idempotent: each log takes it once) and delivered with our seq. Without a
+   * shared log this makes seqs per instance; in a mixed fleet (some instances
+   * on the Redis log, some not yet) it carries ops across both.
+   */
+  #relay (lp: LocalProject, op: Op): void {
+    this.#inFlight++
+    const { ports, projects, logger } = this.#ctx
+    ports.log.append({ project: op.project, id: op.id, userId: op.userId, sessionId: op.sessionId, data: op.data, ts: op.ts }).then((result) => {
+      if (!result.duplicate && projects.isCurrent(lp)) this.deliver(lp, result.op, result.epoch)
+    }, (err: unknown) => {
+      logger.warn({ err, project: lp.name }, 'relaying an op from another instance failed')
+    }).finally(() => { this.#inFlight-- })
+  }
+
+  /** Feeds an op into the project's in-order delivery. */
+  deliver (lp: LocalProject, op: Op, epoch: string): void {
+    if (epoch !== lp.epoch) {
+      this.#resync(lp).catch((err: unknown) => {
+        this.#ctx.logger.warn({ err, project: lp.name }, 'resync after an epoch change failed')
+      })
+      return
+    }
+    if (lp.accept(op)) this.scheduleGapFill(lp)
+  }
+
+  /** Fills the project's gap from the log unless the missing ops arrive by broadcast first. */
+  scheduleGapFill (lp: LocalProject): void {
+    if (lp.gapTimer !== undefined) return
+    lp.gapTimer = setTimeout(() => {
+      lp.gapTimer = undefined
+      void this.#fillGap(lp)
+    }, GAP_FILL_DELAY_MS)
+    lp.gapTimer.unref()
+  }
+
+  /** Reads the ops a broadcast lost from the log and delivers them in order. */
+  async #fillGap (lp: LocalProject): Promise<void> {
+    try {
+      if (lp.pending.size > 0) await this.#catchUp(lp)
+    } catch (err) {
+      this.#ctx.logger.warn({ err, project: lp.name }, 'gap fill failed; retrying')
+      this.scheduleGapFill(lp)
+    }
+  }
+
+  /** Delivers every op the log has beyond what the project delivered; resets when it cannot. */
+  async #catchUp (lp: LocalProject): Promise<void> {
+    while (this.#ctx.projects.isCurrent(lp)) {
+      const page = await this.#ctx.ports.log.read(lp.name, lp.delivered, REPLAY_PAGE, lp.epoch)
+      if (page.reset) {
+        await this.#resync(lp, true)
+        return
+      }
+      if (page.ops.length === 0) return
+      for (const op of page.ops) {
+        const ack = lp.unackedAck(op.id)
+        if (ack !== undefined && op.seq > lp.delivered && !lp.acks.has(op.seq)) lp.acks.set(op.seq, () => { ack(op.seq) })
+        lp.accept(op)
+      }
+      if ((page.ops.at(-1) as Op).seq >= page.head) return
+    }
+  }
+
+  /**
+   * Re-reads every local project's position (after a port switched to or
+   * from its fallback, or the subscriber reconnected): missed ops are
+   * delivered, an epoch change resets the members.
+   */
+  async resyncAll (): Promise<void> {
+    await Promise.all([...this.#ctx.projects.values()].map(async (lp) => {
+      await this.#resync(lp).catch((err: unknown) => {
+        this.#ctx.logger.warn({ err, project: lp.name }, 'resync failed')
+      })
+    }))
+  }
+
+  /**
+   * Brings a project to the log's position: ops it missed in the same epoch
+   * are delivered; when the epoch changed (a fallback, a recovery, Redis
+   * data lost) or history no longer reaches back, every member gets `reset`.
+   */
+  async #resync (lp: LocalProject, force = false): Promise<void> {
+    const position = await this.#ctx.ports.log.head(lp.name)
+    if (!force && position.epoch === lp.epoch) {
+      if (position.seq > lp.delivered) await this.#catchUp(lp)
+      return
+    }
+    // Ops appended to the old epoch and waiting on a gap: their senders get
+    // their acks now, in seq order, before the `reset` (the seqs are the old epoch's).
+    const acks = [...lp.acks].sort(([a], [b]) => a - b)
+    lp.acks.clear()
+    for (const [, ack] of acks) ack()
+    lp.epoch = position.epoch
+    lp.delivered = position.seq
+    lp.pending.clear()
+    const frame = new SharedFrame(JSON.stringify({ type: 'reset', project: lp.name, epoch: position.epoch, seq: position.seq }))
+    for (const member of lp.members.values()) {
+      member.lastSeq = position.seq
+      if (member.held !== null) member.held = []
+      member.conn.send(frame)
+    }
+    // Ops appended to this epoch before the switch: acked now when the reset's
+    // head covers them, else delivered (and acked) in seq order.
+    const ahead = lp.takeAhead((a) => a.epoch === position.epoch).sort((a, b) => a.op.seq - b.op.seq)
+    for (const a of ahead) {
+      if (a.op.seq <= position.seq) {
+        a.ack()
+      } else {
+        lp.acks.set(a.op.seq, a.ack)
+        this.deliver(lp, a.op, a.epoch)
+      }
+    }
+  }
+
+  /** `sync`: the replay since the client's position, then `synced`. */
+  async sync (conn: Connection, frame: SyncFrame): Promise<void> {
+    const member = conn.projects.get(frame.project)
+    if (member === undefined) throw new ProtocolError('not_joined', `not joined to ${frame.project}`)
+    const lp = this.#ctx.projects.get(frame.project) as LocalProject
+    member.held ??= []
+    try {
+      await this.replay(lp, member, frame.since, frame.epoch, lp.delivered)
+    } finally {
+      lp.release(member)
+    }
+    this.#ctx.outbox.reply(conn, withRef({ type: 'synced', project: lp.name, epoch: lp.epoch, seq: member.lastSeq }, frame.ref))
+  }
+
+  /**
+   * Sends the ops since `since` up to `target` (what the project has
+   * delivered live), or `reset`. The member's held ops follow it.
+   */
+  async replay (lp: LocalProject, member: LocalMember, since: number, epoch: string | undefined, target: number): Promise<void> {
+    let from = since
+    for (;;) {
+      const page = await this.#ctx.ports.log.read(lp.name, from, REPLAY_PAGE, epoch)
+      if (page.reset || page.epoch !== lp.epoch) {
+        member.lastSeq = Math.max(member.lastSeq, target)
+        this.#ctx.outbox.reply(member.conn, { type: 'reset', project: lp.name, epoch: lp.epoch, seq: target })
+        return
+      }
+      for (const op of page.ops) {
+        if (op.seq > target) break
+        member.conn.send(opFrame(op))
+        from = op.seq
+      }
+      if (from >= target || page.ops.length === 0 || (page.ops.at(-1) as Op).seq >= target) break
+    }
+    member.lastSeq = Math.max(since, target)
+  }
+}

@@ -1,0 +1,153 @@
+import type { BroadcastMessage } from '../../ports/broadcaster.js'
+import type { JoinFrame, LeaveFrame, PresenceFrame } from '../protocol/frames.js'
+import { jsonBytes } from '../protocol/frames.js'
+import { ProtocolError } from '../errors.js'
+import { randomId } from '../ids.js'
+import type { Connection } from './connection.js'
+import type { HubContext } from './context.js'
+import type { Delivery } from './delivery.js'
+import { LocalMember, type LocalProject } from './project.js'
+import { memberFrame, presenceFrame, withRef } from './outbox.js'
+import type { SessionKeeper } from './session-keeper.js'
+
+/**
+ * Who is in which project: `join` (with its replay), `leave`, presence, and
+ * the member events of other instances. Each join and leave is announced
+ * once, to the local members and to the other instances.
+ */
+export class Membership {
+  readonly #ctx: HubContext
+  readonly #delivery: Delivery
+  readonly #keeper: SessionKeeper
+
+  constructor (ctx: HubContext, delivery: Delivery, keeper: SessionKeeper) {
+    this.#ctx = ctx
+    this.#delivery = delivery
+    this.#keeper = keeper
+  }
+
+  async join (conn: Connection, frame: JoinFrame): Promise<void> {
+    const { config, ports, projects } = this.#ctx
+    const { project } = frame
+    if (!conn.identity.allows(project)) throw new ProtocolError('forbidden', `not allowed to join ${project}`)
+    const existing = conn.projects.get(project)
+    if (existing !== undefined) {
+      // Joined already: answer `joined` again, replay when asked, membership unchanged.
+      const lp = projects.get(project) as LocalProject
+      existing.held ??= []
+      await this.#welcome(conn, lp, existing, frame)
+      return
+    }
+    if (conn.projects.size >= config.maxProjectsPerConnection) {
+      throw new ProtocolError('limit_exceeded', `at most ${config.maxProjectsPerConnection} projects per connection`)
+    }
+    const presence = frame.presence ?? {}
+    if (jsonBytes(presence) > config.maxPresenceBytes) {
+      throw new ProtocolError('limit_exceeded', `presence is larger than ${config.maxPresenceBytes} bytes`)
+    }
+    const lp = await projects.acquire(project)
+    const member = new LocalMember(conn, randomId(12), conn.identity.userId, presence, Date.now())
+    try {
+      await ports.sessions.add(project, member.toMember())
+    } catch (err) {
+      projects.release(lp)
+      throw err
+    }
+    if (conn.closed) {
+      // The socket went away while we joined: undo.
+      await ports.sessions.remove(project, member.sessionId).catch(() => null)
+      projects.release(lp)
+      return
+    }
+    member.lastSeq = lp.delivered
+    lp.members.set(member.sessionId, member)
+    conn.projects.set(project, member)
+    this.#announce(lp, { kind: 'member', event: 'join', member: member.toMember() }, member.sessionId)
+    await this.#welcome(conn, lp, member, frame)
+  }
+
+  /** Sends `joined`, then the replay or `reset` when `since` is given, then makes the member live. */
+  async #welcome (conn: Connection, lp: LocalProject, member: LocalMember, frame: JoinFrame): Promise<void> {
+    try {
+      const members = await this.#ctx.ports.sessions.list(lp.name)
+      const head = lp.delivered
+      if (frame.since === undefined) member.lastSeq = Math.max(member.lastSeq, head)
+      this.#ctx.outbox.reply(conn, withRef({
+        type: 'joined',
+        project: lp.name,
+        sessionId: member.sessionId,
+        userId: member.userId,
+        epoch: lp.epoch,
+        seq: head,
+        members
+      }, frame.ref))
+      if (frame.since !== undefined) await this.#delivery.replay(lp, member, frame.since, frame.epoch, head)
+    } finally {
+      lp.release(member)
+    }
+  }
+
+  async leave (conn: Connection, frame: LeaveFrame): Promise<void> {
+    if (!conn.projects.has(frame.project)) throw new ProtocolError('not_joined', `not joined to ${frame.project}`)
+    await this.remove(conn, frame.project)
+    this.#ctx.outbox.reply(conn, withRef({ type: 'left', project: frame.project }, frame.ref))
+  }
+
+  /** The connection's session in the project ends (leave or disconnect): its leave is announced once. */
+  async remove (conn: Connection, project: string): Promise<void> {
+    const { ports, projects, logger } = this.#ctx
+    const member = conn.projects.get(project)
+    if (member === undefined) return
+    conn.projects.delete(project)
+    const lp = projects.get(project)
+    if (lp !== undefined) {
+      lp.members.delete(member.sessionId)
+      projects.release(lp)
+    }
+    let failed = false
+    const removed = await ports.sessions.remove(project, member.sessionId).catch((err: unknown) => {
+      logger.warn({ err, project }, 'removing a session failed; it expires within its TTL')
+      failed = true
+      return null
+    })
+    // null without a failure: a reaper took it and announced it already.
+    if (removed === null && !failed) return
+    // On a failure the store expires it later; announce now, once.
+    if (failed) this.#keeper.remember(member.sessionId)
+    const announced = removed ?? member.toMember()
+    if (lp !== undefined) lp.sendOthers(memberFrame(project, 'leave', announced), member.sessionId)
+    projects.publish(project, { kind: 'member', event: 'leave', member: announced })
+  }
+
+  presence (conn: Connection, frame: PresenceFrame): void {
+    const { config, outbox, ports, projects, logger } = this.#ctx
+    const member = conn.projects.get(frame.project)
+    if (member === undefined) {
+      outbox.error(conn, 'not_joined', `not joined to ${frame.project}`, frame.ref, frame.project)
+      return
+    }
+    if (jsonBytes(frame.state) > config.maxPresenceBytes) {
+      outbox.error(conn, 'limit_exceeded', `presence is larger than ${config.maxPresenceBytes} bytes`, frame.ref, frame.project)
+      return
+    }
+    member.presence = frame.state
+    const lp = projects.get(frame.project)
+    lp?.sendOthers(presenceFrame(frame.project, member.sessionId, member.userId, frame.state), member.sessionId)
+    projects.publish(frame.project, { kind: 'presence', sessionId: member.sessionId, userId: member.userId, state: frame.state })
+    ports.sessions.setPresence(frame.project, member.sessionId, frame.state).catch((err: unknown) => {
+      logger.warn({ err, project: frame.project }, 'storing presence failed')
+    })
+  }
+
+  /** A member or presence event of another instance: told to every local member. */
+  received (lp: LocalProject, message: BroadcastMessage & { kind: 'member' | 'presence' }): void {
+    if (message.kind === 'member') lp.sendOthers(memberFrame(lp.name, message.event, message.member), null)
+    else lp.sendOthers(presenceFrame(lp.name, message.sessionId, message.userId, message.state), null)
+  }
+
+  /** Tells local members (but one) and other instances. */
+  #announce (lp: LocalProject, message: BroadcastMessage & { kind: 'member' }, exceptSessionId: string): void {
+    lp.sendOthers(memberFrame(lp.name, message.event, message.member), exceptSessionId)
+    this.#ctx.projects.publish(lp.name, message)
+  }
+}

@@ -1,0 +1,89 @@
+import type { Member, Presence } from '../types.js'
+import type { Stats } from '../stats.js'
+import type { ClientFrame, Ref } from '../protocol/frames.js'
+import { ProtocolError, type ErrorCode } from '../errors.js'
+import type { Connection } from './connection.js'
+import { CLOSE, type SharedFrame } from './transport.js'
+import type { HubConfig, HubLogger } from './context.js'
+
+/** How long a peer may take to answer the close handshake before it is dropped. */
+const CLOSE_HANDSHAKE_MS = 2000
+
+/**
+ * Everything the hub sends to clients goes through here: frames within the
+ * slow-consumer bound, replies, errors (the one place where an error becomes
+ * a wire error code) and closes.
+ */
+export class Outbox {
+  readonly #config: Pick<HubConfig, 'maxBufferedBytes'>
+  readonly #stats: Stats
+  readonly #log: HubLogger
+  readonly #closed: (conn: Connection) => void
+  /** What connections send through (one function for every connection, not a closure each). */
+  readonly sink = (conn: Connection, frame: string | SharedFrame): void => { this.send(conn, frame) }
+
+  /** `closed` is told of every connection this outbox closes. */
+  constructor (config: Pick<HubConfig, 'maxBufferedBytes'>, stats: Stats, log: HubLogger, closed: (conn: Connection) => void) {
+    this.#config = config
+    this.#stats = stats
+    this.#log = log
+    this.#closed = closed
+  }
+
+  /** Sends one frame; a connection with too much unsent data is closed instead (slow consumer). */
+  send (conn: Connection, frame: string | SharedFrame): void {
+    if (conn.closed) return
+    if (conn.transport.bufferedAmount > this.#config.maxBufferedBytes) {
+      this.#stats.slowConsumersClosed++
+      this.close(conn, CLOSE.policy, 'slow consumer: too much unsent data')
+      return
+    }
+    this.#stats.framesOut++
+    conn.transport.send(frame)
+  }
+
+  reply (conn: Connection, message: object): void {
+    conn.send(JSON.stringify(message))
+  }
+
+  error (conn: Connection, code: ErrorCode, message: string, ref?: Ref, project?: string): void {
+    this.#stats.countError(code)
+    const frame: Record<string, unknown> = { type: 'error', code, message }
+    if (project !== undefined) frame.project = project
+    if (ref !== undefined) frame.ref = ref
+    this.reply(conn, frame)
+  }
+
+  /** Answers a frame that failed: a protocol error as itself, anything else as `internal` (logged). */
+  fail (conn: Connection, err: unknown, frame: ClientFrame): void {
+    const project = 'project' in frame ? frame.project : undefined
+    if (err instanceof ProtocolError) {
+      this.error(conn, err.code, err.message, frame.ref, project)
+      return
+    }
+    this.#log.error({ err, type: frame.type, project }, 'frame failed')
+    this.error(conn, 'internal', 'internal error', frame.ref, project)
+  }
+
+  /** Starts a clean close; a peer that does not answer the handshake is dropped. */
+  close (conn: Connection, code: number, reason: string): void {
+    if (conn.closed) return
+    conn.closed = true
+    conn.transport.close(code, reason)
+    setTimeout(() => { conn.transport.terminate() }, CLOSE_HANDSHAKE_MS).unref()
+    this.#closed(conn)
+  }
+}
+
+export function memberFrame (project: string, event: 'join' | 'leave', member: Member): string {
+  return JSON.stringify({ type: 'member', project, event, member })
+}
+
+export function presenceFrame (project: string, sessionId: string, userId: string, state: Presence): string {
+  return JSON.stringify({ type: 'presence', project, sessionId, userId, state })
+}
+
+export function withRef<T extends object> (message: T, ref: Ref | undefined): T {
+  if (ref !== undefined) (message as Record<string, unknown>).ref = ref
+  return message
+}

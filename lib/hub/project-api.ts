@@ -1,0 +1,71 @@
+import type { Member, Op } from '../types.js'
+import { MAX_JSON_DEPTH, nestsDeeper } from '../protocol/frames.js'
+import { ProtocolError } from '../errors.js'
+import { isOpId, isProjectId, randomId } from '../ids.js'
+import type { HubContext } from './context.js'
+import type { Delivery } from './delivery.js'
+
+/** Result of an op posted over HTTP. */
+export interface PostedOp {
+  readonly project: string
+  readonly id: string
+  readonly seq: number
+  readonly duplicate: boolean
+}
+
+/** Page of history for the HTTP API. */
+export interface History {
+  readonly project: string
+  readonly epoch: string
+  readonly seq: number
+  readonly ops: readonly Op[]
+  readonly reset: boolean
+}
+
+/**
+ * The project API without a connection (what the HTTP routes call, and a
+ * host app's server-side code): members, history, posting ops. Inputs are
+ * checked here too, as they may not come through the routes' schemas.
+ */
+export class ProjectApi {
+  readonly #ctx: HubContext
+  readonly #delivery: Delivery
+  readonly #draining: () => boolean
+
+  constructor (ctx: HubContext, delivery: Delivery, draining: () => boolean) {
+    this.#ctx = ctx
+    this.#delivery = delivery
+    this.#draining = draining
+  }
+
+  /** Members of a project across every instance. */
+  async members (project: string): Promise<Member[]> {
+    assertProject(project)
+    return await this.#ctx.ports.sessions.list(project)
+  }
+
+  /** A page of history: ops with since < seq, at most `limit`. */
+  async history (project: string, since: number, limit: number): Promise<History> {
+    assertProject(project)
+    const page = await this.#ctx.ports.log.read(project, since, limit)
+    return { project, epoch: page.epoch, seq: page.head, ops: page.reset ? [] : page.ops, reset: page.reset }
+  }
+
+  /** An op posted over HTTP: appended and broadcast like a client op. */
+  async post (project: string, userId: string, id: string | undefined, data: unknown): Promise<PostedOp> {
+    assertProject(project)
+    if (id !== undefined && !isOpId(id)) throw new ProtocolError('bad_request', 'id must be 1 to 64 characters of A-Z a-z 0-9 _ -')
+    // The same bound as a WebSocket frame, where data sits one level down.
+    if (nestsDeeper(data, MAX_JSON_DEPTH - 1)) {
+      throw new ProtocolError('bad_request', `data nests arrays and objects deeper than ${MAX_JSON_DEPTH - 1} levels`)
+    }
+    if (this.#draining()) throw new ProtocolError('unavailable', 'server is shutting down')
+    const opId = id ?? randomId(12)
+    const result = await this.#delivery.post(project, userId, opId, data)
+    return { project, id: opId, seq: result.seq, duplicate: result.duplicate }
+  }
+}
+
+function assertProject (project: string): void {
+  if (!isProjectId(project)) throw new ProtocolError('bad_request', 'project must be 1 to 128 characters of A-Z a-z 0-9 _ . -')
+}

@@ -1,0 +1,94 @@
+import type { BroadcastMessage } from '../../ports/broadcaster.js'
+import type { Stats } from '../stats.js'
+import type { HubLogger, HubPorts } from './context.js'
+import { LocalProject } from './project.js'
+
+export interface ProjectEvents {
+  /** a message of another instance about the project */
+  readonly message: (lp: LocalProject, message: BroadcastMessage) => void
+  /** the project's position was read: ops that arrived meanwhile may be deliverable */
+  readonly ready: (lp: LocalProject) => void
+}
+
+/**
+ * The projects this instance serves (those with a member or a join in
+ * progress), and their link to the other instances: a project is subscribed
+ * to while it is here, and unsubscribed when its last reference goes.
+ */
+export class ProjectRegistry {
+  readonly #projects = new Map<string, LocalProject>()
+  readonly #ports: HubPorts
+  readonly #stats: Stats
+  readonly #logger: HubLogger
+  readonly #events: ProjectEvents
+
+  constructor (ports: HubPorts, stats: Stats, logger: HubLogger, events: ProjectEvents) {
+    this.#ports = ports
+    this.#stats = stats
+    this.#logger = logger
+    this.#events = events
+  }
+
+  get size (): number { return this.#projects.size }
+
+  get (name: string): LocalProject | undefined {
+    return this.#projects.get(name)
+  }
+
+  values (): IterableIterator<LocalProject> {
+    return this.#projects.values()
+  }
+
+  /** Whether `lp` is still the project served under its name (not released meanwhile). */
+  isCurrent (lp: LocalProject): boolean {
+    return this.#projects.get(lp.name) === lp
+  }
+
+  /** The local project, created (subscribed, head read) on first use; one more reference to it. */
+  async acquire (project: string): Promise<LocalProject> {
+    let lp = this.#projects.get(project)
+    if (lp === undefined) {
+      const created = new LocalProject(project)
+      created.onDeliver = (op) => { this.#stats.deliveryLatency.observe(Date.now() - op.ts) }
+      this.#projects.set(project, created)
+      created.ready = (async () => {
+        await this.#ports.broadcaster.subscribe(project, (message) => { this.#events.message(created, message) })
+        const head = await this.#ports.log.head(project)
+        created.epoch = head.epoch
+        // Ops broadcast while we read the head may be pending already.
+        created.delivered = head.seq
+        for (const seq of [...created.pending.keys()]) if (seq <= head.seq) created.pending.delete(seq)
+        this.#events.ready(created)
+      })()
+      lp = created
+    }
+    lp.refs++
+    try {
+      await lp.ready
+    } catch (err) {
+      this.release(lp)
+      throw err
+    }
+    return lp
+  }
+
+  /** Drops one reference; at zero the project stops listening and sends the acks still waiting. */
+  release (lp: LocalProject): void {
+    lp.refs--
+    if (lp.refs > 0 || !this.isCurrent(lp)) return
+    this.#projects.delete(lp.name)
+    lp.dispose()
+    this.#ports.broadcaster.unsubscribe(lp.name).catch((err: unknown) => {
+      this.#logger.warn({ err, project: lp.name }, 'unsubscribe failed')
+    })
+  }
+
+  /** Tells the other instances (at most once; a failure is counted and logged). */
+  publish (project: string, message: BroadcastMessage): void {
+    this.#stats.broadcastsPublished++
+    this.#ports.broadcaster.publish(project, message).catch((err: unknown) => {
+      this.#stats.broadcastErrors++
+      this.#logger.warn({ err, project }, 'broadcast failed')
+    })
+  }
+}
