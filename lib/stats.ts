@@ -1,12 +1,17 @@
 /** Upper bounds (ms) of the delivery latency buckets. */
 export const LATENCY_BUCKETS_MS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000] as const
 
-/** A fixed-bucket histogram: counts per bucket (cumulative on output), sum and count. */
+/**
+ * A fixed-bucket histogram: counts per bucket (cumulative on output), sum and
+ * count. Listeners see each observation as it is made: an exporter keeps its
+ * own histogram from them (/metrics feeds prom-client's).
+ */
 export class Histogram {
   readonly bounds: readonly number[]
   readonly counts: number[]
   sum = 0
   count = 0
+  readonly #listeners = new Set<(value: number) => void>()
 
   constructor (bounds: readonly number[]) {
     this.bounds = bounds
@@ -16,12 +21,23 @@ export class Histogram {
   observe (value: number): void {
     this.sum += value
     this.count++
+    for (const listener of this.#listeners) listener(value)
     for (let i = 0; i < this.bounds.length; i++) {
       if (value <= (this.bounds[i] as number)) {
         this.counts[i] = (this.counts[i] as number) + 1
         return
       }
     }
+  }
+
+  /**
+   * Calls `listener` with every later observation, synchronously, until the
+   * returned function is called. A listener must not throw: the observer
+   * (the hub, delivering an op) would see it.
+   */
+  subscribe (listener: (value: number) => void): () => void {
+    this.#listeners.add(listener)
+    return () => { this.#listeners.delete(listener) }
   }
 }
 

@@ -1,5 +1,6 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
+import { register } from 'prom-client'
 import { startServer } from '../helpers/server.js'
 import { connect } from '../helpers/client.js'
 import { waitFor } from '../helpers/wait.js'
@@ -155,4 +156,41 @@ t.test('/metrics carries the default process metrics and the delivery latency hi
   t.match(text, /^process_resident_memory_bytes \d/m)
   t.match(text, /^flow_delivery_latency_seconds_count 1$/m, 'one op delivered, one observation')
   t.match(text, /^flow_delivery_latency_seconds_bucket\{le="\+Inf"\} 1$/m)
+})
+
+t.test('two Flow apps in one process each serve their own figures, and their counters move with their own traffic', async (t) => {
+  const one = await startServer(t, { instanceId: 'metrics-one' })
+  const two = await startServer(t, { instanceId: 'metrics-two' })
+  const before = await metrics(one.app)
+  t.equal(before.get('flow_frames_in_total'), 0)
+  t.equal(before.get('flow_ops_appended_total'), 0)
+
+  const alice = await connect(t, one.ws + '?userId=alice')
+  await alice.join('doc-1')
+  await alice.request({ type: 'op', project: 'doc-1', data: 1 })
+  const first = await metrics(one.app)
+  const second = await metrics(two.app)
+  // Counters of what came in: frames out may still be on their way.
+  const counters = (m: Map<string, number>): Array<[string, number]> => [...m].filter(([name]) => /^flow_(frames_in|ops_appended|connections_opened)\w*_total\b/.test(name))
+  t.same(counters(await metrics(one.app)), counters(first), 'a scrape without traffic between reads the same counters')
+  t.equal(first.get('flow_frames_in_total'), 2, 'the join and the op moved the first app\'s counter')
+  t.equal(first.get('flow_ops_appended_total'), 1)
+  t.equal(first.get('flow_frames_in_by_type_total{type="join"}'), 1)
+  t.equal(first.get('flow_connections'), 1)
+  t.equal(second.get('flow_frames_in_total'), 0, 'the second app saw no frames')
+  t.equal(second.get('flow_ops_appended_total'), 0)
+  t.notOk(second.has('flow_frames_in_by_type_total{type="join"}'))
+  t.equal(second.get('flow_connections'), 0)
+  t.equal(first.get('flow_up{instance="metrics-one"}'), 1)
+  t.notOk(first.has('flow_up{instance="metrics-two"}'))
+  t.equal(second.get('flow_up{instance="metrics-two"}'), 1)
+  t.notOk(second.has('flow_up{instance="metrics-one"}'))
+
+  t.same(register.getMetricsAsArray().map((m) => m.name).filter((name) => name.startsWith('flow_')), [], 'nothing went to the global registry')
+
+  alice.close()
+  await one.close()
+  const after = await metrics(two.app)
+  t.equal(after.get('flow_up{instance="metrics-two"}'), 1, 'closing the first app leaves the second one\'s figures')
+  t.equal(after.get('flow_frames_in_total'), 0)
 })
