@@ -14,8 +14,13 @@ import websocketPlugin from './plugins/websocket.js'
 import httpApiPlugin from './plugins/http-api.js'
 import statsPlugin from './plugins/stats.js'
 import demoPlugin from './plugins/demo.js'
+import recoveryPlugin from './plugins/recovery.js'
+import type { FlowConfig } from './lib/config.js'
+import type { Hub } from './lib/hub/hub.js'
+import type { Stats } from './lib/stats.js'
+import type { CircuitBreaker } from './lib/breaker.js'
+import type { PortReport } from './plugins/ports.js'
 
-export type { Flow } from './plugins/config.js'
 export type { FlowConfig, FlowConfigOptions } from './lib/config.js'
 export type { Identity } from './lib/hub/transport.js'
 export type { AuthenticateHook } from './plugins/auth.js'
@@ -32,21 +37,48 @@ export interface FlowOptions extends Omit<FlowConfigOptions, 'logLevel'> {
   readonly env?: NodeJS.ProcessEnv
   /** a host app's own node-redis client for commands (Flow duplicates it for Pub/Sub and never closes it) */
   readonly redis?: RedisClient
+  /** serve the demo board at `{prefix}/` (default false; `npm start` turns it on) */
+  readonly demo?: boolean
+}
+
+/** What Flow shares with the host app, read-only: `fastify.flow`. */
+export interface Flow {
+  readonly config: FlowConfig
+  readonly instanceId: string
+  readonly startedAt: number
+  readonly stats: Stats
+  /** the ports the hub works on */
+  readonly ports: HubPorts
+  /** the hub: `hub.post(project, userId, id, data)` publishes an op from the server side */
+  readonly hub: Hub
+  /** what each port runs on now (as /health shows it) */
+  readonly portReports: () => Readonly<Record<keyof HubPorts, PortReport>>
+  /** the Redis connection's circuit breaker; null when no port is on Redis */
+  readonly breaker: CircuitBreaker | null
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Flow's read-only facade, set once every part of Flow is registered */
+    flow: Flow
+  }
 }
 
 /**
- * Flow realtime as a Fastify plugin. Shared state is decorated on the host
- * as `fastify.flow`; routes, auth, error handling and load shedding live in
+ * Flow realtime as a Fastify plugin: the composition root. Each part is a
+ * plugin that decorates its own name (flowConfig, flowRedis, flowPorts,
+ * flowHub, flowAuth); routes, auth, error handling and load shedding live in
  * an encapsulated child under `prefix`, so the host's own routes and hooks
- * are untouched.
+ * are untouched. Last, `fastify.flow` is the read-only facade for the host.
  */
 async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void> {
-  const { prefix, authenticate, ports, env, redis, ...settings } = opts
+  const { prefix, authenticate, ports, env, redis, demo, ...settings } = opts
   const config = resolveConfig(settings, env)
   await fastify.register(configPlugin, { config })
   await fastify.register(redisPlugin, { client: redis })
   await fastify.register(portsPlugin, { ports })
   await fastify.register(hubPlugin)
+  await fastify.register(recoveryPlugin)
   await fastify.register(async function flowRoutes (child) {
     await child.register(errorsPlugin)
     await child.register(authPlugin, { authenticate })
@@ -56,8 +88,20 @@ async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void>
     await child.register(healthPlugin)
     await child.register(httpApiPlugin)
     await child.register(statsPlugin)
-    await child.register(demoPlugin)
+    if (demo === true) await child.register(demoPlugin)
   }, { prefix: prefix ?? '' })
+  const { instanceId, startedAt, stats } = fastify.flowConfig
+  const { reports, health } = fastify.flowPorts
+  fastify.decorate('flow', Object.freeze({
+    config,
+    instanceId,
+    startedAt,
+    stats,
+    ports: fastify.flowPorts.ports,
+    hub: fastify.flowHub,
+    portReports: reports,
+    breaker: health?.breaker ?? null
+  }))
 }
 
 export default fp(flow, { name: 'flow', fastify: '5.x' })

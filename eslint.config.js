@@ -29,7 +29,11 @@ export default tseslint.config(
   // The direction of dependencies (STYLE.md, Layout).
   { files: ['lib/**/*.ts'], rules: { 'no-restricted-imports': forbid(frameworks, outward('plugins', 'adapters', 'client'), rootModules) } },
   { files: ['ports/**/*.ts'], rules: { 'no-restricted-imports': forbid(frameworks, outward('plugins', 'adapters', 'client', 'hub'), rootModules) } },
-  { files: ['adapters/**/*.ts'], rules: { 'no-restricted-imports': forbid(outward('plugins'), rootModules) } },
+  // Adapters meet only through a port: no adapter folder imports another.
+  ...['memory', 'redis', 'failover', 'ws'].map((folder) => ({
+    files: [`adapters/${folder}/**/*.ts`],
+    rules: { 'no-restricted-imports': forbid(outward('plugins'), [['memory', 'redis', 'failover', 'ws'].filter((f) => f !== folder).map((f) => `../${f}/*`), 'adapters meet only through a port'], rootModules) }
+  })),
   { files: ['plugins/**/*.ts'], rules: { 'no-restricted-imports': forbid(rootModules) } },
   { files: ['client/**/*.ts'], rules: { 'no-restricted-imports': forbid(frameworks, outward('plugins', 'adapters', 'ports'), rootModules) } }
 )

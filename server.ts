@@ -8,11 +8,12 @@ export function redactUrl (url: string): string {
   return url.replace(/([?&](?:token|access_token|api_key|apiKey)=)[^&#]*/gi, '$1[REDACTED]')
 }
 
-/** A Fastify app serving Flow at the root, logging with pino. */
+/** A Fastify app serving Flow at the root, logging with pino, with the demo board unless `demo: false`. */
 export async function buildServer (options: FlowOptions & { readonly logLevel?: string } = {}): Promise<FastifyInstance> {
-  const { logLevel, prefix, authenticate, ports, env, redis, ...settings } = options
+  const { logLevel, prefix, authenticate, ports, env, redis, demo, ...settings } = options
   const config = resolveConfig({ ...settings, ...(logLevel === undefined ? {} : { logLevel }) }, env)
-  const flowOptions: FlowOptions = { ...settings, env, prefix, authenticate, ports, redis }
+  // `npm start` serves the demo board unless told not to.
+  const flowOptions: FlowOptions = { ...settings, env, prefix, authenticate, ports, redis, demo: demo ?? true }
   const app = Fastify({
     logger: {
       level: config.logLevel,

@@ -37,3 +37,11 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
 
 /** A bad configuration value: start-up stops with this message. */
 export const ConfigError = createError<[string]>('FLOW_ERR_CONFIG_INVALID', 'invalid configuration: %s')
+
+/**
+ * Whether an error is the caller's (a refused request, a bad argument)
+ * rather than a dependency's failure: a failover never falls back on one.
+ */
+export function isCallerError (err: unknown): boolean {
+  return err instanceof ProtocolError || err instanceof TypeError || err instanceof RangeError
+}

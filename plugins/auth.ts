@@ -36,7 +36,7 @@ const apiIdentity: Identity = { userId: 'api', allows: () => true }
  * the API key for HTTP, a host's `authenticate` hook, or open mode.
  */
 async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): Promise<void> {
-  const { config } = fastify.flow
+  const { config } = fastify.flowConfig
   const auth = createAuthenticator({ jwtSecret: config.jwtSecret, jwtPublicKey: config.jwtPublicKey, apiKey: config.apiKey })
   const hook = opts.authenticate
   const mode = hook !== undefined ? 'hook' : authEnabled(config) ? 'jwt' : 'open'

@@ -19,11 +19,11 @@ const port = {
  * answers 503, and WebSocket upgrades are refused).
  */
 async function healthPlugin (fastify: FastifyInstance): Promise<void> {
-  const { config } = fastify.flow
-  const flow = fastify.flow
+  const { config, instanceId, startedAt } = fastify.flowConfig
+  const hub = fastify.flowHub
 
   const report = async (): Promise<Record<string, unknown>> => {
-    const ports = flow.portReports()
+    const ports = fastify.flowPorts.reports()
     const redisPorts = Object.values(ports).filter((p) => p.adapter === 'redis')
     const degraded = redisPorts.some((p) => p.circuit !== 'closed')
     const sharedLog = ports.log.adapter === 'redis'
@@ -36,8 +36,8 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
     if (fastify.flowAuth.mode === 'open') warnings.push('authentication is off')
     return {
       status: degraded ? 'degraded' : 'ok',
-      instanceId: flow.instanceId,
-      uptime: Math.round((Date.now() - flow.startedAt) / 1000),
+      instanceId,
+      uptime: Math.round((Date.now() - startedAt) / 1000),
       auth: fastify.flowAuth.mode,
       ports,
       redis: {
@@ -48,7 +48,7 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
       },
       seqScope,
       warnings,
-      draining: flow.hub.draining
+      draining: hub.draining
     }
   }
 
@@ -78,4 +78,4 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
   })
 }
 
-export default fp(healthPlugin, { name: 'flow-health', fastify: '5.x', dependencies: ['flow-hub', 'flow-auth'] })
+export default fp(healthPlugin, { name: 'flow-health', fastify: '5.x', dependencies: ['flow-config', 'flow-ports', 'flow-hub', 'flow-auth'] })

@@ -37,7 +37,8 @@ function maxParamLength (fastify: FastifyInstance): number {
 
 /** The project API: members, history and posting ops over HTTP. */
 async function httpApiPlugin (fastify: FastifyInstance): Promise<void> {
-  const { hub, config } = fastify.flow
+  const { config } = fastify.flowConfig
+  const hub = fastify.flowHub
   const paramLimit = maxParamLength(fastify)
   if (paramLimit < PROJECT_ID_MAX_LENGTH) {
     // The router answers 414 before any Flow code runs; only the host can raise it.
@@ -95,4 +96,4 @@ async function httpApiPlugin (fastify: FastifyInstance): Promise<void> {
   })
 }
 
-export default fp(httpApiPlugin, { name: 'flow-http-api', fastify: '5.x', dependencies: ['flow-hub', 'flow-auth'] })
+export default fp(httpApiPlugin, { name: 'flow-http-api', fastify: '5.x', dependencies: ['flow-config', 'flow-hub', 'flow-auth'] })

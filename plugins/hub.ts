@@ -2,15 +2,22 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Hub } from '../lib/hub/hub.js'
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** set by flow-hub */
+    flowHub: Hub
+  }
+}
+
 /**
  * Creates the collaboration hub on the ports. On close it drains: ops in
  * flight are acked, unsent data is flushed, then connections close with 1001.
  */
 async function hubPlugin (fastify: FastifyInstance): Promise<void> {
-  const { config, ports, instanceId, stats } = fastify.flow
+  const { config, instanceId, stats } = fastify.flowConfig
   const logger = fastify.log.child({ component: 'hub' })
-  const hub = new Hub({ config, ports, instanceId, stats, logger })
-  fastify.flow.hub = hub
+  const hub = new Hub({ config, ports: fastify.flowPorts.ports, instanceId, stats, logger })
+  fastify.decorate('flowHub', hub)
   fastify.addHook('preClose', async () => {
     await hub.drain()
   })
@@ -19,4 +26,4 @@ async function hubPlugin (fastify: FastifyInstance): Promise<void> {
   })
 }
 
-export default fp(hubPlugin, { name: 'flow-hub', fastify: '5.x', dependencies: ['flow-ports'] })
+export default fp(hubPlugin, { name: 'flow-hub', fastify: '5.x', dependencies: ['flow-config', 'flow-ports'] })

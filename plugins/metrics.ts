@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { LoopMonitor } from '../lib/loop-monitor.js'
-import type { Flow } from './config.js'
+import type { StatsSources } from './stats.js'
 
 /** One app's /metrics: its registry, and how to let go of it. */
 export interface FlowMetrics {
@@ -18,7 +18,7 @@ export interface FlowMetrics {
  * `stats.deliveryLatency`, because a prom-client histogram can only observe.
  * A helper of the flow-stats plugin, not a plugin.
  */
-export function createFlowMetrics (flow: Flow, loop: LoopMonitor): FlowMetrics {
+export function createFlowMetrics (flow: StatsSources, loop: LoopMonitor): FlowMetrics {
   const { stats } = flow
   const registry = new Registry()
   // `registers: []` keeps every metric out of prom-client's global registry.

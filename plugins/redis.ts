@@ -103,7 +103,7 @@ export const CLIENT_OPTIONS = {
  * with `unavailable` until Redis is there). Closes only what it created.
  */
 async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions): Promise<void> {
-  const { config } = fastify.flow
+  const { config } = fastify.flowConfig
   const anyRedis = config.useRedisCollaboration || config.useRedisWebsockets || config.useRedisEventOrdering
   if (!anyRedis) {
     fastify.decorate('flowRedis', null)
@@ -131,12 +131,12 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
   if (opts.client !== undefined) {
     client = opts.client
     // The host's socket options (TLS, reconnection) are kept.
-    subscriber = watch(client.duplicate({ disableOfflineQueue: true, pingInterval: CLIENT_OPTIONS.pingInterval, name: `${fastify.flow.instanceId}-sub` }), 'subscriber')
+    subscriber = watch(client.duplicate({ disableOfflineQueue: true, pingInterval: CLIENT_OPTIONS.pingInterval, name: `${fastify.flowConfig.instanceId}-sub` }), 'subscriber')
   } else {
     const socket = { ...CLIENT_OPTIONS.socket, ...tlsOptions(config) }
-    client = watch(createClient({ url: redisUrl(config), ...CLIENT_OPTIONS, socket, name: `${fastify.flow.instanceId}` }), 'command')
+    client = watch(createClient({ url: redisUrl(config), ...CLIENT_OPTIONS, socket, name: `${fastify.flowConfig.instanceId}` }), 'command')
     owned.push(client)
-    subscriber = watch(client.duplicate({ ...CLIENT_OPTIONS, socket, name: `${fastify.flow.instanceId}-sub` }), 'subscriber')
+    subscriber = watch(client.duplicate({ ...CLIENT_OPTIONS, socket, name: `${fastify.flowConfig.instanceId}-sub` }), 'subscriber')
   }
   owned.push(subscriber)
 

@@ -1,11 +1,25 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { LoopMonitor } from '../lib/loop-monitor.js'
-import type { Flow } from './config.js'
+import type { CircuitBreaker } from '../lib/breaker.js'
+import type { Hub } from '../lib/hub/hub.js'
+import type { Stats } from '../lib/stats.js'
+import type { PortReport } from './ports.js'
 import { createFlowMetrics } from './metrics.js'
 
+/** What /ws/stats and /metrics read. */
+export interface StatsSources {
+  readonly instanceId: string
+  readonly startedAt: number
+  readonly stats: Stats
+  readonly hub: Hub
+  /** the Redis connection's breaker; null when no port is on Redis */
+  readonly breaker: CircuitBreaker | null
+  readonly portReports: () => Readonly<Record<'sessions' | 'broadcaster' | 'log', PortReport>>
+}
+
 /** The figures of /ws/stats, as plain JSON. */
-export function snapshot (flow: Flow, loop: LoopMonitor): Record<string, unknown> {
+export function snapshot (flow: StatsSources, loop: LoopMonitor): Record<string, unknown> {
   const { stats, hub } = flow
   const mem = process.memoryUsage()
   const ports = flow.portReports()
@@ -38,17 +52,20 @@ export function snapshot (flow: Flow, loop: LoopMonitor): Record<string, unknown
  * of this app's own, so several apps in one process do not collide).
  */
 async function statsPlugin (fastify: FastifyInstance): Promise<void> {
+  const { instanceId, startedAt, stats } = fastify.flowConfig
+  const { health, reports } = fastify.flowPorts
+  const sources: StatsSources = { instanceId, startedAt, stats, hub: fastify.flowHub, breaker: health?.breaker ?? null, portReports: reports }
   const loop = new LoopMonitor(5000)
-  const metrics = createFlowMetrics(fastify.flow, loop)
+  const metrics = createFlowMetrics(sources, loop)
   fastify.addHook('onClose', async () => {
     loop.close()
     metrics.close()
   })
-  fastify.get('/ws/stats', { logLevel: 'warn' }, async () => snapshot(fastify.flow, loop))
+  fastify.get('/ws/stats', { logLevel: 'warn' }, async () => snapshot(sources, loop))
   fastify.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
     void reply.type(metrics.registry.contentType)
     return await metrics.registry.metrics()
   })
 }
 
-export default fp(statsPlugin, { name: 'flow-stats', fastify: '5.x', dependencies: ['flow-hub'] })
+export default fp(statsPlugin, { name: 'flow-stats', fastify: '5.x', dependencies: ['flow-config', 'flow-ports', 'flow-hub'] })

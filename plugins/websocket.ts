@@ -180,7 +180,8 @@ function routeUpgrades (fastify: FastifyInstance, path: () => string): { source:
 
 /** `GET /ws`: the WebSocket endpoint of protocol v1. */
 async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
-  const { hub, config } = fastify.flow
+  const { config } = fastify.flowConfig
+  const hub = fastify.flowHub
   // Not request.log: the route logs at warn only (its URL may carry ?token=
   // and a host's serializers may not redact it), which would mute these.
   const connLog = fastify.log.child({ component: 'websocket' })
@@ -309,4 +310,4 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
   })
 }
 
-export default fp(websocketPlugin, { name: 'flow-websocket', fastify: '5.x', dependencies: ['flow-hub', 'flow-auth'] })
+export default fp(websocketPlugin, { name: 'flow-websocket', fastify: '5.x', dependencies: ['flow-config', 'flow-hub', 'flow-auth'] })

@@ -1,19 +1,24 @@
 import type { AppendResult, NewOp, OperationLog, ReadResult } from '../../ports/operation-log.js'
 import type { LogPosition } from '../../lib/types.js'
 import { ProtocolError } from '../../lib/errors.js'
-import { MemoryOperationLog } from '../memory/operation-log.js'
-import { Failover, type FailoverOptions } from './failover.js'
-import { withTimeout } from './outage.js'
+import { withTimeout } from '../../lib/watchdog.js'
+import { PortSwitch, type PortControl, type SwitchOptions } from './switch.js'
 
 /** Appends `resync` keeps in flight at once. */
 const RESYNC_BATCH = 100
 
-export interface FailoverOperationLogOptions extends FailoverOptions {
+export interface FailoverOperationLogOptions extends SwitchOptions {
   readonly primary: OperationLog
-  /** ops kept per project by the fallback log */
-  readonly historyLimit: number
+  /** a fresh, empty log to serve from during an outage (a new epoch) */
+  readonly fallback: () => OperationLog
   /** ops the outage buffer may hold; beyond, appends answer `unavailable` (default 100,000) */
   readonly maxBuffered?: number
+}
+
+/** The op log decorator's control: where it serves from, its re-sync, and what waits in its outage buffer. */
+export interface OperationLogControl extends PortControl {
+  /** ops accepted during the outage and not yet in the primary */
+  readonly buffered: number
 }
 
 /**
@@ -23,11 +28,12 @@ export interface FailoverOperationLogOptions extends FailoverOptions {
  * primary in that order, idempotently by op id (an op whose timed-out append
  * did land is not appended twice), and only then switches back.
  */
-export class FailoverOperationLog extends Failover implements OperationLog {
+export class FailoverOperationLog implements OperationLog {
+  readonly #switch: PortSwitch
   readonly #primary: OperationLog
-  readonly #historyLimit: number
+  readonly #makeFallback: () => OperationLog
   readonly #maxBuffered: number
-  #fallback: MemoryOperationLog | null = null
+  #fallback: OperationLog | null = null
   #buffer: NewOp[] = []
   /** while `resync` appends the buffer's last batch: appends wait for it, then go where the log serves from */
   #gate: Promise<void> | null = null
@@ -36,15 +42,32 @@ export class FailoverOperationLog extends Failover implements OperationLog {
   /** resolves when #onPrimary empties: one promise for all the appends that wait for it */
   #primaryDrained: { promise: Promise<void>, resolve: () => void } | null = null
 
-  constructor (options: FailoverOperationLogOptions) {
-    super(options)
+  /** The decorated log and its control (what only the failover module uses). */
+  static create (options: FailoverOperationLogOptions): { port: FailoverOperationLog, control: OperationLogControl } {
+    const log = new FailoverOperationLog(options)
+    const control: OperationLogControl = {
+      get serving () { return log.#switch.serving },
+      get buffered () { return log.#buffer.length },
+      resync: async () => { await log.#resync() }
+    }
+    return { port: log, control }
+  }
+
+  private constructor (options: FailoverOperationLogOptions) {
     this.#primary = options.primary
-    this.#historyLimit = options.historyLimit
+    this.#makeFallback = options.fallback
     this.#maxBuffered = options.maxBuffered ?? 100_000
+    this.#switch = new PortSwitch(options, () => {
+      this.#fallback = this.#makeFallback()
+      this.#buffer = []
+    }, () => {
+      void this.#fallback?.close()
+      this.#fallback = null
+    })
   }
 
   get scope (): 'cluster' | 'instance' {
-    return this.mode === 'primary' ? this.#primary.scope : 'instance'
+    return this.#switch.serving === 'primary' ? this.#primary.scope : 'instance'
   }
 
   /**
@@ -58,23 +81,8 @@ export class FailoverOperationLog extends Failover implements OperationLog {
     return this.#primary.publishesOps
   }
 
-  /** ops accepted during the outage and not yet in the primary */
-  get buffered (): number {
-    return this.#buffer.length
-  }
-
-  protected enterFallback (): void {
-    this.#fallback = new MemoryOperationLog({ historyLimit: this.#historyLimit })
-    this.#buffer = []
-  }
-
-  protected leaveFallback (): void {
-    void this.#fallback?.close()
-    this.#fallback = null
-  }
-
-  #log (): MemoryOperationLog {
-    this.#fallback ??= new MemoryOperationLog({ historyLimit: this.#historyLimit })
+  #log (): OperationLog {
+    this.#fallback ??= this.#makeFallback()
     return this.#fallback
   }
 
@@ -84,10 +92,10 @@ export class FailoverOperationLog extends Failover implements OperationLog {
       // Fell back while earlier appends are still in flight on the primary:
       // they reach the buffer first (failed, timed out, or taken by both), so
       // ops keep their order across the switch.
-      else if (this.mode === 'fallback' && this.#onPrimary.size > 0) await this.#drainedPrimary()
+      else if (this.#switch.serving === 'fallback' && this.#onPrimary.size > 0) await this.#drainedPrimary()
       else break
     }
-    if (this.mode === 'fallback') return await this.#append(op)
+    if (this.#switch.serving === 'fallback') return await this.#append(op)
     const appending = this.#append(op)
     this.#onPrimary.add(appending)
     try {
@@ -112,14 +120,14 @@ export class FailoverOperationLog extends Failover implements OperationLog {
   }
 
   async #append (op: NewOp): Promise<AppendResult> {
-    const taken = await this.call<{ by: 'primary' | 'fallback', result: AppendResult }>('op log append',
+    const taken = await this.#switch.call<{ by: 'primary' | 'fallback', result: AppendResult }>('op log append',
       async () => ({ by: 'primary', result: await this.#primary.append(op) }),
       async () => ({ by: 'fallback', result: await this.#appendFallback(op) }))
     // The primary took it, but the port fell back while the call was in flight:
     // the instance now serves the fallback's epoch, so the fallback takes the op
     // too (its seq is then one of the epoch the members are in; at resync the
     // primary answers it as a duplicate by id).
-    if (taken.by === 'primary' && !taken.result.duplicate && this.mode === 'fallback') return await this.#appendFallback(op)
+    if (taken.by === 'primary' && !taken.result.duplicate && this.#switch.serving === 'fallback') return await this.#appendFallback(op)
     return taken.result
   }
 
@@ -135,17 +143,17 @@ export class FailoverOperationLog extends Failover implements OperationLog {
   }
 
   async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> {
-    return await this.call('op log read', async () => await this.#primary.read(project, since, limit, epoch),
+    return await this.#switch.call('op log read', async () => await this.#primary.read(project, since, limit, epoch),
       async () => await this.#log().read(project, since, limit, epoch))
   }
 
   async head (project: string): Promise<LogPosition> {
-    return await this.call('op log head', async () => await this.#primary.head(project),
+    return await this.#switch.call('op log head', async () => await this.#primary.head(project),
       async () => await this.#log().head(project))
   }
 
-  async resync (): Promise<void> {
-    if (this.mode === 'primary') return
+  async #resync (): Promise<void> {
+    if (this.#switch.serving === 'primary') return
     // Ops accepted while this runs join the buffer and are appended too. One
     // round trip per op would not outpace live traffic: appends are pipelined
     // in batches, in buffer order (calls made in order are applied in order).
@@ -160,10 +168,10 @@ export class FailoverOperationLog extends Failover implements OperationLog {
       if (last) this.#gate = new Promise<void>((resolve) => { open = resolve })
       try {
         const batch = this.#buffer.slice(0, size)
-        await withTimeout(Promise.all(batch.map(async (op) => await this.#primary.append(op))), this.timeoutMs, 'op log re-sync')
+        await withTimeout(Promise.all(batch.map(async (op) => await this.#primary.append(op))), this.#switch.options.timeoutMs, 'op log re-sync')
         this.#buffer.splice(0, batch.length)
         if (last) {
-          this.backToPrimary()
+          this.#switch.backToPrimary()
           return
         }
       } finally {

@@ -1,94 +1,107 @@
 import type { ExpiredSession, SessionRef, SessionStore } from '../../ports/session-store.js'
 import type { Member, Presence } from '../../lib/types.js'
-import { MemorySessionStore } from '../memory/session-store.js'
-import { Failover, type FailoverOptions } from './failover.js'
-import { withTimeout } from './outage.js'
+import { withTimeout } from '../../lib/watchdog.js'
+import { PortSwitch, type PortControl, type SwitchOptions } from './switch.js'
 
-export interface FailoverSessionStoreOptions extends FailoverOptions {
+export interface FailoverSessionStoreOptions extends SwitchOptions {
   readonly primary: SessionStore
-  readonly ttlMs: number
+  /** a fresh, empty store to serve from during an outage */
+  readonly fallback: () => SessionStore
+}
+
+/** The session store decorator's control. */
+export interface SessionStoreControl extends PortControl {
+  /** Sessions that left during the outage and were still in the primary: announce their leave. Each is handed out once. */
+  takeLeft (): ExpiredSession[]
 }
 
 /**
- * Sessions with a memory fallback: during an outage the instance's own
- * sessions live in memory (members here keep seeing each other); the
- * sessions that left meanwhile are remembered, removed from the primary by
- * `resync`, and handed out once by `takeLeft` so their leave is announced to
- * the other instances. Re-adding the sessions still connected is the hub's
- * part (it knows them).
+ * Sessions with a fallback: during an outage the instance's own sessions
+ * live in memory (members here keep seeing each other); the sessions that
+ * left meanwhile are remembered, removed from the primary by the re-sync,
+ * and handed out once (`takeLeft`) so their leave is announced to the other
+ * instances. Re-adding the sessions still connected is the hub's part (it
+ * knows them).
  */
-export class FailoverSessionStore extends Failover implements SessionStore {
+export class FailoverSessionStore implements SessionStore {
+  readonly #switch: PortSwitch
   readonly #primary: SessionStore
-  readonly #ttlMs: number
-  #fallback: MemorySessionStore | null = null
+  readonly #makeFallback: () => SessionStore
+  #fallback: SessionStore | null = null
   #left: SessionRef[] = []
   #leftToAnnounce: ExpiredSession[] = []
 
-  constructor (options: FailoverSessionStoreOptions) {
-    super(options)
+  /** The decorated store and its control (what only the failover module uses). */
+  static create (options: FailoverSessionStoreOptions): { port: FailoverSessionStore, control: SessionStoreControl } {
+    const store = new FailoverSessionStore(options)
+    const control: SessionStoreControl = {
+      get serving () { return store.#switch.serving },
+      resync: async () => { await store.#resync() },
+      takeLeft: () => {
+        const left = store.#leftToAnnounce
+        store.#leftToAnnounce = []
+        return left
+      }
+    }
+    return { port: store, control }
+  }
+
+  private constructor (options: FailoverSessionStoreOptions) {
     this.#primary = options.primary
-    this.#ttlMs = options.ttlMs
+    this.#makeFallback = options.fallback
+    this.#switch = new PortSwitch(options, () => {
+      this.#fallback = this.#makeFallback()
+      this.#left = []
+    }, () => {
+      void this.#fallback?.close()
+      this.#fallback = null
+    })
   }
 
-  protected enterFallback (): void {
-    this.#fallback = new MemorySessionStore({ ttlMs: this.#ttlMs })
-    this.#left = []
-  }
-
-  protected leaveFallback (): void {
-    void this.#fallback?.close()
-    this.#fallback = null
-  }
-
-  #store (): MemorySessionStore {
-    this.#fallback ??= new MemorySessionStore({ ttlMs: this.#ttlMs })
+  #store (): SessionStore {
+    this.#fallback ??= this.#makeFallback()
     return this.#fallback
   }
 
   async add (project: string, member: Member): Promise<void> {
-    await this.call('session add', async () => { await this.#primary.add(project, member) }, async () => { await this.#store().add(project, member) })
+    await this.#switch.call('session add', async () => { await this.#primary.add(project, member) },
+      async () => { await this.#store().add(project, member) })
   }
 
   async remove (project: string, sessionId: string): Promise<Member | null> {
-    return await this.call('session remove', async () => await this.#primary.remove(project, sessionId), async () => {
+    return await this.#switch.call('session remove', async () => await this.#primary.remove(project, sessionId), async () => {
       this.#left.push({ project, sessionId })
       return await this.#store().remove(project, sessionId)
     })
   }
 
   async setPresence (project: string, sessionId: string, presence: Presence): Promise<boolean> {
-    return await this.call('session presence', async () => await this.#primary.setPresence(project, sessionId, presence),
+    return await this.#switch.call('session presence', async () => await this.#primary.setPresence(project, sessionId, presence),
       async () => await this.#store().setPresence(project, sessionId, presence))
   }
 
   async list (project: string): Promise<Member[]> {
-    return await this.call('session list', async () => await this.#primary.list(project), async () => await this.#store().list(project))
+    return await this.#switch.call('session list', async () => await this.#primary.list(project), async () => await this.#store().list(project))
   }
 
   async refresh (sessions: readonly SessionRef[]): Promise<void> {
-    await this.call('session refresh', async () => { await this.#primary.refresh(sessions) }, async () => { await this.#store().refresh(sessions) })
+    await this.#switch.call('session refresh', async () => { await this.#primary.refresh(sessions) },
+      async () => { await this.#store().refresh(sessions) })
   }
 
   async reap (): Promise<ExpiredSession[]> {
-    return await this.call('session reap', async () => await this.#primary.reap(), async () => await this.#store().reap())
+    return await this.#switch.call('session reap', async () => await this.#primary.reap(), async () => await this.#store().reap())
   }
 
-  /** Sessions that left during the outage and were still in the primary: announce their leave. Each is handed out once. */
-  takeLeft (): ExpiredSession[] {
-    const left = this.#leftToAnnounce
-    this.#leftToAnnounce = []
-    return left
-  }
-
-  async resync (): Promise<void> {
-    if (this.mode === 'primary') return
+  async #resync (): Promise<void> {
+    if (this.#switch.serving === 'primary') return
     while (this.#left.length > 0) {
       const ref = this.#left[0] as SessionRef
-      const member = await withTimeout(this.#primary.remove(ref.project, ref.sessionId), this.timeoutMs, 'session re-sync')
+      const member = await withTimeout(this.#primary.remove(ref.project, ref.sessionId), this.#switch.options.timeoutMs, 'session re-sync')
       if (member !== null) this.#leftToAnnounce.push({ project: ref.project, member })
       this.#left.shift()
     }
-    this.backToPrimary()
+    this.#switch.backToPrimary()
   }
 
   async close (): Promise<void> {

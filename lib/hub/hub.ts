@@ -6,6 +6,7 @@ import { Stats } from '../stats.js'
 import { Connection } from './connection.js'
 import type { HubConfig, HubContext, HubLogger, HubPorts } from './context.js'
 import { Delivery } from './delivery.js'
+import { guardPorts } from './guard.js'
 import { Intake } from './intake.js'
 import { Membership } from './membership.js'
 import { Outbox } from './outbox.js'
@@ -64,7 +65,12 @@ export class Hub {
     this.instanceId = options.instanceId
     this.#logger = options.logger
     this.stats = options.stats ?? new Stats()
-    const { config, ports, logger } = options
+    const { config, logger } = options
+    // A port that rejects is a dependency failure: the client gets `unavailable`, and it is counted.
+    const ports = guardPorts(options.ports, (port, err) => {
+      this.stats.countPortError(port)
+      logger.warn({ err, port }, 'port call failed')
+    })
     const draining = (): boolean => this.#draining
     this.#outbox = new Outbox(config, this.stats, logger, (conn) => { this.disconnect(conn) })
     this.#projects = new ProjectRegistry(ports, this.stats, logger, {

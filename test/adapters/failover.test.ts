@@ -3,9 +3,11 @@ import { operationLogContract } from '../contracts/operation-log.js'
 import { sessionStoreContract } from '../contracts/session-store.js'
 import { broadcasterContract } from '../contracts/broadcaster.js'
 import { CircuitBreaker } from '../../lib/breaker.js'
-import { FailoverOperationLog } from '../../adapters/failover/operation-log.js'
-import { FailoverSessionStore } from '../../adapters/failover/session-store.js'
-import { FailoverBroadcaster } from '../../adapters/failover/broadcaster.js'
+import { FailoverBroadcaster, FailoverOperationLog, FailoverSessionStore } from '../../adapters/failover/index.js'
+import { isRedisOutage } from '../../adapters/redis/connection-health.js'
+import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
+import { MemorySessionStore } from '../../adapters/memory/session-store.js'
+import { Watchdog } from '../../lib/watchdog.js'
 import { RedisOperationLog } from '../../adapters/redis/operation-log.js'
 import { RedisSessionStore } from '../../adapters/redis/session-store.js'
 import { RedisBroadcaster } from '../../adapters/redis/broadcaster.js'
@@ -23,6 +25,14 @@ function breaker (t: Test): CircuitBreaker {
   return b
 }
 
+/** What the decorators of one connection share, as plugins/ports.ts gives it. */
+function shared (b: CircuitBreaker, timeoutMs = 2000): { breaker: CircuitBreaker, watchdog: Watchdog, timeoutMs: number, isOutage: (err: unknown) => boolean } {
+  return { breaker: b, watchdog: new Watchdog(timeoutMs), timeoutMs, isOutage: isRedisOutage }
+}
+
+/** A fresh memory log for each outage, as plugins/ports.ts makes them. */
+const memoryLog = (historyLimit: number) => (): MemoryOperationLog => new MemoryOperationLog({ historyLimit })
+
 /** A breaker that is open for good: the port serves from its fallback only. */
 function openBreaker (t: Test): CircuitBreaker {
   const b = breaker(t)
@@ -33,7 +43,7 @@ function openBreaker (t: Test): CircuitBreaker {
 // While the circuit is closed, a failover port is its Redis port.
 operationLogContract(t, 'FailoverOperationLog on Redis', async ({ historyLimit }) => {
   const primary = new RedisOperationLog({ client: await redisClient(t, redis.url), keyPrefix: uniquePrefix(), historyLimit })
-  const log = new FailoverOperationLog({ breaker: breaker(t), timeoutMs: 2000, historyLimit, primary })
+  const log = FailoverOperationLog.create({ ...shared(breaker(t)), fallback: memoryLog(historyLimit), primary }).port
   return { log, close: async () => { await log.close() } }
 })
 
@@ -41,19 +51,18 @@ operationLogContract(t, 'FailoverOperationLog on Redis', async ({ historyLimit }
 operationLogContract(t, 'FailoverOperationLog on its fallback', async ({ historyLimit }) => {
   const primary = new ControlledLog()
   primary.mode = 'down'
-  const log = new FailoverOperationLog({ breaker: openBreaker(t), timeoutMs: 2000, historyLimit, primary })
+  const log = FailoverOperationLog.create({ ...shared(openBreaker(t)), fallback: memoryLog(historyLimit), primary }).port
   return { log, close: async () => { await log.close() } }
 })
 
 sessionStoreContract(t, 'FailoverSessionStore on Redis', async ({ ttlMs }) => {
   const keyPrefix = uniquePrefix()
   const b = breaker(t)
-  const make = async (instanceId: string): Promise<FailoverSessionStore> => new FailoverSessionStore({
-    breaker: b,
-    timeoutMs: 2000,
-    ttlMs,
+  const make = async (instanceId: string): Promise<FailoverSessionStore> => FailoverSessionStore.create({
+    ...shared(b),
+    fallback: () => new MemorySessionStore({ ttlMs }),
     primary: new RedisSessionStore({ client: await redisClient(t, redis.url) as RedisClient, keyPrefix, instanceId, ttlMs })
-  })
+  }).port
   const a = await make('a')
   const c = await make('b')
   return { a, b: c, close: async () => { await Promise.all([a.close(), c.close()]) } }
@@ -61,11 +70,10 @@ sessionStoreContract(t, 'FailoverSessionStore on Redis', async ({ ttlMs }) => {
 
 broadcasterContract(t, 'FailoverBroadcaster on Redis', async () => {
   const keyPrefix = uniquePrefix()
-  const make = async (origin: string): Promise<FailoverBroadcaster> => new FailoverBroadcaster({
-    breaker: breaker(t),
-    timeoutMs: 2000,
+  const make = async (origin: string): Promise<FailoverBroadcaster> => FailoverBroadcaster.create({
+    ...shared(breaker(t)),
     primary: new RedisBroadcaster({ client: await redisClient(t, redis.url) as RedisClient, subscriber: await redisClient(t, redis.url) as RedisClient, keyPrefix, origin })
-  })
+  }).port
   const [a, b, c] = [await make('a'), await make('b'), await make('c')]
   return { a, b, c, close: async () => { await Promise.all([a.close(), b.close(), c.close()]) } }
 })
@@ -87,19 +95,19 @@ function op (project: string, id: string): NewOp {
 t.test('ops accepted during an outage reach the primary in order, once, and only then does the log switch back', async (t) => {
   const primary = new RedisOperationLog({ client: await redisClient(t, redis.url), keyPrefix: uniquePrefix() })
   const b = breaker(t)
-  const log = new FailoverOperationLog({ breaker: b, timeoutMs: 2000, historyLimit: 100, primary })
+  const { port: log, control } = FailoverOperationLog.create({ ...shared(b), fallback: memoryLog(100), primary })
   const before = await log.append(op('p', 'before'))
   t.equal(before.duplicate ? 0 : before.op.seq, 1)
   b.trip(new Error('outage'))
-  t.equal(log.mode, 'fallback')
+  t.equal(control.serving, 'fallback')
   t.equal(log.scope, 'instance', 'seqs are this instance\'s while on the fallback')
   const during = []
   for (const id of ['d1', 'd2', 'before', 'd3']) during.push(await log.append(op('p', id)))
   t.not(during[0]?.epoch, before.epoch, 'the fallback is a new epoch')
-  t.equal(log.buffered, 4, 'an id the fallback has not seen is buffered; the primary dedups it')
-  await log.resync()
-  t.equal(log.mode, 'primary')
-  t.equal(log.buffered, 0)
+  t.equal(control.buffered, 4, 'an id the fallback has not seen is buffered; the primary dedups it')
+  await control.resync()
+  t.equal(control.serving, 'primary')
+  t.equal(control.buffered, 0)
   const history = await log.read('p', 0, 100)
   t.equal(history.epoch, before.epoch, 'back on the primary\'s epoch')
   t.same(history.ops.map((o) => o.id), ['before', 'd1', 'd2', 'd3'], 'in the order they were accepted, each once')
@@ -108,16 +116,16 @@ t.test('ops accepted during an outage reach the primary in order, once, and only
 t.test('a primary that fails during re-sync keeps the log on its fallback with nothing lost', async (t) => {
   const primary = new ControlledLog()
   const b = breaker(t)
-  const log = new FailoverOperationLog({ breaker: b, timeoutMs: 2000, historyLimit: 100, primary })
+  const { port: log, control } = FailoverOperationLog.create({ ...shared(b), fallback: memoryLog(100), primary })
   b.trip(new Error('outage'))
   await log.append(op('p', 'x1'))
   await log.append(op('p', 'x2'))
   primary.mode = 'down'
-  await t.rejects(log.resync())
-  t.equal(log.mode, 'fallback')
-  t.equal(log.buffered, 2)
+  await t.rejects(control.resync())
+  t.equal(control.serving, 'fallback')
+  t.equal(control.buffered, 2)
   primary.mode = 'up'
-  await log.resync()
+  await control.resync()
   t.same((await primary.inner.read('p', 0, 10)).ops.map((o) => o.id), ['x1', 'x2'])
 })
 
@@ -125,7 +133,7 @@ t.test('a call the primary does not answer in time falls back and opens the circ
   const hanging = new ControlledLog()
   hanging.mode = 'hang'
   const b = breaker(t)
-  const log = new FailoverOperationLog({ breaker: b, timeoutMs: 50, historyLimit: 100, primary: hanging })
+  const log = FailoverOperationLog.create({ ...shared(b, 50), fallback: memoryLog(100), primary: hanging }).port
   const result = await log.append(op('p', 'slow'))
   t.equal(result.duplicate ? 0 : result.op.seq, 1, 'served by the fallback')
   t.equal(b.state, 'open')
@@ -134,10 +142,10 @@ t.test('a call the primary does not answer in time falls back and opens the circ
 t.test('a bad call is the caller\'s error, not an outage', async (t) => {
   const primary = new RedisOperationLog({ client: await redisClient(t, redis.url), keyPrefix: uniquePrefix() })
   const b = breaker(t)
-  const log = new FailoverOperationLog({ breaker: b, timeoutMs: 2000, historyLimit: 100, primary })
+  const { port: log, control } = FailoverOperationLog.create({ ...shared(b), fallback: memoryLog(100), primary })
   await t.rejects(log.append(op('bad project id', 'x')), TypeError)
   t.equal(b.state, 'closed')
-  t.equal(log.mode, 'primary')
+  t.equal(control.serving, 'primary')
 })
 
 t.test('sessions that left during an outage are removed from the primary and handed out once to announce', async (t) => {
@@ -145,17 +153,17 @@ t.test('sessions that left during an outage are removed from the primary and han
   const b = breaker(t)
   const primary = new RedisSessionStore({ client: await redisClient(t, redis.url) as RedisClient, keyPrefix, instanceId: 'i', ttlMs: 30_000 })
   t.teardown(async () => { await primary.close() })
-  const store = new FailoverSessionStore({ breaker: b, timeoutMs: 2000, ttlMs: 30_000, primary })
+  const { port: store, control } = FailoverSessionStore.create({ ...shared(b), fallback: () => new MemorySessionStore({ ttlMs: 30_000 }), primary })
   const member = { sessionId: 's1', userId: 'u', presence: {}, joinedAt: 1 }
   await store.add('p', member)
   b.trip(new Error('outage'))
   await store.add('p', member)
   t.same(await store.remove('p', 's1'), member, 'the fallback knows the session')
   t.same((await primary.list('p')).map((m) => m.sessionId), ['s1'], 'the primary still lists it')
-  await store.resync()
+  await control.resync()
   t.same(await primary.list('p'), [], 'removed from the primary on re-sync')
-  t.same(store.takeLeft(), [{ project: 'p', member }])
-  t.same(store.takeLeft(), [], 'handed out once')
+  t.same(control.takeLeft(), [{ project: 'p', member }])
+  t.same(control.takeLeft(), [], 'handed out once')
 })
 
 t.test('subscriptions made during an outage are made on the primary by re-sync, and dropped ones are undone', async (t) => {
@@ -163,14 +171,14 @@ t.test('subscriptions made during an outage are made on the primary by re-sync, 
   const b = breaker(t)
   const primary = new RedisBroadcaster({ client: await redisClient(t, redis.url) as RedisClient, subscriber: await redisClient(t, redis.url) as RedisClient, keyPrefix, origin: 'a' })
   t.teardown(async () => { await primary.close() })
-  const f = new FailoverBroadcaster({ breaker: b, timeoutMs: 2000, primary })
+  const { port: f, control } = FailoverBroadcaster.create({ ...shared(b), primary })
   await f.subscribe('kept', () => {})
   await f.subscribe('dropped', () => {})
   b.trip(new Error('outage'))
   await f.unsubscribe('dropped')
   await f.subscribe('new', () => {})
   t.same([...await primary.subscriptions()].sort(), ['dropped', 'kept'], 'nothing reached Redis during the outage')
-  await f.resync()
+  await control.resync()
   t.same([...await primary.subscriptions()].sort(), ['kept', 'new'])
-  t.equal(f.mode, 'primary')
+  t.equal(control.serving, 'primary')
 })

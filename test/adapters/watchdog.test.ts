@@ -1,10 +1,11 @@
 import t from 'tap'
 import { setTimeout as delay } from 'node:timers/promises'
-import { TimeoutError, Watchdog } from '../../adapters/failover/outage.js'
-import { FailoverOperationLog } from '../../adapters/failover/operation-log.js'
+import { TimeoutError, Watchdog } from '../../lib/watchdog.js'
+import { FailoverOperationLog } from '../../adapters/failover/index.js'
+import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
 import { RedisOperationLog } from '../../adapters/redis/operation-log.js'
 import { RedisBroadcaster } from '../../adapters/redis/broadcaster.js'
-import { createRedisProbe } from '../../adapters/redis/probe.js'
+import { createRedisProbe, isRedisOutage } from '../../adapters/redis/connection-health.js'
 import { encodeEnvelope } from '../../adapters/redis/codec.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
 import type { RedisClient } from '../../adapters/redis/client.js'
@@ -70,12 +71,16 @@ t.test('a Redis op log stays on Redis across an event-loop stall longer than the
   const client = await redisClient(t, redis.url)
   const breaker = new CircuitBreaker({ probe: async () => {}, probeDelayMs: 60_000 })
   t.teardown(() => { breaker.dispose() })
-  const log = new FailoverOperationLog({ breaker, timeoutMs: 100, historyLimit: 100, primary: new RedisOperationLog({ client, keyPrefix: uniquePrefix() }) })
+  const { port: log, control } = FailoverOperationLog.create({
+    breaker, watchdog: new Watchdog(100), timeoutMs: 100, isOutage: isRedisOutage,
+    fallback: () => new MemoryOperationLog({ historyLimit: 100 }),
+    primary: new RedisOperationLog({ client, keyPrefix: uniquePrefix() })
+  })
   const appends = Array.from({ length: 20 }, async (_v, i) => await log.append({ project: 'p', id: `op${i}`, userId: 'u', sessionId: null, data: i, ts: Date.now() }))
   freeze(400)
   const results = await Promise.all(appends)
   t.same(results.map((r) => r.duplicate ? -1 : r.op.seq), Array.from({ length: 20 }, (_v, i) => i + 1), 'all 20 appended to Redis in order')
-  t.equal(log.mode, 'primary', 'no fallback')
+  t.equal(control.serving, 'primary', 'no fallback')
   t.equal(breaker.state, 'closed', 'the circuit stayed closed')
 })
 
@@ -94,7 +99,7 @@ t.test('the Redis probe passes while its token waits behind a backlog of Pub/Sub
   const message = encodeEnvelope('other', { kind: 'presence', sessionId: 's', userId: 'u', state: {} })
   // The command connection's watchdog, shared with the ports as in plugins/ports.ts.
   const watchdog = new Watchdog(50)
-  const { probe } = createRedisProbe({ client, subscriber, keyPrefix, instanceId: 'me', timeoutMs: 50, watchdog, subscriberWatchdog })
+  const probe = createRedisProbe({ client, subscriber, keyPrefix, instanceId: 'me', watchdog, subscriberWatchdog })
   await probe() // subscribes the probe channel
   handled = 0
   // Queued on the probe's own connection ahead of its commands (as a port's

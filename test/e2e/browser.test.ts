@@ -33,7 +33,7 @@ await mkdir(shots, { recursive: true })
 t.comment(`screenshots: ${shots}`)
 
 const redis = await startRedis(t)
-const { instances } = await startCluster(t, redis.url, 2)
+const { instances } = await startCluster(t, redis.url, 2, { demo: true })
 const [one, two] = instances
 if (one === undefined || two === undefined) throw new Error('two instances expected')
 

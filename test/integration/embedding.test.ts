@@ -208,3 +208,13 @@ t.test('a host whose router refuses 128-character path parameters is warned at b
   const longest = 'p'.repeat(128)
   t.equal((await wide.inject({ method: 'POST', url: `/rt/projects/${longest}/ops`, payload: { data: 1 } })).statusCode, 201)
 })
+
+t.test('the demo board is served only when asked: not in a host app by default, at / when demo is on', async (t) => {
+  const quiet = await startServer(t, { prefix: '/rt' })
+  t.equal((await quiet.app.inject({ url: '/rt/' })).statusCode, 404, 'a host app gets no demo page unless it asks')
+  t.equal((await quiet.app.inject({ url: '/rt/app.js' })).statusCode, 404)
+  const shown = await startServer(t, { prefix: '/rt', demo: true })
+  const page = await shown.app.inject({ url: '/rt/' })
+  t.equal(page.statusCode, 200)
+  t.match(page.headers['content-type'], /text\/html/)
+})

@@ -19,7 +19,9 @@ import { TestLog } from '../helpers/logs.js'
 import { CircuitBreaker } from '../../lib/breaker.js'
 import type { LogPosition } from '../../lib/types.js'
 import type { AppendResult, NewOp, ReadResult } from '../../ports/operation-log.js'
-import { FailoverOperationLog } from '../../adapters/failover/operation-log.js'
+import { FailoverOperationLog } from '../../adapters/failover/index.js'
+import { isRedisOutage } from '../../adapters/redis/connection-health.js'
+import { Watchdog } from '../../lib/watchdog.js'
 import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
 import { OPERATION_LOG_SCRIPTS } from '../../adapters/redis/scripts.js'
@@ -451,26 +453,31 @@ class SlowLog extends TestLog {
   }
 }
 
+/** What plugins/ports.ts gives an op log decorator: the breaker, a watchdog, Redis' outage test, a memory fallback. */
+function decorated (breaker: CircuitBreaker, timeoutMs: number): Omit<Parameters<typeof FailoverOperationLog.create>[0], 'primary'> {
+  return { breaker, watchdog: new Watchdog(timeoutMs), timeoutMs, isOutage: isRedisOutage, fallback: () => new MemoryOperationLog({ historyLimit: 1000 }) }
+}
+
 t.test('the re-sync drains the outage buffer in order faster than ops keep arriving, so the log gets back to Redis under load', async (t) => {
   const primary = new SlowLog(5)
   const breaker = new CircuitBreaker({ probe: async () => { throw new Error('stays down: the test runs the re-sync') } })
   t.teardown(() => { breaker.dispose() })
-  const log = new FailoverOperationLog({ breaker, timeoutMs: 1000, historyLimit: 1000, primary })
+  const { port: log, control } = FailoverOperationLog.create({ ...decorated(breaker, 1000), primary })
   breaker.trip(new Error('outage'))
   let n = 0
   const append = async (): Promise<AppendResult> => await log.append({ project: 'p', id: `op-${n++}`, userId: 'u', sessionId: null, data: n, ts: Date.now() })
   for (let i = 0; i < 200; i++) await append()
-  t.equal(log.buffered, 200, 'the outage buffer holds the ops of the outage')
+  t.equal(control.buffered, 200, 'the outage buffer holds the ops of the outage')
   // About one op per millisecond keeps arriving, more than one append per round trip (5 ms) could drain.
   const arriving: Array<Promise<AppendResult>> = []
   const feeder = setInterval(() => { arriving.push(append()) }, 1)
   try {
-    await withDeadline(log.resync(), 'the re-sync to catch up with the arriving ops', 3000)
+    await withDeadline(control.resync(), 'the re-sync to catch up with the arriving ops', 3000)
   } finally {
     clearInterval(feeder)
   }
   await Promise.all(arriving)
-  t.equal(log.mode, 'primary', 'the log is back on its primary')
+  t.equal(control.serving, 'primary', 'the log is back on its primary')
   const page = await primary.inner.read('p', 0, 100_000)
   t.same(page.ops.map((o) => o.id), Array.from({ length: n }, (_, i) => `op-${i}`), `all ${n} ops are in the primary once, in the order they were accepted`)
 })
@@ -500,7 +507,7 @@ t.test('an op in flight on Redis when the log falls back keeps its place before 
       const primary = new HeldLog()
       const breaker = new CircuitBreaker({ probe: async () => { throw new Error('stays down: the test runs the re-sync') } })
       t.teardown(() => { breaker.dispose() })
-      const log = new FailoverOperationLog({ breaker, timeoutMs: 5000, historyLimit: 1000, primary })
+      const { port: log, control } = FailoverOperationLog.create({ ...decorated(breaker, 5000), primary })
       const op = (id: string): NewOp => ({ project: 'p', id, userId: 'u', sessionId: null, data: id, ts: Date.now() })
       const first = log.append(op('first'))
       t.ok(primary.isHeld('first'), 'the first op is in flight on the primary')
@@ -513,7 +520,7 @@ t.test('an op in flight on Redis when the log falls back keeps its place before 
       t.match(a, { duplicate: false, epoch: fallback.epoch, op: { id: 'first', seq: 1 } }, 'the first op has the fallback\'s first seq (the epoch the members are in now)')
       t.match(b, { duplicate: false, epoch: fallback.epoch, op: { id: 'second', seq: 2 } }, 'the second op comes after it')
       primary.hold = false
-      await log.resync()
+      await control.resync()
       t.same((await primary.inner.read('p', 0, 10)).ops.map((o) => o.id), ['first', 'second'], 'the re-sync puts both in the primary in that order, once')
     })
   }

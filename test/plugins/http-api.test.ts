@@ -192,6 +192,7 @@ t.test('the server of npm start takes project ids of 128 characters and answers 
   const tooLong = await post(app, 'p'.repeat(129), { data: 1 })
   t.equal(tooLong.statusCode, 400)
   t.match(tooLong.json(), { statusCode: 400, code: 'bad_request', error: 'Bad Request' })
+  t.equal((await app.inject({ url: '/' })).statusCode, 200, 'npm start serves the demo board at /')
 })
 
 t.test('a body over the payload limit answers 413 with code limit_exceeded and appends nothing', async (t) => {

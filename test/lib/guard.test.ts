@@ -1,5 +1,5 @@
 import t from 'tap'
-import { guardPort } from '../../adapters/guard/unavailable.js'
+import { guardPort } from '../../lib/hub/guard.js'
 import { ProtocolError } from '../../lib/errors.js'
 import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
 

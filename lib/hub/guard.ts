@@ -1,4 +1,5 @@
-import { ProtocolError } from '../../lib/errors.js'
+import { ProtocolError } from '../errors.js'
+import type { HubPorts } from './context.js'
 
 /**
  * Wraps a port so that any rejection of its methods becomes the protocol's
@@ -28,4 +29,20 @@ export function guardPort<T extends object> (port: T, name: string, onError?: (e
       return fn
     }
   })
+}
+
+/** Names of the ports in messages. */
+const PORT_NAMES: Readonly<Record<keyof HubPorts, string>> = {
+  sessions: 'the session store',
+  broadcaster: 'the broadcaster',
+  log: 'the op log'
+}
+
+/** The hub's ports, each guarded; `failed` is told of each failure with the port's key. */
+export function guardPorts (ports: HubPorts, failed: (port: keyof HubPorts, err: unknown) => void): HubPorts {
+  return {
+    sessions: guardPort(ports.sessions, PORT_NAMES.sessions, (err) => { failed('sessions', err) }),
+    broadcaster: guardPort(ports.broadcaster, PORT_NAMES.broadcaster, (err) => { failed('broadcaster', err) }),
+    log: guardPort(ports.log, PORT_NAMES.log, (err) => { failed('log', err) })
+  }
 }

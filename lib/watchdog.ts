@@ -1,5 +1,9 @@
-import { ErrorReply } from 'redis'
-import { ProtocolError } from '../../lib/errors.js'
+/**
+ * Telling a dependency that stopped answering from one that is only slow to
+ * be heard: the watchdog the failover decorators watch their calls with, and
+ * a plain timeout for the one-off calls of a re-sync. Nothing here knows
+ * Redis; adapters/redis/connection-health.ts gives each Redis connection one.
+ */
 
 /** A call that took longer than the failover's command timeout. */
 export class TimeoutError extends Error {
@@ -150,19 +154,4 @@ export class Watchdog {
       if (this.#watched.size > 0) this.#arm()
     })
   }
-}
-
-/** Server replies that mean "Redis cannot serve now", not "this command is wrong". */
-const OUTAGE_REPLY = /^(LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN|OOM|NOAUTH|NOPERM|WRONGPASS)\b/
-
-/**
- * Whether an error means the dependency is away (connection lost, refused,
- * timed out, Redis loading or out of memory), so the port should fall back,
- * rather than a bad call (a validation TypeError, a protocol error, a
- * WRONGTYPE reply), which is the caller's to see.
- */
-export function isOutage (err: unknown): boolean {
-  if (err instanceof ProtocolError || err instanceof TypeError || err instanceof RangeError) return false
-  if (err instanceof ErrorReply) return OUTAGE_REPLY.test(err.message)
-  return err instanceof Error
 }

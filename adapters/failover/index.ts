@@ -1,0 +1,128 @@
+/**
+ * The circuit-breaker decorator: how a port on Redis keeps serving through a
+ * Redis outage, and comes back. This module is the whole outage path of the
+ * ports; adapters/redis/connection-health.ts tells when Redis is away or
+ * back, and plugins/recovery.ts tells the hub.
+ *
+ * 1. Normal: each decorated port calls its primary (Redis) under the
+ *    connection's watchdog. A call that fails with an outage error (the
+ *    connection is lost, Redis is silent, LOADING, OOM...) trips the
+ *    connection's breaker.
+ * 2. The breaker opens: every decorated port of the connection switches at
+ *    once to a fresh fallback (memory): a new op log (a new epoch: members
+ *    get `reset`), an outage buffer of the ops it accepts, a session store of
+ *    this instance's own sessions; the broadcaster drops what it would
+ *    publish and remembers subscriptions. `fallback` is emitted.
+ * 3. The breaker's probe finds Redis again and runs `resync` (the recover
+ *    step, before the circuit closes): subscriptions first (so no op
+ *    published meanwhile is missed), then the outage buffer's ops in order
+ *    and idempotently by op id, then the removal of sessions that left. Each
+ *    port switches back to its primary once its part is done; a failure
+ *    leaves the circuit open and the probe tries again later.
+ * 4. The circuit closes: `recovered` is emitted with the sessions that left
+ *    during the outage, whose leave the other instances must now hear.
+ */
+import { EventEmitter } from 'node:events'
+import type { Broadcaster } from '../../ports/broadcaster.js'
+import type { OperationLog } from '../../ports/operation-log.js'
+import type { ExpiredSession, SessionStore } from '../../ports/session-store.js'
+import { FailoverBroadcaster } from './broadcaster.js'
+import { FailoverOperationLog, type OperationLogControl } from './operation-log.js'
+import { FailoverSessionStore, type SessionStoreControl } from './session-store.js'
+import type { PortControl, Serving, SwitchOptions } from './switch.js'
+
+export type { Breaker, Serving } from './switch.js'
+export { FailoverBroadcaster, FailoverOperationLog, FailoverSessionStore }
+
+export interface FailoverPortsOptions extends SwitchOptions {
+  /** the ports to decorate (those on Redis); a port left out is not decorated */
+  readonly primary: {
+    readonly sessions?: SessionStore
+    readonly broadcaster?: Broadcaster
+    readonly log?: OperationLog
+  }
+  /** fresh, empty fallbacks, made at the start of each outage */
+  readonly fallback: {
+    readonly sessions: () => SessionStore
+    readonly log: () => OperationLog
+  }
+  /** ops the outage buffer may hold; beyond, appends answer `unavailable` */
+  readonly maxBuffered: number
+}
+
+export interface FailoverEvents {
+  /** every decorated port now serves from its fallback; why the breaker opened */
+  fallback: [reason: unknown]
+  /** the circuit closed again; the sessions that left during the outage */
+  recovered: [left: ExpiredSession[]]
+}
+
+/** The decorated ports of one failure domain, where each serves from, and the re-sync. */
+export interface FailoverPorts extends EventEmitter<FailoverEvents> {
+  readonly sessions?: SessionStore
+  readonly broadcaster?: Broadcaster
+  readonly log?: OperationLog
+  /** where each decorated port serves from; null for a port that is not decorated */
+  status (): { readonly sessions: Serving | null, readonly broadcaster: Serving | null, readonly log: Serving | null }
+  /** ops accepted during the outage and not yet in the primary */
+  readonly buffered: number
+  /** The breaker's recover step: moves what the fallbacks took to the primaries, in order (see above). */
+  resync (): Promise<void>
+}
+
+/** Decorates the given primaries with failover to fresh fallbacks, sharing one breaker and watchdog. */
+export function createFailoverPorts (options: FailoverPortsOptions): FailoverPorts {
+  const { primary, fallback } = options
+  const b = primary.broadcaster === undefined ? undefined : FailoverBroadcaster.create({ ...options, primary: primary.broadcaster })
+  const l = primary.log === undefined
+    ? undefined
+    : FailoverOperationLog.create({ ...options, primary: primary.log, fallback: fallback.log, maxBuffered: options.maxBuffered })
+  const s = primary.sessions === undefined ? undefined : FailoverSessionStore.create({ ...options, primary: primary.sessions, fallback: fallback.sessions })
+  // The order of the re-sync: subscriptions, then ops, then sessions.
+  const controls: PortControl[] = [b?.control, l?.control, s?.control].filter((c) => c !== undefined)
+  return new FailoverGroup(options, controls, { broadcaster: b, log: l, sessions: s })
+}
+
+class FailoverGroup extends EventEmitter<FailoverEvents> implements FailoverPorts {
+  readonly sessions: SessionStore | undefined
+  readonly broadcaster: Broadcaster | undefined
+  readonly log: OperationLog | undefined
+  readonly #controls: readonly PortControl[]
+  readonly #parts: {
+    readonly broadcaster: { readonly control: PortControl } | undefined
+    readonly log: { readonly control: OperationLogControl } | undefined
+    readonly sessions: { readonly control: SessionStoreControl } | undefined
+  }
+
+  constructor (options: FailoverPortsOptions, controls: readonly PortControl[], parts: {
+    readonly broadcaster: { readonly port: Broadcaster, readonly control: PortControl } | undefined
+    readonly log: { readonly port: OperationLog, readonly control: OperationLogControl } | undefined
+    readonly sessions: { readonly port: SessionStore, readonly control: SessionStoreControl } | undefined
+  }) {
+    super()
+    this.sessions = parts.sessions?.port
+    this.broadcaster = parts.broadcaster?.port
+    this.log = parts.log?.port
+    this.#controls = controls
+    this.#parts = parts
+    // Registered after the decorators' own listeners: the ports have switched when these run.
+    options.breaker.on('open', (reason) => { this.emit('fallback', reason) })
+    options.breaker.on('close', () => { this.emit('recovered', parts.sessions?.control.takeLeft() ?? []) })
+  }
+
+  status (): { readonly sessions: Serving | null, readonly broadcaster: Serving | null, readonly log: Serving | null } {
+    return {
+      sessions: this.#parts.sessions?.control.serving ?? null,
+      broadcaster: this.#parts.broadcaster?.control.serving ?? null,
+      log: this.#parts.log?.control.serving ?? null
+    }
+  }
+
+  get buffered (): number {
+    return this.#parts.log?.control.buffered ?? 0
+  }
+
+  async resync (): Promise<void> {
+    for (const control of this.#controls) await control.resync()
+  }
+}
