@@ -1,14 +1,12 @@
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
-import { createServer, ServerResponse, type IncomingMessage } from 'node:http'
-import type { Socket } from 'node:net'
-import type { Duplex } from 'node:stream'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { ProtocolError } from '../lib/errors.js'
 import { DEFAULT_CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS } from '../lib/auth.js'
 import type { RawData, WebSocket } from 'ws'
 import type { Connection } from '../lib/hub/connection.js'
 import { releaseUpgrade, WsTransport } from '../adapters/ws/transport.js'
+import { routeUpgrades } from './websocket-upgrades.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -32,38 +30,6 @@ function toBuffer (data: RawData): Buffer {
   if (Buffer.isBuffer(data)) return data
   if (Array.isArray(data)) return Buffer.concat(data)
   return Buffer.from(data)
-}
-
-/**
- * Hands @fastify/websocket the upgrades of Flow's own path only.
- *
- * Registered in Flow's encapsulated context, @fastify/websocket would route
- * every upgrade on the server through Fastify, while only its encapsulated
- * hooks destroy the socket after a plain HTTP answer: an upgrade to a host
- * route, or to a path nobody serves (404), would keep its socket open for
- * ever, and `app.close()` would wait for it for ever. So upgrades of other
- * paths are answered as plain HTTP by the app's router and then closed,
- * unless another 'upgrade' listener (the host's) is there to take them.
- */
-function routeUpgrades (fastify: FastifyInstance, path: () => string): { source: ReturnType<typeof createServer>, stop: () => void } {
-  // Never listens: it only re-emits the upgrades that are Flow's.
-  const source = createServer()
-  const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const url = request.url ?? ''
-    const end = url.indexOf('?')
-    if ((end === -1 ? url : url.slice(0, end)) === path()) {
-      source.emit('upgrade', request, socket, head)
-      return
-    }
-    if (fastify.server.listenerCount('upgrade') > 1) return
-    socket.on('error', () => { socket.destroy() })
-    const response = new ServerResponse(request)
-    response.assignSocket(socket as Socket)
-    response.on('finish', () => { socket.destroy() })
-    fastify.routing(request, response)
-  }
-  fastify.server.on('upgrade', onUpgrade)
-  return { source, stop: () => { fastify.server.removeListener('upgrade', onUpgrade) } }
 }
 
 /** `GET /ws`: the WebSocket endpoint of protocol v1. */
