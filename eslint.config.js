@@ -6,6 +6,9 @@ const forbid = (...groups) => ['error', { patterns: groups.map(([group, message]
 const frameworks = [['fastify', 'fastify-*', '@fastify/*', '!@fastify/error', 'redis', '@redis/*', 'ws'], 'the domain knows no Fastify, Redis or ws']
 const outward = (...folders) => [folders.flatMap((f) => [`**/${f}/*`, `**/${f}/**`]), `imports point inward: not ${folders.join(', ')}`]
 const rootModules = [['**/app.js', '**/server.js'], 'only the composition root imports app.ts and server.ts']
+/** `no-restricted-syntax`: private properties of ws and Node (one leading underscore) are read in one module only (STYLE.md, Layout). */
+const internals = 'private properties of ws and Node are touched only in adapters/ws/transport.ts (and pinned by its test)'
+const underscored = ['MemberExpression[property.name=/^_[^_]/]', 'MemberExpression[property.value=/^_[^_]/]', 'Property[key.name=/^_[^_]/]', 'TSPropertySignature[key.name=/^_[^_]/]']
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', '.tap/**', 'coverage/**', '.mutants/**', 'eslint.config.js', 'scripts/**', 'bench/**'] },
@@ -35,5 +38,10 @@ export default tseslint.config(
     rules: { 'no-restricted-imports': forbid(outward('plugins'), [['memory', 'redis', 'failover', 'ws'].filter((f) => f !== folder).map((f) => `../${f}/*`), 'adapters meet only through a port'], rootModules) }
   })),
   { files: ['plugins/**/*.ts'], rules: { 'no-restricted-imports': forbid(rootModules) } },
-  { files: ['client/**/*.ts'], rules: { 'no-restricted-imports': forbid(frameworks, outward('plugins', 'adapters', 'ports'), rootModules) } }
+  { files: ['client/**/*.ts'], rules: { 'no-restricted-imports': forbid(frameworks, outward('plugins', 'adapters', 'ports'), rootModules) } },
+  {
+    files: ['**/*.ts'],
+    ignores: ['adapters/ws/transport.ts', 'test/adapters/ws-transport.test.ts'],
+    rules: { 'no-restricted-syntax': ['error', ...underscored.map((selector) => ({ selector, message: internals }))] }
+  }
 )

@@ -1,86 +1,18 @@
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
-import { createServer, ServerResponse, type IncomingMessage } from 'node:http'
-import type { Socket } from 'node:net'
-import type { Duplex } from 'node:stream'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { ProtocolError } from '../lib/errors.js'
 import { DEFAULT_CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS } from '../lib/auth.js'
 import type { RawData, WebSocket } from 'ws'
-import type { SharedFrame, Transport } from '../lib/hub/transport.js'
 import type { Connection } from '../lib/hub/connection.js'
+import { releaseUpgrade, WsTransport } from '../adapters/ws/transport.js'
+import { routeUpgrades } from './websocket-upgrades.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** marks Flow's WebSocket route */
     flowSocket?: boolean
   }
-}
-
-/**
- * A server-to-client WebSocket text frame (final, unmasked, uncompressed):
- * header and payload in one buffer, so a shared frame is encoded once and
- * each member costs one socket write.
- */
-export function textFrame (text: string): Buffer {
-  const length = Buffer.byteLength(text)
-  const header = length < 126 ? 2 : length < 65536 ? 4 : 10
-  const frame = Buffer.allocUnsafe(header + length)
-  frame[0] = 0x81
-  if (header === 2) {
-    frame[1] = length
-  } else if (header === 4) {
-    frame[1] = 126
-    frame.writeUInt16BE(length, 2)
-  } else {
-    frame[1] = 127
-    frame.writeUInt32BE(Math.floor(length / 2 ** 32), 2)
-    frame.writeUInt32BE(length >>> 0, 6)
-  }
-  frame.write(text, header, 'utf8')
-  return frame
-}
-
-/** ws 8's frame sender: it queues frames while it compresses or reads a Blob (`_state` not 0). */
-interface WsSender { _queue: unknown[], _state: number }
-
-/** The parts of a `ws` socket that writing prebuilt frames needs (ws 8 internals). */
-interface WsInternals {
-  _socket?: Socket
-  _sender?: { _queue?: unknown, _state?: unknown }
-}
-
-/** The TCP socket under a `ws` socket, and its sender, for writing prebuilt frames. */
-interface Direct {
-  readonly tcp: Socket
-  readonly sender: WsSender
-}
-
-/**
- * The TCP socket under `socket` and its sender, when prebuilt frames may be
- * written to it directly: no extension was negotiated (a host's
- * permessage-deflate would need each frame compressed) and ws has the
- * internals this relies on. Null otherwise: every frame then goes through
- * `socket.send`.
- */
-function directSocket (socket: WebSocket): Direct | null {
-  const { _socket: tcp, _sender: sender } = socket as unknown as WsInternals
-  if (socket.extensions !== '' || tcp === undefined || sender === undefined) return null
-  if (!Array.isArray(sender._queue) || typeof sender._state !== 'number') return null
-  return { tcp, sender: sender as WsSender }
-}
-
-/**
- * Sockets written to since the last flush. Each is corked on its first write
- * and uncorked once the event loop has run what is ready (setImmediate): the
- * frames a member gets in one turn (ops from one Redis read, an op and an
- * ack) leave in one system call instead of one each.
- */
-const corked: WsTransport[] = []
-
-function flushCorked (): void {
-  for (const transport of corked) transport.uncork()
-  corked.length = 0
 }
 
 /** A socket's connection in the hub and what its listeners need. */
@@ -94,88 +26,10 @@ interface Link {
 const LINK = Symbol('flow.link')
 type FlowSocket = WebSocket & { [LINK]?: Link }
 
-/** Adapts a `ws` socket to the hub's Transport. */
-class WsTransport implements Transport {
-  readonly #socket: WebSocket
-  readonly #direct: Direct | null
-  #corked = false
-  /** unsent bytes when this turn's first frame was corked */
-  #backlog = 0
-
-  constructor (socket: WebSocket) {
-    this.#socket = socket
-    this.#direct = directSocket(socket)
-  }
-
-  send (frame: string | SharedFrame): void {
-    // Only an open socket: after a close frame no data frame may follow.
-    const direct = this.#socket.readyState === 1 ? this.#direct : null
-    if (direct !== null && !this.#corked) {
-      this.#corked = true
-      this.#backlog = this.#socket.bufferedAmount
-      direct.tcp.cork()
-      if (corked.push(this) === 1) setImmediate(flushCorked)
-    }
-    // Prebuilt bytes go straight to the TCP socket unless ws has frames
-    // queued (compressing, reading a Blob): then they wait their turn behind them.
-    if (direct !== null && typeof frame !== 'string' && direct.sender._state === 0 && direct.sender._queue.length === 0) {
-      direct.tcp.write(frame.encoded(textFrame))
-    } else {
-      this.#socket.send(typeof frame === 'string' ? frame : frame.text)
-    }
-  }
-
-  uncork (): void {
-    this.#corked = false
-    this.#direct?.tcp.uncork()
-  }
-
-  /**
-   * Unsent bytes, not counting the frames corked in this turn: those leave
-   * together at its end. What a reader leaves unread shows in the next turn.
-   */
-  get bufferedAmount (): number { return this.#corked ? this.#backlog : this.#socket.bufferedAmount }
-  ping (): void { this.#socket.ping() }
-  close (code: number, reason: string): void { this.#socket.close(code, reason) }
-  terminate (): void { this.#socket.terminate() }
-}
-
 function toBuffer (data: RawData): Buffer {
   if (Buffer.isBuffer(data)) return data
   if (Array.isArray(data)) return Buffer.concat(data)
   return Buffer.from(data)
-}
-
-/**
- * Hands @fastify/websocket the upgrades of Flow's own path only.
- *
- * Registered in Flow's encapsulated context, @fastify/websocket would route
- * every upgrade on the server through Fastify, while only its encapsulated
- * hooks destroy the socket after a plain HTTP answer: an upgrade to a host
- * route, or to a path nobody serves (404), would keep its socket open for
- * ever, and `app.close()` would wait for it for ever. So upgrades of other
- * paths are answered as plain HTTP by the app's router and then closed,
- * unless another 'upgrade' listener (the host's) is there to take them.
- */
-function routeUpgrades (fastify: FastifyInstance, path: () => string): { source: ReturnType<typeof createServer>, stop: () => void } {
-  // Never listens: it only re-emits the upgrades that are Flow's.
-  const source = createServer()
-  const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const url = request.url ?? ''
-    const end = url.indexOf('?')
-    if ((end === -1 ? url : url.slice(0, end)) === path()) {
-      source.emit('upgrade', request, socket, head)
-      return
-    }
-    if (fastify.server.listenerCount('upgrade') > 1) return
-    socket.on('error', () => { socket.destroy() })
-    const response = new ServerResponse(request)
-    response.assignSocket(socket as Socket)
-    response.on('finish', () => { socket.destroy() })
-    fastify.routing(request, response)
-  }
-  fastify.server.on('upgrade', onUpgrade)
-  return { source, stop: () => { fastify.server.removeListener('upgrade', onUpgrade) } }
 }
 
 /** `GET /ws`: the WebSocket endpoint of protocol v1. */
@@ -276,14 +130,10 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
     const ip = request.ip
     perIp.set(ip, (perIp.get(ip) ?? 0) + 1)
     if (ownServer) {
-      // Let the upgrade's HTTP objects go (about 2.8 KB per connection):
-      // @fastify/websocket leaves its ServerResponse on the TCP socket (which
-      // holds the request, the reply and their loggers) and an 'error'
-      // listener that closes over request and reply. Flow's own listener
+      // Let the upgrade's HTTP objects go (about 2.8 KB per connection),
+      // @fastify/websocket's 'error' listener with them. Flow's own listener
       // below does what that one did (log, terminate).
-      const tcp = request.raw.socket as Socket & { _httpMessage?: ServerResponse | null }
-      tcp._httpMessage?.detachSocket(tcp)
-      socket.removeAllListeners('error')
+      releaseUpgrade(socket, request.raw.socket)
     } else {
       // The host's @fastify/websocket closes its clients at once when the app
       // closes (code 1005), before Flow's drain. Flow's sockets are Flow's to

@@ -2,7 +2,7 @@ import { test, type Test } from 'tap'
 import { EventEmitter } from 'node:events'
 import websocket from '@fastify/websocket'
 import WebSocket from 'ws'
-import { textFrame } from '../../plugins/websocket.js'
+import { textFrame } from '../../adapters/ws/transport.js'
 import { startServer } from '../helpers/server.js'
 import { connect, type Frame } from '../helpers/client.js'
 

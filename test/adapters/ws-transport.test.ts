@@ -1,0 +1,243 @@
+/**
+ * adapters/ws/transport.ts leans on private parts of `ws` 8, of Node's http
+ * server and on how @fastify/websocket hands over an upgraded socket. Nothing
+ * types or documents them: after an upgrade of one of them, the direct path
+ * would silently fall back to `ws.send` (slower), frames could overtake ones
+ * ws still queues (out of order), or the release of the upgrade's objects
+ * would keep them (memory) or throw. These tests pin that shape down on real
+ * sockets from a real Flow server, and say which internal changed.
+ */
+import t, { type Test } from 'tap'
+import { Socket } from 'node:net'
+import { ServerResponse, type IncomingMessage } from 'node:http'
+import type { FastifyInstance } from 'fastify'
+import websocket from '@fastify/websocket'
+import WebSocket from 'ws'
+import { SharedFrame } from '../../lib/hub/transport.js'
+import { directSocket, textFrame, WsTransport } from '../../adapters/ws/transport.js'
+import { startServer, type TestServer } from '../helpers/server.js'
+import { nextEvent, Recorder, withDeadline } from '../helpers/wait.js'
+
+/** The ws 8 internals the direct path reads, as loosely as a changed ws may have them. */
+interface WsInternals {
+  _socket?: unknown
+  _sender?: { _queue?: unknown, _state?: unknown } | null
+}
+
+/** An upgraded TCP socket, with what Node's http server leaves on it. */
+type UpgradedSocket = Socket & { _httpMessage?: unknown }
+
+const internals = (socket: WebSocket): WsInternals => socket as unknown as WsInternals
+
+/** What breaks when an internal is gone, for the failure messages. */
+const DIRECT = 'if not, adapters/ws/transport.ts (directSocket) sends every frame through ws.send'
+const RELEASE = 'if not, adapters/ws/transport.ts (releaseUpgrade) keeps ~2.8 KB per connection or throws'
+
+/** A message as the client got it. */
+interface Message { readonly text: string, readonly binary: boolean }
+
+/** A server-side socket accepted by Flow's route, and the client on the other end. */
+interface Accepted {
+  /** the server's `ws` socket, as @fastify/websocket handed it over */
+  readonly socket: WebSocket
+  readonly request: IncomingMessage
+  /** the upgrade socket's `_httpMessage` before Flow's handler ran */
+  readonly httpMessage: unknown
+  readonly client: WebSocket
+  /** every message the client got, in order */
+  readonly inbox: Recorder<Message>
+}
+
+interface FlowSockets {
+  readonly server: TestServer
+  readonly accept: (options?: WebSocket.ClientOptions) => Promise<Accepted>
+}
+
+/**
+ * A Flow server whose accepted sockets the test gets hold of, through the
+ * 'connection' event of the ws server behind @fastify/websocket: emitted
+ * just before Flow's route handler runs, in the same tick. `setup` may
+ * register @fastify/websocket on the host first (then Flow uses that one).
+ */
+async function flowSockets (t: Test, setup?: (app: FastifyInstance) => Promise<void>): Promise<FlowSockets> {
+  // Flow registers its own @fastify/websocket in an encapsulated child: find it there.
+  const contexts: FastifyInstance[] = []
+  const server = await startServer(t, {}, async (app) => {
+    app.addHook('onRegister', (instance) => { contexts.push(instance) })
+    if (setup !== undefined) await setup(app)
+  })
+  const owner = [server.app, ...contexts].find((instance) => instance.hasDecorator('websocketServer'))
+  if (owner === undefined) throw new Error('no @fastify/websocket server in the Flow app (websocketServer not decorated)')
+  const wss = owner.websocketServer
+
+  const accept = async (options?: WebSocket.ClientOptions): Promise<Accepted> => {
+    const connection = withDeadline(new Promise<Omit<Accepted, 'client' | 'inbox'>>((resolve) => {
+      wss.once('connection', (socket: WebSocket, request: IncomingMessage) => {
+        // Read here: Flow's handler, which runs next, releases the response.
+        resolve({ socket, request, httpMessage: (request.socket as UpgradedSocket)._httpMessage })
+      })
+    }), 'the server to accept the socket')
+    const client = new WebSocket(server.ws, options)
+    t.teardown(() => { client.terminate() })
+    const inbox = new Recorder<Message>()
+    client.on('message', (data, binary) => {
+      const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer)
+      inbox.push({ text: bytes.toString('utf8'), binary })
+    })
+    const [accepted] = await Promise.all([connection, nextEvent(client, 'open')])
+    return { ...accepted, client, inbox }
+  }
+  return { server, accept }
+}
+
+/**
+ * Records the calls of `target[name]` (an own property wrapping the
+ * method, which still runs).
+ */
+function spy (target: object, name: string): unknown[][] {
+  const record = target as Record<string, unknown>
+  const original = record[name]
+  if (typeof original !== 'function') throw new Error(`${name} is not a method of ${target.constructor.name}`)
+  const calls: unknown[][] = []
+  const method = original as (...args: unknown[]) => unknown
+  record[name] = function (this: unknown, ...args: unknown[]): unknown {
+    calls.push(args)
+    return method.apply(this, args)
+  }
+  return calls
+}
+
+/** Texts of every size form of a frame (7-bit, 16-bit, 64-bit lengths), multi-byte UTF-8 among them. */
+const TEXTS = [0, 1, 125, 126, 65_535, 65_536, 70_000].map((n, i) => `${i}:${'é'.repeat(n % 5)}${'x'.repeat(n)}`)
+
+async function received (t: Test, inbox: Recorder<Message>, expected: readonly Message[], what: string): Promise<void> {
+  const got = await inbox.until((items) => items.length >= expected.length, `${expected.length} messages ${what}`)
+  t.equal(got.length, expected.length, `exactly ${expected.length} messages ${what}`)
+  for (const [i, message] of expected.entries()) {
+    t.same(got[i], message, `message ${i} ${what} arrives intact and in order (${message.text.length} chars)`)
+  }
+}
+
+t.test('a server socket from Flow\'s @fastify/websocket has the ws internals the direct path reads', async (t) => {
+  const { accept } = await flowSockets(t)
+  const { socket, request } = await accept()
+  const { _socket: tcp, _sender: sender } = internals(socket)
+  t.ok(tcp instanceof Socket, `ws internal: WebSocket#_socket is a net.Socket; ${DIRECT}`)
+  t.equal(tcp, request.socket, `ws internal: WebSocket#_socket is the TCP socket of the upgrade request; ${DIRECT}`)
+  t.ok(typeof sender === 'object' && sender !== null, `ws internal: WebSocket#_sender is an object; ${DIRECT}`)
+  t.ok(Array.isArray(sender?._queue), `ws internal: WebSocket#_sender._queue is an array; ${DIRECT}`)
+  t.equal(typeof sender?._state, 'number', `ws internal: WebSocket#_sender._state is a number; ${DIRECT}`)
+  t.equal(sender?._state, 0, `ws internal: WebSocket#_sender._state is 0 when idle; ${DIRECT}`)
+  t.equal(socket.extensions, '', 'Flow negotiates no extension on its own server (perMessageDeflate: false)')
+  const direct = directSocket(socket)
+  t.not(direct, null, 'directSocket finds the direct path on a socket of Flow\'s own server')
+  t.equal(direct?.tcp, tcp, 'the direct path writes to the TCP socket under the ws socket')
+})
+
+t.test('the upgrade socket carries @fastify/websocket\'s ServerResponse, and Flow lets it and its error listener go', async (t) => {
+  const { accept } = await flowSockets(t)
+  const { socket, request, httpMessage, client, inbox } = await accept()
+  t.ok(httpMessage instanceof ServerResponse, `Node/@fastify/websocket internal: the upgrade socket's _httpMessage is @fastify/websocket's ServerResponse; ${RELEASE}`)
+  t.equal(typeof (httpMessage as { detachSocket?: unknown } | undefined)?.detachSocket, 'function', `Node internal: ServerResponse#detachSocket is a function; ${RELEASE}`)
+  t.equal((request.socket as UpgradedSocket)._httpMessage, null, 'after Flow\'s handler the response is detached from the TCP socket')
+  t.equal(socket.listenerCount('error'), 1, 'only Flow\'s own error listener is left (@fastify/websocket\'s, holding request and reply, is gone)')
+  // The released socket still works both ways.
+  client.send(JSON.stringify({ type: 'ping', ref: 'r1' }))
+  const [pong] = await inbox.until((items) => items.length >= 1, 'a pong')
+  t.match(JSON.parse(pong?.text ?? '{}'), { type: 'pong', ref: 'r1' }, 'the connection answers after the release')
+})
+
+t.test('on the direct path, shared frames of one turn are written prebuilt to the TCP socket and leave in one write', async (t) => {
+  const { accept } = await flowSockets(t)
+  const { socket, inbox } = await accept()
+  const tcp = internals(socket)._socket as Socket
+  const transport = new WsTransport(socket)
+  const sends = spy(socket, 'send')
+  const writes = spy(tcp, 'write')
+  // Writable's implementer API: one _writev call is one write of several chunks.
+  const writevs = spy(tcp, '_writev')
+  const singles = spy(tcp, '_write')
+  const frames = TEXTS.map((text) => new SharedFrame(text))
+  for (const frame of frames) transport.send(frame)
+  t.equal(sends.length, 0, 'no shared frame went through ws.send')
+  t.equal(writes.length, frames.length, 'each shared frame is one write to the TCP socket')
+  for (const [i, [chunk]] of writes.entries()) {
+    t.ok(Buffer.isBuffer(chunk) && chunk.equals(textFrame(TEXTS[i] as string)), `frame ${i} is written as its prebuilt text frame`)
+  }
+  t.equal(tcp.writableCorked, 1, 'the TCP socket is corked until the end of the turn')
+  await received(t, inbox, TEXTS.map((text) => ({ text, binary: false })), 'on the direct path')
+  t.equal(writevs.length, 1, 'the frames of one turn left in one write')
+  t.equal((writevs[0]?.[0] as unknown[] | undefined)?.length, frames.length, 'that write carried every frame of the turn')
+  t.equal(singles.length, 0, 'and no frame was written on its own')
+  t.equal(tcp.writableCorked, 0, 'the TCP socket is uncorked after the turn')
+
+  // A string (a reply to one connection) goes through ws.send, in order.
+  transport.send(new SharedFrame('shared'))
+  transport.send('own')
+  t.same(sends.map(([data]) => data), ['own'], 'a string frame goes through ws.send')
+  await received(t, inbox, [...TEXTS, 'shared', 'own'].map((text) => ({ text, binary: false })), 'with a string frame')
+})
+
+t.test('with permessage-deflate negotiated, every frame goes through ws.send and arrives intact and in order', async (t) => {
+  const { accept } = await flowSockets(t, async (app) => {
+    await app.register(websocket, { options: { perMessageDeflate: { threshold: 0 } } })
+  })
+  const { socket, inbox } = await accept({ perMessageDeflate: true })
+  t.match(socket.extensions, /permessage-deflate/, 'the extension is in use on the server socket')
+  t.equal(directSocket(socket), null, 'no direct path: ws must compress each frame')
+  const tcp = internals(socket)._socket as Socket
+  const transport = new WsTransport(socket)
+  const sends = spy(socket, 'send')
+  const writes = spy(tcp, 'write')
+  const frames = TEXTS.map((text) => new SharedFrame(text))
+  for (const frame of frames) transport.send(frame)
+  transport.send('own')
+  t.same(sends.map(([data]) => data), [...TEXTS, 'own'], 'each frame went through ws.send, as text')
+  t.equal(tcp.writableCorked, 0, 'the transport did not cork the TCP socket')
+  await received(t, inbox, [...TEXTS, 'own'].map((text) => ({ text, binary: false })), 'compressed by ws')
+  const prebuilt = TEXTS.map(textFrame)
+  t.notOk(writes.some(([chunk]) => Buffer.isBuffer(chunk) && prebuilt.some((frame) => frame.equals(chunk))), 'no uncompressed prebuilt frame reached the TCP socket')
+})
+
+t.test('a shared frame sent while ws reads a Blob waits behind it instead of overtaking it', async (t) => {
+  const { accept } = await flowSockets(t)
+  const { socket, inbox } = await accept()
+  const sender = internals(socket)._sender
+  const transport = new WsTransport(socket)
+  const sends = spy(socket, 'send')
+  transport.send(new SharedFrame('before'))
+  socket.send(new Blob(['blob']))
+  t.not(sender?._state, 0, 'ws internal: WebSocket#_sender._state is not 0 while ws reads a Blob; if not, a direct write overtakes the Blob')
+  transport.send(new SharedFrame('after'))
+  t.equal((sender?._queue as unknown[] | undefined)?.length, 1, 'ws internal: the frame sent behind the Blob waits in WebSocket#_sender._queue; if not, a direct write overtakes it')
+  t.equal(sends.length, 2, 'the frame after the Blob went through ws.send (the Blob and it)')
+  await received(t, inbox, [
+    { text: 'before', binary: false },
+    { text: 'blob', binary: true },
+    { text: 'after', binary: false }
+  ], 'around a Blob')
+  t.equal(sender?._state, 0, 'the sender is idle again')
+  transport.send(new SharedFrame('direct again'))
+  t.equal(sends.length, 2, 'once ws has sent its queue, shared frames take the direct path again')
+  await received(t, inbox, [
+    { text: 'before', binary: false },
+    { text: 'blob', binary: true },
+    { text: 'after', binary: false },
+    { text: 'direct again', binary: false }
+  ], 'after the Blob')
+})
+
+t.test('frames sent after the socket started closing are not written directly', async (t) => {
+  const { accept } = await flowSockets(t)
+  const { socket, client } = await accept()
+  const tcp = internals(socket)._socket as Socket
+  const transport = new WsTransport(socket)
+  const writes = spy(tcp, 'write')
+  const closed = nextEvent(client, 'close')
+  transport.close(1000, 'bye')
+  const before = writes.length
+  transport.send(new SharedFrame('too late'))
+  t.equal(writes.length, before, 'nothing is written to the TCP socket after the close frame')
+  const [code] = await withDeadline(closed, 'the client to see the close')
+  t.equal(code, 1000, 'the client gets the clean close, with no data frame after it')
+})
