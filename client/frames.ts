@@ -1,28 +1,21 @@
 /**
- * The server's frames of protocol v1 (PROTOCOL.md, "Server to client"), read
- * defensively: a frame of a known type with a missing or wrongly typed field
- * is reported instead of trusted.
+ * The server's frames of protocol v1 (PROTOCOL.md, "Server to client"; their
+ * types: lib/protocol/wire.ts), read defensively: a frame of a known type
+ * with a missing or wrongly typed field is reported instead of trusted.
  */
-import type { Member, Op, Presence } from './types.js'
+import type { ErrorFrame, Member, PongFrame, ServerFrame } from '../lib/protocol/wire.js'
 
-export type Ref = string | number
+/** The server frames about one project. */
+export type ProjectFrame = Exclude<ServerFrame, PongFrame | ErrorFrame>
 
-export interface JoinedFrame { readonly type: 'joined', readonly project: string, readonly sessionId: string, readonly userId: string, readonly epoch: string, readonly seq: number, readonly members: readonly Member[], readonly ref?: Ref }
-export interface LeftFrame { readonly type: 'left', readonly project: string, readonly ref?: Ref }
-export interface AckFrame { readonly type: 'ack', readonly project: string, readonly id: string, readonly seq: number, readonly ref?: Ref }
-export interface OpFrame extends Op { readonly type: 'op' }
-export interface MemberFrame { readonly type: 'member', readonly project: string, readonly event: 'join' | 'leave', readonly member: Member }
-export interface PresenceFrame { readonly type: 'presence', readonly project: string, readonly sessionId: string, readonly userId: string, readonly state: Presence }
-export interface SyncedFrame { readonly type: 'synced', readonly project: string, readonly epoch: string, readonly seq: number, readonly ref?: Ref }
-export interface ResetFrame { readonly type: 'reset', readonly project: string, readonly epoch: string, readonly seq: number }
-export interface PongFrame { readonly type: 'pong', readonly ts: number, readonly ref?: Ref }
-export interface ErrorFrame { readonly type: 'error', readonly code: string, readonly message: string, readonly project?: string, readonly ref?: Ref }
+/** An `error` frame as read: its code may be one this client does not know (`serverError` reads it as `internal`). */
+export type ErrorReceived = Omit<ErrorFrame, 'code'> & { readonly code: string }
 
-export type ProjectFrame = JoinedFrame | LeftFrame | AckFrame | OpFrame | MemberFrame | PresenceFrame | SyncedFrame | ResetFrame
-export type ServerFrame = ProjectFrame | PongFrame | ErrorFrame
+/** A server frame as read. */
+export type Received = ProjectFrame | PongFrame | ErrorReceived
 
-/** A decoded frame; `unknown` for a type this client does not know (ignored, for forward compatibility). */
-export type Decoded = { readonly ok: true, readonly frame: ServerFrame } | { readonly ok: true, readonly frame: undefined } | { readonly ok: false, readonly message: string }
+/** A decoded frame; `undefined` for a type this client does not know (ignored, for forward compatibility). */
+export type Decoded = { readonly ok: true, readonly frame: Received } | { readonly ok: true, readonly frame: undefined } | { readonly ok: false, readonly message: string }
 
 type Fields = Record<string, unknown>
 
@@ -35,8 +28,11 @@ function isMember (v: unknown): v is Member {
   return isObject(v) && isString(v.sessionId) && isString(v.userId) && isObject(v.presence) && typeof v.joinedAt === 'number'
 }
 
+/** For each frame type, checks of its fields (named as in its type), in order. */
+type Checks = { readonly [T in ServerFrame['type']]: ReadonlyArray<readonly [keyof Extract<ServerFrame, { type: T }> & string, (v: unknown) => boolean]> }
+
 /** The fields each known type needs, checked in order; the first that fails names the problem. */
-const checks: Record<ServerFrame['type'], ReadonlyArray<readonly [string, (v: unknown) => boolean]>> = {
+const checks: Checks = {
   joined: [['project', isString], ['sessionId', isString], ['userId', isString], ['epoch', isString], ['seq', isSeq], ['members', (v) => Array.isArray(v) && v.every(isMember)], ['ref', isRef]],
   left: [['project', isString], ['ref', isRef]],
   ack: [['project', isString], ['id', isString], ['seq', isSeq], ['ref', isRef]],
@@ -64,5 +60,5 @@ export function decodeFrame (text: string): Decoded {
     if (!check(value[field])) return { ok: false, message: `a ${type} frame from the server has an invalid ${field}` }
   }
   if (type === 'op' && !('data' in value)) return { ok: false, message: 'an op frame from the server has no data' }
-  return { ok: true, frame: value as unknown as ServerFrame }
+  return { ok: true, frame: value as unknown as Received }
 }

@@ -12,6 +12,7 @@ import { decodeFrame } from './frames.js'
 import { PROJECT_ID } from './ids.js'
 import { Project, type ProjectHandle, type ProjectHost } from './project.js'
 import type { FlowClientOptions, FlowEvents, JoinOptions, RetryInfo, Status, WebSocketConstructor, WebSocketLike } from './types.js'
+import type { LeaveFrame } from '../lib/protocol/wire.js'
 
 export { FlowError, type ErrorCode } from './errors.js'
 export { backoffCeiling, backoffDelay, Backoff, type BackoffOptions } from './backoff.js'
@@ -290,7 +291,7 @@ export class FlowClient extends Emitter<FlowEvents> {
     if (this.#projects.get(project.project) === project) this.#projects.delete(project.project)
     if (!sendLeave) return
     const ref = ++this.#ref
-    if (!this.#send(JSON.stringify({ type: 'leave', project: project.project, ref }))) return
+    if (!this.#send(JSON.stringify({ type: 'leave', project: project.project, ref } satisfies LeaveFrame))) return
     await new Promise<void>((resolve) => { this.#leaving.set(ref, resolve) })
   }
 }

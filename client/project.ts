@@ -5,9 +5,10 @@
  * it when the connection opens and drops.
  */
 import { FlowError, serverError } from './errors.js'
-import type { ErrorFrame, JoinedFrame, MemberFrame, PresenceFrame, ProjectFrame, ResetFrame, SyncedFrame } from './frames.js'
+import type { ErrorReceived, ProjectFrame } from './frames.js'
 import { OP_ID, randomOpId } from './ids.js'
 import type { Ack, FlowEvents, JoinOptions, Member, Op, PendingOp, Presence, ResetInfo, SendOptions } from './types.js'
+import type { JoinedFrame, JoinFrame, MemberFrame, PresenceMessage, ResetFrame, SyncedFrame, SyncFrame } from '../lib/protocol/wire.js'
 
 /** A project joined through `FlowClient.join`. */
 export interface ProjectHandle {
@@ -207,8 +208,8 @@ export class Project implements ProjectHandle {
     const ref = this.#host.ref()
     this.#joinRef = ref
     this.#refs.set(ref, { kind: 'join' })
-    const frame: Record<string, unknown> = { type: 'join', project: this.project, since: this.#seq, presence: this.#presence, ref }
-    if (this.#epoch !== undefined) frame.epoch = this.#epoch
+    const epoch = this.#epoch === undefined ? {} : { epoch: this.#epoch }
+    const frame: JoinFrame = { type: 'join', project: this.project, since: this.#seq, presence: this.#presence, ref, ...epoch }
     if (this.#host.send(JSON.stringify(frame))) this.#presenceSent = this.#presenceJson
   }
 
@@ -234,7 +235,7 @@ export class Project implements ProjectHandle {
   }
 
   /** A frame about this project. */
-  frame (frame: ProjectFrame | ErrorFrame): void {
+  frame (frame: ProjectFrame | ErrorReceived): void {
     if (this.closed) return
     switch (frame.type) {
       case 'joined':
@@ -296,7 +297,7 @@ export class Project implements ProjectHandle {
     this.#schedulePresence()
   }
 
-  #error (frame: ErrorFrame): void {
+  #error (frame: ErrorReceived): void {
     const err = serverError(frame.code, frame.message, frame.project ?? this.project)
     const purpose = typeof frame.ref === 'number' ? this.#refs.get(frame.ref) : undefined
     if (purpose === undefined) {
@@ -414,8 +415,8 @@ export class Project implements ProjectHandle {
   #requestSync (): void {
     if (this.#sync !== undefined || this.#syncTimer !== undefined || this.#state !== 'joined') return
     const ref = this.#host.ref()
-    const frame: Record<string, unknown> = { type: 'sync', project: this.project, since: this.#seq, ref }
-    if (this.#epoch !== undefined) frame.epoch = this.#epoch
+    const epoch = this.#epoch === undefined ? {} : { epoch: this.#epoch }
+    const frame: SyncFrame = { type: 'sync', project: this.project, since: this.#seq, ref, ...epoch }
     if (!this.#host.send(JSON.stringify(frame))) return
     this.#sync = { ref, epoch: this.#epoch }
     this.#refs.set(ref, { kind: 'sync' })
@@ -516,7 +517,7 @@ export class Project implements ProjectHandle {
     this.#host.emit('members', this.project, this.#members)
   }
 
-  #presenceOf (frame: PresenceFrame): void {
+  #presenceOf (frame: PresenceMessage): void {
     if (this.#sessions.has(frame.sessionId)) return
     this.#members = this.#members.map((m) => m.sessionId === frame.sessionId ? { ...m, presence: frame.state } : m)
     this.#host.emit('presence', this.project, frame.sessionId, frame.userId, frame.state)

@@ -1,33 +1,12 @@
 /**
- * Types of the Flow client: the frames of protocol v1 it speaks
- * (PROTOCOL.md), its options and its events. No runtime code.
+ * Types of the Flow client: its options and its events, and the protocol's
+ * data they carry (`Presence`, `Member`, `Op`: lib/protocol/wire.ts, the
+ * server's own definition, imported as types only). No runtime code.
  */
 import type { FlowError } from './errors.js'
+import type { Member, Op, Presence } from '../lib/protocol/wire.js'
 
-/** A member's presence: any JSON object (at most 4 KiB as JSON by default). */
-export type Presence = Readonly<Record<string, unknown>>
-
-/** One session's membership of a project, as the server describes it. */
-export interface Member {
-  readonly sessionId: string
-  readonly userId: string
-  readonly presence: Presence
-  /** ms since the Unix epoch */
-  readonly joinedAt: number
-}
-
-/** An op another session (or the HTTP API) made, handed to the app in seq order. */
-export interface Op {
-  readonly project: string
-  readonly seq: number
-  readonly id: string
-  readonly userId: string
-  /** null for ops posted over HTTP */
-  readonly sessionId: string | null
-  readonly data: unknown
-  /** server time of the append, ms since the Unix epoch */
-  readonly ts: number
-}
+export type { Presence, Member, Op } from '../lib/protocol/wire.js'
 
 /** What a send resolves to: where the op sits in the project's log. */
 export interface Ack {

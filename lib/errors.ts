@@ -1,16 +1,8 @@
 import createError from '@fastify/error'
+import type { ErrorCode } from './protocol/wire.js'
 
-/** The protocol's error codes (PROTOCOL.md). */
-export type ErrorCode =
-  | 'bad_request'
-  | 'unknown_type'
-  | 'forbidden'
-  | 'not_joined'
-  | 'rate_limited'
-  | 'limit_exceeded'
-  | 'unavailable'
-  | 'internal'
-  | 'unauthorized'
+/** The protocol's error codes (PROTOCOL.md), and `unauthorized` (HTTP 401). */
+export type { ErrorCode }
 
 /** An error the hub answers a frame or a request with. */
 export class ProtocolError extends Error {

@@ -1,19 +1,10 @@
 import { isUtf8 } from 'node:buffer'
 import { Ajv, type ValidateFunction } from 'ajv'
 import { PROJECT_ID, OP_ID } from '../ids.js'
-import type { Presence } from '../types.js'
+import type { ClientFrame, Ref } from './wire.js'
 
-/** Client frames of protocol v1, as validated. Unknown fields are ignored. */
-export type Ref = string | number
-
-export interface JoinFrame { type: 'join', project: string, since?: number, epoch?: string, presence?: Presence, ref?: Ref }
-export interface LeaveFrame { type: 'leave', project: string, ref?: Ref }
-export interface OpFrame { type: 'op', project: string, id?: string, data: unknown, ref?: Ref }
-export interface PresenceFrame { type: 'presence', project: string, state: Presence, ref?: Ref }
-export interface SyncFrame { type: 'sync', project: string, since: number, epoch?: string, ref?: Ref }
-export interface PingFrame { type: 'ping', ref?: Ref }
-
-export type ClientFrame = JoinFrame | LeaveFrame | OpFrame | PresenceFrame | SyncFrame | PingFrame
+/** Client frames of protocol v1 (lib/protocol/wire.ts), as validated here. Unknown fields are ignored. */
+export type { ClientFrame, JoinFrame, LeaveFrame, OpFrame, PresenceFrame, SyncFrame, PingFrame, Ref } from './wire.js'
 export type ClientFrameType = ClientFrame['type']
 
 const ref = {

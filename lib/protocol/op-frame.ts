@@ -1,4 +1,4 @@
-import type { Op } from '../types.js'
+import type { Op, OpMessage } from './wire.js'
 
 /**
  * The `op` frame of an op, as JSON text. Every path builds it with the same
@@ -19,7 +19,7 @@ export function opFrame (op: Op): string {
     sessionId: op.sessionId,
     data: op.data,
     ts: op.ts
-  })
+  } satisfies OpMessage)
 }
 
 /**

@@ -5,7 +5,6 @@
  * the client sends back.
  */
 import t, { type Test } from 'tap'
-import { readdir, readFile } from 'node:fs/promises'
 import { FlowClient, FlowError, type Ack, type AckEvent, type CloseEventLike, type FlowClientOptions, type Member, type MessageEventLike, type Op, type Presence, type RetryInfo, type Status, type WebSocketLike } from '../../client/index.js'
 import { waitFor, withDeadline } from '../helpers/wait.js'
 
@@ -523,16 +522,4 @@ t.test('options are checked', async (t) => {
   c.join('p')
   t.throws(() => c.join('p'), /joined already/)
   t.throws(() => c.join('q', { since: -1 }), RangeError)
-})
-
-t.test('the client sources use no Node built-ins and import only each other', async (t) => {
-  const dir = new URL('../../client/', import.meta.url)
-  const files = (await readdir(dir)).filter((f) => f.endsWith('.ts'))
-  t.ok(files.length >= 5)
-  for (const file of files) {
-    const source = await readFile(new URL(file, dir), 'utf8')
-    const imports = [...source.matchAll(/^\s*(?:import|export)\b[^'"]*?from\s+'([^']+)'/gm)].map((m) => m[1])
-    t.same(imports.filter((i) => i === undefined || !/^\.\/[a-z-]+\.js$/.test(i)), [], `${file} imports only ./*.js`)
-    t.notMatch(source, /\b(Buffer|process|require)\b[.(]/, `${file} uses no Node globals`)
-  }
 })

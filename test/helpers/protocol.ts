@@ -1,12 +1,7 @@
 import type { Test } from 'tap'
-import type { Member, Op } from '../../lib/types.js'
+import type { Member, OpMessage } from '../../lib/protocol/wire.js'
 import type { Frame, TestClient } from './client.js'
 import type { TestServer } from './server.js'
-
-/** PROTOCOL.md server `op` frame, as parsed from JSON: an {@link Op} with its `type`. */
-export interface OpView extends Op {
-  readonly type: 'op'
-}
 
 /** Integers from `from` to `to`, both included. */
 export function range (from: number, to: number): number[] {
@@ -16,8 +11,8 @@ export function range (from: number, to: number): number[] {
 }
 
 /** The `op` frames a client received for a project, in arrival order. */
-export function opsOf (client: TestClient, project: string): OpView[] {
-  return client.received.filter((f) => f.type === 'op' && f.project === project) as unknown as OpView[]
+export function opsOf (client: TestClient, project: string): OpMessage[] {
+  return client.received.filter((f) => f.type === 'op' && f.project === project) as unknown as OpMessage[]
 }
 
 /** Seqs of the `op` frames a client received for a project, in arrival order. */
@@ -26,8 +21,8 @@ export function seqsOf (client: TestClient, project: string): number[] {
 }
 
 /** The members carried by a `joined` frame or a members response. */
-export function membersOf (frame: Frame | { members: unknown }): Member[] {
-  return frame.members as Member[]
+export function membersOf (frame: Frame | { members: unknown }): readonly Member[] {
+  return frame.members as readonly Member[]
 }
 
 /**
