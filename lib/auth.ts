@@ -1,19 +1,6 @@
 import { createHash, createHmac, createPublicKey, timingSafeEqual, verify, type KeyObject } from 'node:crypto'
 import type { Identity } from './hub/transport.js'
-
-/**
- * A credential was refused. `unauthorized`: no valid token (HTTP 401, no
- * socket); `forbidden`: a valid token that does not allow the project (403).
- * The message says why, without echoing token content.
- */
-export class AuthError extends Error {
-  readonly code: 'unauthorized' | 'forbidden'
-  constructor (code: 'unauthorized' | 'forbidden', message: string) {
-    super(message)
-    this.name = 'AuthError'
-    this.code = code
-  }
-}
+import { ConfigError, UnauthorizedError, type FlowError } from './errors.js'
 
 /** How tokens and the API key are checked (PROTOCOL.md, configuration). */
 export interface AuthOptions {
@@ -33,7 +20,7 @@ export interface Authenticator {
   readonly enabled: boolean
   /**
    * Verifies a compact JWS and returns who it names. `now` is ms since the
-   * epoch (default `Date.now()`). Throws `AuthError('unauthorized')` for any
+   * epoch (default `Date.now()`). Throws an UnauthorizedError (FLOW_ERR_UNAUTHORIZED: HTTP 401, no socket; its message says why, without echoing token content) for any
    * bad, expired, not yet valid or unsupported token, never another error.
    */
   verifyToken (token: string, now?: number): Identity
@@ -59,8 +46,8 @@ const BASE64URL = /^[A-Za-z0-9_-]+$/
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
-function unauthorized (message: string): AuthError {
-  return new AuthError('unauthorized', message)
+function unauthorized (message: string): FlowError {
+  return new UnauthorizedError(message)
 }
 
 function isRecord (value: unknown): value is Record<string, unknown> {
@@ -80,7 +67,7 @@ function decodeJson (part: string, what: string): Record<string, unknown> {
   try {
     value = JSON.parse(utf8.decode(decodePart(part)))
   } catch (err) {
-    if (err instanceof AuthError) throw err
+    if (err instanceof UnauthorizedError) throw err
     throw unauthorized(`token ${what} is not JSON`)
   }
   if (!isRecord(value)) throw unauthorized(`token ${what} is not a JSON object`)
@@ -130,17 +117,17 @@ function loadPublicKey (pem: string): { key: KeyObject, alg: Alg } {
   try {
     key = createPublicKey(text)
   } catch (err) {
-    throw new Error(`FLOW_JWT_PUBLIC_KEY is not a valid PEM public key: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    throw new ConfigError(`FLOW_JWT_PUBLIC_KEY is not a valid PEM public key: ${err instanceof Error ? err.message : String(err)}`)
   }
   if (key.asymmetricKeyType === 'rsa') return { key, alg: 'RS256' }
   if (key.asymmetricKeyType === 'ec') {
     const curve = key.asymmetricKeyDetails?.namedCurve
     if (curve !== 'prime256v1') {
-      throw new Error(`FLOW_JWT_PUBLIC_KEY is an EC key on ${curve ?? 'an unknown curve'}; ES256 needs P-256`)
+      throw new ConfigError(`FLOW_JWT_PUBLIC_KEY is an EC key on ${curve ?? 'an unknown curve'}; ES256 needs P-256`)
     }
     return { key, alg: 'ES256' }
   }
-  throw new Error(`FLOW_JWT_PUBLIC_KEY is a ${key.asymmetricKeyType ?? 'unknown'} key; only RSA (RS256) and EC P-256 (ES256) keys are supported`)
+  throw new ConfigError(`FLOW_JWT_PUBLIC_KEY is a ${key.asymmetricKeyType ?? 'unknown'} key; only RSA (RS256) and EC P-256 (ES256) keys are supported`)
 }
 
 /**
@@ -151,8 +138,8 @@ function loadPublicKey (pem: string): { key: KeyObject, alg: Alg } {
  */
 export function createAuthenticator (options: AuthOptions): Authenticator {
   const skewMs = (options.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS) * 1000
-  if (!Number.isFinite(skewMs) || skewMs < 0) throw new Error('clockSkewSeconds must be a non-negative number')
-  if (options.jwtSecret === '') throw new Error('FLOW_JWT_SECRET is empty')
+  if (!Number.isFinite(skewMs) || skewMs < 0) throw new RangeError('clockSkewSeconds must be a non-negative number')
+  if (options.jwtSecret === '') throw new ConfigError('FLOW_JWT_SECRET is empty')
   const secret = options.jwtSecret === undefined ? undefined : Buffer.from(options.jwtSecret, 'utf8')
   const publicKey = options.jwtPublicKey === undefined ? undefined : loadPublicKey(options.jwtPublicKey)
   const apiKeyDigest = options.apiKey === undefined || options.apiKey === '' ? undefined : sha256(options.apiKey)

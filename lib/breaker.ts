@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import { ProbeTimeoutError } from './errors.js'
 
 /**
  * Where a circuit is: `closed` (calls flow, failures are counted), `open`
@@ -95,7 +96,6 @@ interface Attempt {
 }
 
 /** Code of the reason a timed-out probe fails with (`error.code`). */
-const PROBE_TIMEOUT_CODE = 'FLOW_ERR_BREAKER_PROBE_TIMEOUT'
 
 function positive (name: string, value: number): number {
   if (!Number.isFinite(value) || value <= 0) throw new RangeError(`${name} must be a positive number, got ${value}`)
@@ -303,7 +303,7 @@ export class CircuitBreaker extends EventEmitter<BreakerEvents> {
     attempt.timer = {
       handle: this.#clock.setTimeout(() => {
         attempt.timer = undefined
-        const error = Object.assign(new Error(`probe timed out after ${this.#timeoutMs} ms`), { code: PROBE_TIMEOUT_CODE })
+        const error = new ProbeTimeoutError(this.#timeoutMs)
         this.#settle(attempt, false, error)
       }, this.#timeoutMs)
     }

@@ -4,14 +4,9 @@
  * a plain timeout for the one-off calls of a re-sync. Nothing here knows
  * Redis; adapters/redis/connection-health.ts gives each Redis connection one.
  */
+import { TimeoutError } from './errors.js'
 
-/** A call that took longer than the failover's command timeout. */
-export class TimeoutError extends Error {
-  constructor (what: string, ms: number) {
-    super(`${what} took longer than ${ms} ms`)
-    this.name = 'TimeoutError'
-  }
-}
+export { TimeoutError }
 
 /** Resolves like `promise`, or rejects with a TimeoutError after `ms`. */
 export async function withTimeout<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {

@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { AuthError, bearerToken, createAuthenticator, openIdentity } from '../lib/auth.js'
+import { bearerToken, createAuthenticator, openIdentity } from '../lib/auth.js'
 import { authEnabled } from '../lib/config.js'
-import { ProtocolError } from '../lib/errors.js'
+import { ForbiddenError, UnauthorizedError, wireCode } from '../lib/errors.js'
 import type { Identity } from '../lib/hub/transport.js'
 
 /** A host app's own authentication: resolve the caller or throw (401). */
@@ -48,7 +48,7 @@ async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): P
   const checkProject = (request: FastifyRequest, identity: Identity): void => {
     const project = (request.params as { project?: string }).project
     if (project !== undefined && !identity.allows(project)) {
-      throw new ProtocolError('forbidden', `not allowed to access ${project}`)
+      throw new ForbiddenError(`not allowed to access ${project}`)
     }
   }
 
@@ -56,8 +56,9 @@ async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): P
     try {
       return await (hook as AuthenticateHook)(request)
     } catch (err) {
-      if (err instanceof AuthError || err instanceof ProtocolError) throw err
-      throw new AuthError('unauthorized', err instanceof Error ? err.message : 'not authenticated')
+      // A refusal the hook chose (403, 429...) stands; anything else it throws is a 401.
+      if (wireCode(err) !== null) throw err
+      throw new UnauthorizedError(err instanceof Error ? err.message : 'not authenticated', { cause: err })
     }
   }
 
@@ -69,7 +70,7 @@ async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): P
     const query = request.query as { token?: unknown, userId?: unknown }
     const token = bearerToken(request.headers.authorization) ?? (typeof query.token === 'string' ? query.token : undefined)
     if (mode === 'jwt') {
-      if (token === undefined) throw new AuthError('unauthorized', 'a token is required (Authorization: Bearer or ?token=)')
+      if (token === undefined) throw new UnauthorizedError('a token is required (Authorization: Bearer or ?token=)')
       request.flowIdentity = auth.verifyToken(token)
       return
     }
@@ -83,10 +84,10 @@ async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): P
     if (token !== undefined && auth.isApiKey(token)) identity = apiIdentity
     else if (mode === 'hook') identity = await viaHook(request)
     else if (mode === 'jwt') {
-      if (token === undefined) throw new AuthError('unauthorized', 'an API key or a token is required (Authorization: Bearer)')
+      if (token === undefined) throw new UnauthorizedError('an API key or a token is required (Authorization: Bearer)')
       identity = auth.verifyToken(token)
     } else if (write && config.apiKey !== undefined) {
-      throw new AuthError('unauthorized', 'the API key is required (Authorization: Bearer <key>)')
+      throw new UnauthorizedError('the API key is required (Authorization: Bearer <key>)')
     } else identity = apiIdentity
     checkProject(request, identity)
     request.flowIdentity = identity

@@ -3,6 +3,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
+import { ConfigError } from '../lib/errors.js'
 
 /**
  * The package root: the nearest directory above this module with a
@@ -12,7 +13,7 @@ function packageRoot (): string {
   let dir = dirname(fileURLToPath(import.meta.url))
   while (!existsSync(join(dir, 'package.json'))) {
     const parent = dirname(dir)
-    if (parent === dir) throw new Error('flow-demo: no package.json above this module')
+    if (parent === dir) throw new ConfigError('demo is on, but no package.json is above this module (an incomplete install)')
     dir = parent
   }
   return dir

@@ -1,8 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { STATUS_CODES } from 'node:http'
-import { AuthError } from '../lib/auth.js'
-import { HTTP_STATUS, ProtocolError, type ErrorCode } from '../lib/errors.js'
+import { HTTP_STATUS, wireCode, type ErrorCode } from '../lib/errors.js'
 
 /** Fastify's error shape with the protocol's error code. */
 export function errorBody (status: number, code: ErrorCode, message: string): object {
@@ -28,12 +27,10 @@ async function errorsPlugin (fastify: FastifyInstance): Promise<void> {
     let status: number
     let code: ErrorCode
     let message = error.message
-    if (error instanceof ProtocolError) {
-      code = error.code
+    const refused = wireCode(error)
+    if (refused !== null) {
+      code = refused
       status = HTTP_STATUS[code]
-    } else if (error instanceof AuthError) {
-      code = error.code
-      status = code === 'forbidden' ? 403 : 401
     } else if (error.validation !== undefined) {
       code = 'bad_request'
       status = 400

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { ProtocolError } from '../lib/errors.js'
+import { ForbiddenError, RateLimitedError } from '../lib/errors.js'
 import { DEFAULT_CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS } from '../lib/auth.js'
 import type { RawData, WebSocket } from 'ws'
 import type { Connection } from '../lib/hub/connection.js'
@@ -76,10 +76,10 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
   const admit = async (request: FastifyRequest): Promise<void> => {
     const origin = request.headers.origin
     if (origins !== null && origin !== undefined && !origins.has(origin)) {
-      throw new ProtocolError('forbidden', 'this origin may not connect')
+      throw new ForbiddenError('this origin may not connect')
     }
     if (config.maxConnectionsPerIp > 0 && (perIp.get(request.ip) ?? 0) >= config.maxConnectionsPerIp) {
-      throw new ProtocolError('rate_limited', `at most ${config.maxConnectionsPerIp} connections per address`)
+      throw new RateLimitedError(`at most ${config.maxConnectionsPerIp} connections per address`)
     }
   }
 

@@ -1,6 +1,6 @@
 import type { AppendResult, NewOp, OperationLog, ReadResult } from '../../ports/operation-log.js'
 import type { LogPosition } from '../../lib/types.js'
-import { ProtocolError } from '../../lib/errors.js'
+import { UnavailableError } from '../../lib/errors.js'
 import { withTimeout } from '../../lib/watchdog.js'
 import { PortSwitch, type PortControl, type SwitchOptions } from './switch.js'
 
@@ -133,7 +133,7 @@ export class FailoverOperationLog implements OperationLog {
 
   async #appendFallback (op: NewOp): Promise<AppendResult> {
     if (this.#buffer.length >= this.#maxBuffered) {
-      throw new ProtocolError('unavailable', 'the op log is away and the outage buffer is full; try again')
+      throw new UnavailableError('the op log is away and the outage buffer is full; try again')
     }
     // Its place in the buffer is taken now, in the order of the fallback's
     // seqs, so a re-sync that is finishing cannot miss it. A duplicate stays

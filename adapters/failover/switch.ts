@@ -1,3 +1,4 @@
+import { RecoveryError } from '../../lib/errors.js'
 import type { Watchdog } from '../../lib/watchdog.js'
 
 /** What a failover decorator needs of the circuit breaker (lib/breaker.ts). */
@@ -44,7 +45,7 @@ export class PortSwitch {
     this.#leave = leave
     options.breaker.on('open', () => { this.fallBack() })
     // A port that fell back while the breaker was recovering must go through a recovery of its own.
-    options.breaker.on('close', () => { if (this.#serving === 'fallback') options.breaker.trip(new Error('fell back during recovery')) })
+    options.breaker.on('close', () => { if (this.#serving === 'fallback') options.breaker.trip(new RecoveryError('fell back during recovery')) })
     // Created on an open circuit: start on the fallback (made on first use).
     if (options.breaker.state !== 'closed') this.#serving = 'fallback'
   }

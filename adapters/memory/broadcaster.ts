@@ -1,4 +1,5 @@
 import type { BroadcastHandler, BroadcastMessage, Broadcaster } from '../../ports/broadcaster.js'
+import { ClosedError } from '../../lib/errors.js'
 
 /**
  * An in-process bus. Broadcasters created on the same bus behave like
@@ -80,7 +81,7 @@ export class MemoryBroadcaster implements Broadcaster {
   }
 
   #assertOpen (): void {
-    if (this.#closed) throw new Error('broadcaster is closed')
+    if (this.#closed) throw new ClosedError('broadcaster')
   }
 }
 

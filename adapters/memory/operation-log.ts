@@ -1,6 +1,7 @@
 import type { AppendResult, NewOp, OperationLog, ReadResult } from '../../ports/operation-log.js'
 import type { LogPosition, Op } from '../../lib/types.js'
 import { randomId } from '../../lib/ids.js'
+import { ClosedError } from '../../lib/errors.js'
 
 export interface MemoryOperationLogOptions {
   /** ops kept per project, at least (default 1,000) */
@@ -107,7 +108,7 @@ export class MemoryOperationLog implements OperationLog {
   }
 
   #assertOpen (): void {
-    if (this.#closed) throw new Error('operation log is closed')
+    if (this.#closed) throw new ClosedError('operation log')
   }
 }
 

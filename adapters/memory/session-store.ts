@@ -1,5 +1,6 @@
 import type { ExpiredSession, SessionRef, SessionStore } from '../../ports/session-store.js'
 import type { Member, Presence } from '../../lib/types.js'
+import { ClosedError } from '../../lib/errors.js'
 
 export interface MemorySessionStoreOptions {
   /** session TTL in ms (default 30,000) */
@@ -97,7 +98,7 @@ export class MemorySessionStore implements SessionStore {
   }
 
   #assertOpen (): void {
-    if (this.#closed) throw new Error('session store is closed')
+    if (this.#closed) throw new ClosedError('session store')
   }
 }
 

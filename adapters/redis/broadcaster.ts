@@ -2,6 +2,7 @@ import type { BroadcastHandler, BroadcastMessage, Broadcaster } from '../../port
 import type { RedisClient } from './client.js'
 import { decodeEnvelope, encodeEnvelope, envelopePrefix } from './codec.js'
 import { redisKeys, type RedisKeys } from './keys.js'
+import { ClosedError } from '../../lib/errors.js'
 
 export interface RedisBroadcasterOptions {
   /** publishes (a normal connection) */
@@ -91,7 +92,7 @@ export class RedisBroadcaster implements Broadcaster {
   }
 
   #assertOpen (): void {
-    if (this.#closed) throw new Error('broadcaster is closed')
+    if (this.#closed) throw new ClosedError('broadcaster')
   }
 }
 

@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import { ErrorReply } from 'redis'
 import { CircuitBreaker } from '../../lib/breaker.js'
-import { isCallerError } from '../../lib/errors.js'
+import { DisconnectedError, isCallerError } from '../../lib/errors.js'
 import { Watchdog } from '../../lib/watchdog.js'
 import type { RedisClient } from './client.js'
 import { redisKeys } from './keys.js'
@@ -111,7 +111,7 @@ export class ConnectionHealth extends EventEmitter<ConnectionHealthEvents> {
     const b = this.breaker
     for (const c of [client, subscriber]) {
       c.on('error', (err: Error) => { if (!c.isReady) b.trip(err) })
-      c.on('end', () => { b.trip(new Error('Redis connection closed')) })
+      c.on('end', () => { b.trip(new DisconnectedError('Redis connection closed')) })
       c.on('ready', () => { b.probeNow() })
     }
     subscriber.on('ready', () => { if (b.state === 'closed') this.emit('resubscribed') })
@@ -122,7 +122,7 @@ export class ConnectionHealth extends EventEmitter<ConnectionHealthEvents> {
       this.#probe().catch((err: unknown) => { if (b.state === 'closed') b.trip(err) }).finally(() => { probing = false })
     }, probeIntervalMs)
     this.#timer.unref()
-    if (!client.isReady || !subscriber.isReady) b.trip(new Error('Redis is not connected at boot'))
+    if (!client.isReady || !subscriber.isReady) b.trip(new DisconnectedError('Redis is not connected at boot'))
   }
 
   close (): void {
@@ -168,7 +168,7 @@ export function createRedisProbe (options: ProbeOptions): () => Promise<void> {
     }
   }
   return async (): Promise<void> => {
-    if (!options.client.isReady || !options.subscriber.isReady) throw new Error('Redis is not connected')
+    if (!options.client.isReady || !options.subscriber.isReady) throw new DisconnectedError('Redis is not connected')
     // node-redis restores the subscription after a reconnect.
     subscribed ??= options.subscriber.subscribe(channel, onMessage).catch((err: unknown) => {
       subscribed = null

@@ -4,6 +4,7 @@ import { isOpId, randomId } from '../../lib/ids.js'
 import { opEnvelopeParts, storedOpJson, withStoredFrame } from './codec.js'
 import { DEFAULT_KEY_PREFIX, redisKeys, type OpLogKeys, type RedisKeys } from './keys.js'
 import { APPEND, HEAD, READ, runScript, type RedisCommandClient } from './scripts.js'
+import { ClosedError, RedisReplyError } from '../../lib/errors.js'
 
 export interface RedisOperationLogOptions {
   /** a connected (or connecting) node-redis client; the log never closes it */
@@ -164,7 +165,7 @@ export class RedisOperationLog implements OperationLog {
   }
 
   #assertOpen (): void {
-    if (this.#closed) throw new Error('operation log is closed')
+    if (this.#closed) throw new ClosedError('operation log')
   }
 }
 
@@ -192,7 +193,7 @@ function envelopeParts (origin: string, project: string): string[] {
 
 function decodeOp (project: string, seq: number, body: string): Op {
   const value: unknown = JSON.parse(body)
-  if (!isStoredOp(value)) throw new Error(`corrupt op log entry ${seq} of project ${project}`)
+  if (!isStoredOp(value)) throw new RedisReplyError(`corrupt op log entry ${seq} of project ${project}`)
   return withStoredFrame({ project, seq, id: value.id, userId: value.userId, sessionId: value.sessionId, data: value.data, ts: value.ts }, body)
 }
 
@@ -208,18 +209,18 @@ function isStoredOp (value: unknown): value is StoredOp {
 function entrySeq (id: string): number {
   const match = /^(\d+)-0$/.exec(id)
   const seq = match === null ? NaN : Number(match[1])
-  if (!Number.isSafeInteger(seq)) throw new Error(`unexpected stream entry id ${id}`)
+  if (!Number.isSafeInteger(seq)) throw new RedisReplyError(`stream entry id ${id}`)
   return seq
 }
 
 function list (reply: unknown, what: string): unknown[] {
-  if (!Array.isArray(reply)) throw new Error(`unexpected reply of the ${what} script`)
+  if (!Array.isArray(reply)) throw new RedisReplyError(`the ${what} script answered ${typeof reply}`)
   return reply as unknown[]
 }
 
 function tuple (reply: unknown, length: number, what: string): unknown[] {
   const items = list(reply, what)
-  if (items.length !== length) throw new Error(`unexpected reply of the ${what} script`)
+  if (items.length !== length) throw new RedisReplyError(`the ${what} script answered ${items.length} items, not ${length}`)
   return items
 }
 
@@ -227,12 +228,12 @@ function tuple (reply: unknown, length: number, what: string): unknown[] {
 function text (value: unknown): string {
   if (typeof value === 'string') return value
   if (Buffer.isBuffer(value)) return value.toString('utf8')
-  throw new Error('unexpected reply from Redis: expected a string')
+  throw new RedisReplyError('expected a string')
 }
 
 /** An integer reply, whatever the client's type mapping. */
 function integer (value: unknown): number {
   const n = typeof value === 'number' ? value : typeof value === 'string' || typeof value === 'bigint' ? Number(value) : NaN
-  if (!Number.isSafeInteger(n)) throw new Error('unexpected reply from Redis: expected an integer')
+  if (!Number.isSafeInteger(n)) throw new RedisReplyError('expected an integer')
   return n
 }

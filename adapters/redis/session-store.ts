@@ -3,6 +3,7 @@ import type { Member, Presence } from '../../lib/types.js'
 import type { RedisClient } from './client.js'
 import { SESSION_ADD, SESSION_LEASE, SESSION_LIST, SESSION_REAP, SESSION_REFRESH, SESSION_REMOVE, SESSION_SET_PRESENCE, runScript, type LuaScript } from './scripts.js'
 import { redisKeys, type RedisKeys } from './keys.js'
+import { ClosedError } from '../../lib/errors.js'
 
 export interface RedisSessionStoreOptions {
   /** a connected node-redis client; never closed by the store */
@@ -47,7 +48,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async #run (script: LuaScript, keys: string[], args: string[]): Promise<unknown> {
-    if (this.#closed) throw new Error('session store is closed')
+    if (this.#closed) throw new ClosedError('session store')
     return await runScript(this.#client, script, keys, args)
   }
 
@@ -78,7 +79,7 @@ export class RedisSessionStore implements SessionStore {
     const k = this.#keys
     for (let attempt = 0; attempt < 3; attempt++) {
       const old = await this.#client.hGet(k.sessions(project), sessionId)
-      if (this.#closed) throw new Error('session store is closed')
+      if (this.#closed) throw new ClosedError('session store')
       if (old === null || old === undefined) return false
       const nl = old.indexOf('\n')
       const member = parseValue(old)

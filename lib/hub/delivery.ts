@@ -1,7 +1,7 @@
 import type { Op } from '../types.js'
 import type { OpFrame, SyncFrame } from '../protocol/frames.js'
 import { opFrame } from '../protocol/op-frame.js'
-import { ProtocolError } from '../errors.js'
+import { NotJoinedError, RateLimitedError, type FlowError } from '../errors.js'
 import { randomId } from '../ids.js'
 import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
@@ -47,7 +47,7 @@ export class Delivery {
     const shed = this.shed()
     if (shed !== null) {
       // Not the client's abuse: no strike against its rate limit.
-      outbox.error(conn, shed.code, shed.message, frame.ref, frame.project)
+      outbox.error(conn, 'rate_limited', shed.message, frame.ref, frame.project)
       return
     }
     const id = frame.id ?? randomId(12)
@@ -110,10 +110,10 @@ export class Delivery {
    * refused (and counted) rather than queued; the client retries it with its
    * id. Null while there is room.
    */
-  shed (): ProtocolError | null {
+  shed (): FlowError | null {
     if (this.#inFlight < this.#ctx.config.maxOpsInFlight) return null
     this.#ctx.stats.opsShed++
-    return new ProtocolError('rate_limited', 'server busy: too many ops waiting for the log; this one was dropped, try again')
+    return new RateLimitedError('server busy: too many ops waiting for the log; this one was dropped, try again')
   }
 
   /** Appends through the log, counting what is in flight for the drain. */
@@ -266,7 +266,7 @@ export class Delivery {
   /** `sync`: the replay since the client's position, then `synced`. */
   async sync (conn: Connection, frame: SyncFrame): Promise<void> {
     const member = conn.projects.get(frame.project)
-    if (member === undefined) throw new ProtocolError('not_joined', `not joined to ${frame.project}`)
+    if (member === undefined) throw new NotJoinedError(`not joined to ${frame.project}`)
     const lp = this.#ctx.projects.get(frame.project) as LocalProject
     member.held ??= []
     try {

@@ -1,4 +1,4 @@
-import { ProtocolError } from '../errors.js'
+import { UnavailableError, wireCode } from '../errors.js'
 import type { HubPorts } from './context.js'
 
 /**
@@ -19,9 +19,9 @@ export function guardPort<T extends object> (port: T, name: string, onError?: (e
           try {
             return await (Reflect.apply(value, target, args) as Promise<unknown>)
           } catch (err) {
-            if (err instanceof ProtocolError) throw err
+            if (wireCode(err) !== null) throw err
             onError?.(err)
-            throw new ProtocolError('unavailable', `${name} is unavailable; try again`, { cause: err })
+            throw new UnavailableError(`${name} is unavailable; try again`, { cause: err })
           }
         }
         wrapped.set(property, fn)

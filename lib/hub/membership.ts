@@ -1,7 +1,7 @@
 import type { BroadcastMessage } from '../../ports/broadcaster.js'
 import type { JoinFrame, LeaveFrame, PresenceFrame } from '../protocol/frames.js'
 import { jsonBytes } from '../protocol/frames.js'
-import { ProtocolError } from '../errors.js'
+import { ForbiddenError, LimitExceededError, NotJoinedError } from '../errors.js'
 import { randomId } from '../ids.js'
 import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
@@ -29,7 +29,7 @@ export class Membership {
   async join (conn: Connection, frame: JoinFrame): Promise<void> {
     const { config, ports, projects } = this.#ctx
     const { project } = frame
-    if (!conn.identity.allows(project)) throw new ProtocolError('forbidden', `not allowed to join ${project}`)
+    if (!conn.identity.allows(project)) throw new ForbiddenError(`not allowed to join ${project}`)
     const existing = conn.projects.get(project)
     if (existing !== undefined) {
       // Joined already: answer `joined` again, replay when asked, membership unchanged.
@@ -39,11 +39,11 @@ export class Membership {
       return
     }
     if (conn.projects.size >= config.maxProjectsPerConnection) {
-      throw new ProtocolError('limit_exceeded', `at most ${config.maxProjectsPerConnection} projects per connection`)
+      throw new LimitExceededError(`at most ${config.maxProjectsPerConnection} projects per connection`)
     }
     const presence = frame.presence ?? {}
     if (jsonBytes(presence) > config.maxPresenceBytes) {
-      throw new ProtocolError('limit_exceeded', `presence is larger than ${config.maxPresenceBytes} bytes`)
+      throw new LimitExceededError(`presence is larger than ${config.maxPresenceBytes} bytes`)
     }
     const lp = await projects.acquire(project)
     const member = new LocalMember(conn, randomId(12), conn.identity.userId, presence, Date.now())
@@ -88,7 +88,7 @@ export class Membership {
   }
 
   async leave (conn: Connection, frame: LeaveFrame): Promise<void> {
-    if (!conn.projects.has(frame.project)) throw new ProtocolError('not_joined', `not joined to ${frame.project}`)
+    if (!conn.projects.has(frame.project)) throw new NotJoinedError(`not joined to ${frame.project}`)
     await this.remove(conn, frame.project)
     this.#ctx.outbox.reply(conn, withRef({ type: 'left', project: frame.project }, frame.ref))
   }

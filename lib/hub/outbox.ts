@@ -1,7 +1,7 @@
 import type { Member, Presence } from '../types.js'
 import type { Stats } from '../stats.js'
 import type { ClientFrame, Ref } from '../protocol/frames.js'
-import { ProtocolError, type ErrorCode } from '../errors.js'
+import { wireCode, type ErrorCode } from '../errors.js'
 import type { Connection } from './connection.js'
 import { CLOSE, type SharedFrame } from './transport.js'
 import type { HubConfig, HubLogger } from './context.js'
@@ -57,8 +57,9 @@ export class Outbox {
   /** Answers a frame that failed: a protocol error as itself, anything else as `internal` (logged). */
   fail (conn: Connection, err: unknown, frame: ClientFrame): void {
     const project = 'project' in frame ? frame.project : undefined
-    if (err instanceof ProtocolError) {
-      this.error(conn, err.code, err.message, frame.ref, project)
+    const code = wireCode(err)
+    if (code !== null) {
+      this.error(conn, code, (err as Error).message, frame.ref, project)
       return
     }
     this.#log.error({ err, type: frame.type, project }, 'frame failed')

@@ -1,6 +1,6 @@
 import type { Member, Op } from '../types.js'
 import { MAX_JSON_DEPTH, nestsDeeper } from '../protocol/frames.js'
-import { ProtocolError } from '../errors.js'
+import { BadRequestError, UnavailableError } from '../errors.js'
 import { isOpId, isProjectId, randomId } from '../ids.js'
 import type { HubContext } from './context.js'
 import type { Delivery } from './delivery.js'
@@ -54,12 +54,12 @@ export class ProjectApi {
   /** An op posted over HTTP: appended and broadcast like a client op. */
   async post (project: string, userId: string, id: string | undefined, data: unknown): Promise<PostedOp> {
     assertProject(project)
-    if (id !== undefined && !isOpId(id)) throw new ProtocolError('bad_request', 'id must be 1 to 64 characters of A-Z a-z 0-9 _ -')
+    if (id !== undefined && !isOpId(id)) throw new BadRequestError('id must be 1 to 64 characters of A-Z a-z 0-9 _ -')
     // The same bound as a WebSocket frame, where data sits one level down.
     if (nestsDeeper(data, MAX_JSON_DEPTH - 1)) {
-      throw new ProtocolError('bad_request', `data nests arrays and objects deeper than ${MAX_JSON_DEPTH - 1} levels`)
+      throw new BadRequestError(`data nests arrays and objects deeper than ${MAX_JSON_DEPTH - 1} levels`)
     }
-    if (this.#draining()) throw new ProtocolError('unavailable', 'server is shutting down')
+    if (this.#draining()) throw new UnavailableError('server is shutting down')
     const opId = id ?? randomId(12)
     const result = await this.#delivery.post(project, userId, opId, data)
     return { project, id: opId, seq: result.seq, duplicate: result.duplicate }
@@ -67,5 +67,5 @@ export class ProjectApi {
 }
 
 function assertProject (project: string): void {
-  if (!isProjectId(project)) throw new ProtocolError('bad_request', 'project must be 1 to 128 characters of A-Z a-z 0-9 _ . -')
+  if (!isProjectId(project)) throw new BadRequestError('project must be 1 to 128 characters of A-Z a-z 0-9 _ . -')
 }

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { setTimeout as delay } from 'node:timers/promises'
-import { TimeoutError, Watchdog } from '../../lib/watchdog.js'
+import { TimeoutError } from '../../lib/errors.js'
+import { Watchdog } from '../../lib/watchdog.js'
 import { FailoverOperationLog } from '../../adapters/failover/index.js'
 import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
 import { RedisOperationLog } from '../../adapters/redis/operation-log.js'

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { createHmac, generateKeyPairSync, sign, type KeyObject } from 'node:crypto'
-import { AuthError, bearerToken, createAuthenticator, openIdentity } from '../../lib/auth.js'
+import { bearerToken, createAuthenticator, openIdentity } from '../../lib/auth.js'
+import { UnauthorizedError, type FlowError } from '../../lib/errors.js'
 
 const SECRET = 'test-secret-of-reasonable-length-0123456789'
 const NOW = 1_700_000_000_000
@@ -38,15 +39,15 @@ function es256 (payload: unknown): string {
   return signParts('ES256', b64({ alg: 'ES256', typ: 'JWT' }), b64(payload), ec.privateKey)
 }
 
-/** Runs `fn` and returns the AuthError it throws; any other outcome fails the test. */
-function authError (fn: () => unknown): AuthError {
+/** Runs `fn` and returns the UnauthorizedError it throws; any other outcome fails the test. */
+function authError (fn: () => unknown): FlowError {
   try {
     fn()
   } catch (err) {
-    if (err instanceof AuthError) return err
+    if (err instanceof UnauthorizedError) return err
     throw err
   }
-  throw new Error('expected an AuthError, nothing was thrown')
+  throw new Error('expected an UnauthorizedError, nothing was thrown')
 }
 
 const withSecret = createAuthenticator({ jwtSecret: SECRET })
@@ -79,7 +80,7 @@ t.test('rejects a token whose payload was changed after signing', async (t) => {
   const [header, , signature] = hs256({ sub: 'alice' }).split('.')
   const forged = `${header}.${b64({ sub: 'mallory' })}.${signature}`
   const err = authError(() => withSecret.verifyToken(forged, NOW))
-  t.equal(err.code, 'unauthorized')
+  t.equal(err.code, 'FLOW_ERR_UNAUTHORIZED')
   t.equal(err.message, 'bad signature')
 })
 
@@ -102,7 +103,7 @@ t.test('rejects a signature of the wrong length', async (t) => {
 
 t.test('rejects a token signed with another secret', async (t) => {
   const err = authError(() => withSecret.verifyToken(hs256({ sub: 'alice' }, 'another-secret'), NOW))
-  t.equal(err.code, 'unauthorized')
+  t.equal(err.code, 'FLOW_ERR_UNAUTHORIZED')
   t.equal(err.message, 'bad signature')
 })
 
@@ -153,7 +154,7 @@ t.test('rejects RS256 and ES256 tokens when only a secret is configured', async 
 
 t.test('rejects a token that expired beyond the clock skew', async (t) => {
   const err = authError(() => withSecret.verifyToken(hs256({ sub: 'a', exp: NOW_S - 31 }), NOW))
-  t.equal(err.code, 'unauthorized')
+  t.equal(err.code, 'FLOW_ERR_UNAUTHORIZED')
   t.equal(err.message, 'token expired')
 })
 
@@ -200,7 +201,7 @@ t.test('rejects a token without a usable sub', async (t) => {
   t.equal(withSecret.verifyToken(hs256({ sub: 'x'.repeat(128) }), NOW).userId, 'x'.repeat(128))
 })
 
-t.test('rejects malformed tokens with an AuthError only', async (t) => {
+t.test('rejects malformed tokens with an UnauthorizedError only', async (t) => {
   const header = b64({ alg: 'HS256' })
   const good = hs256({ sub: 'a' })
   const cases: Array<[string, string, RegExp]> = [
@@ -223,7 +224,7 @@ t.test('rejects malformed tokens with an AuthError only', async (t) => {
   ]
   for (const [name, token, message] of cases) {
     const err = authError(() => withSecret.verifyToken(token, NOW))
-    t.equal(err.code, 'unauthorized', name)
+    t.equal(err.code, 'FLOW_ERR_UNAUTHORIZED', name)
     t.match(err.message, message, name)
   }
 })
@@ -350,7 +351,7 @@ t.test('throws at creation naming FLOW_JWT_PUBLIC_KEY for a garbage PEM', async 
     } catch (err) {
       caught = err
     }
-    t.ok(caught instanceof Error && !(caught instanceof AuthError), 'a plain Error')
+    t.ok(caught instanceof Error && !(caught instanceof UnauthorizedError), 'a configuration error, not a refused token')
     t.match((caught as Error).message, /FLOW_JWT_PUBLIC_KEY/)
   }
 })
