@@ -1,12 +1,12 @@
 import type { Op } from '../types.js'
 import type { OpFrame, SyncFrame } from '../protocol/frames.js'
+import type { ResetFrame } from '../protocol/wire.js'
 import { opFrame } from '../protocol/op-frame.js'
 import { NotJoinedError, RateLimitedError, type FlowError } from '../errors.js'
 import { randomId } from '../ids.js'
 import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
 import type { AckAhead, LocalMember, LocalProject } from './project.js'
-import { withRef } from './outbox.js'
 import { SharedFrame } from './transport.js'
 
 /** How long an out-of-order op waits for the ops before it to arrive by broadcast. */
@@ -55,7 +55,7 @@ export class Delivery {
     const ack = (seq: number): void => {
       if (acked) return
       acked = true
-      outbox.reply(conn, withRef({ type: 'ack', project: frame.project, id, seq }, frame.ref))
+      outbox.reply(conn, { type: 'ack', project: frame.project, id, seq, ref: frame.ref })
     }
     // The log may show the op (a catch-up read) before the append answers: it is acked when delivered.
     const forget = projects.get(frame.project)?.expectAck(id, ack) ?? (() => {})
@@ -244,7 +244,8 @@ export class Delivery {
     lp.epoch = position.epoch
     lp.delivered = position.seq
     lp.pending.clear()
-    const frame = new SharedFrame(JSON.stringify({ type: 'reset', project: lp.name, epoch: position.epoch, seq: position.seq }))
+    const reset: ResetFrame = { type: 'reset', project: lp.name, epoch: position.epoch, seq: position.seq }
+    const frame = new SharedFrame(JSON.stringify(reset))
     for (const member of lp.members.values()) {
       member.lastSeq = position.seq
       if (member.held !== null) member.held = []
@@ -274,7 +275,7 @@ export class Delivery {
     } finally {
       lp.release(member)
     }
-    this.#ctx.outbox.reply(conn, withRef({ type: 'synced', project: lp.name, epoch: lp.epoch, seq: member.lastSeq }, frame.ref))
+    this.#ctx.outbox.reply(conn, { type: 'synced', project: lp.name, epoch: lp.epoch, seq: member.lastSeq, ref: frame.ref })
   }
 
   /**

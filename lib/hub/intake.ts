@@ -3,7 +3,6 @@ import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
 import type { Delivery } from './delivery.js'
 import type { Membership } from './membership.js'
-import { withRef } from './outbox.js'
 import { CLOSE } from './transport.js'
 
 /** Frames one connection may have waiting behind a join or leave. */
@@ -66,7 +65,7 @@ export class Intake {
     }
     switch (frame.type) {
       case 'ping':
-        outbox.reply(conn, withRef({ type: 'pong', ts: Date.now() }, frame.ref))
+        outbox.reply(conn, { type: 'pong', ts: Date.now(), ref: frame.ref })
         return
       case 'op':
         if (conn.queued === 0) this.#delivery.op(conn, frame)
@@ -107,7 +106,7 @@ export class Intake {
       case 'sync': return await this.#delivery.sync(conn, frame)
       case 'op': return this.#delivery.op(conn, frame)
       case 'presence': return this.#membership.presence(conn, frame)
-      case 'ping': return this.#ctx.outbox.reply(conn, withRef({ type: 'pong', ts: Date.now() }, frame.ref))
+      case 'ping': return this.#ctx.outbox.reply(conn, { type: 'pong', ts: Date.now(), ref: frame.ref })
     }
   }
 }

@@ -7,7 +7,7 @@ import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
 import type { Delivery } from './delivery.js'
 import { LocalMember, type LocalProject } from './project.js'
-import { memberFrame, presenceFrame, withRef } from './outbox.js'
+import { memberFrame, presenceFrame } from './outbox.js'
 import type { SessionKeeper } from './session-keeper.js'
 
 /**
@@ -72,15 +72,16 @@ export class Membership {
       const members = await this.#ctx.ports.sessions.list(lp.name)
       const head = lp.delivered
       if (frame.since === undefined) member.lastSeq = Math.max(member.lastSeq, head)
-      this.#ctx.outbox.reply(conn, withRef({
+      this.#ctx.outbox.reply(conn, {
         type: 'joined',
         project: lp.name,
         sessionId: member.sessionId,
         userId: member.userId,
         epoch: lp.epoch,
         seq: head,
-        members
-      }, frame.ref))
+        members,
+        ref: frame.ref
+      })
       if (frame.since !== undefined) await this.#delivery.replay(lp, member, frame.since, frame.epoch, head)
     } finally {
       lp.release(member)
@@ -90,7 +91,7 @@ export class Membership {
   async leave (conn: Connection, frame: LeaveFrame): Promise<void> {
     if (!conn.projects.has(frame.project)) throw new NotJoinedError(`not joined to ${frame.project}`)
     await this.remove(conn, frame.project)
-    this.#ctx.outbox.reply(conn, withRef({ type: 'left', project: frame.project }, frame.ref))
+    this.#ctx.outbox.reply(conn, { type: 'left', project: frame.project, ref: frame.ref })
   }
 
   /** The connection's session in the project ends (leave or disconnect): its leave is announced once. */

@@ -1,7 +1,8 @@
 import type { Member, Presence } from '../types.js'
+import type { ErrorFrame, ErrorFrameCode, MemberFrame, PresenceMessage, ServerFrame } from '../protocol/wire.js'
 import type { Stats } from '../stats.js'
 import type { ClientFrame, Ref } from '../protocol/frames.js'
-import { wireCode, type ErrorCode } from '../errors.js'
+import { wireCode } from '../errors.js'
 import type { Connection } from './connection.js'
 import { CLOSE, type SharedFrame } from './transport.js'
 import type { HubConfig, HubLogger } from './context.js'
@@ -42,15 +43,14 @@ export class Outbox {
     conn.transport.send(frame)
   }
 
-  reply (conn: Connection, message: object): void {
-    conn.send(JSON.stringify(message))
+  /** Sends one frame to one connection. Optional fields left undefined are not sent. */
+  reply (conn: Connection, frame: ServerFrame): void {
+    conn.send(JSON.stringify(frame))
   }
 
-  error (conn: Connection, code: ErrorCode, message: string, ref?: Ref, project?: string): void {
+  error (conn: Connection, code: ErrorFrameCode, message: string, ref?: Ref, project?: string): void {
     this.#stats.countError(code)
-    const frame: Record<string, unknown> = { type: 'error', code, message }
-    if (project !== undefined) frame.project = project
-    if (ref !== undefined) frame.ref = ref
+    const frame: ErrorFrame = { type: 'error', code, message, project, ref }
     this.reply(conn, frame)
   }
 
@@ -58,7 +58,8 @@ export class Outbox {
   fail (conn: Connection, err: unknown, frame: ClientFrame): void {
     const project = 'project' in frame ? frame.project : undefined
     const code = wireCode(err)
-    if (code !== null) {
+    // A connection is authenticated already: no frame is answered `unauthorized`.
+    if (code !== null && code !== 'unauthorized') {
       this.error(conn, code, (err as Error).message, frame.ref, project)
       return
     }
@@ -77,14 +78,11 @@ export class Outbox {
 }
 
 export function memberFrame (project: string, event: 'join' | 'leave', member: Member): string {
-  return JSON.stringify({ type: 'member', project, event, member })
+  const frame: MemberFrame = { type: 'member', project, event, member }
+  return JSON.stringify(frame)
 }
 
 export function presenceFrame (project: string, sessionId: string, userId: string, state: Presence): string {
-  return JSON.stringify({ type: 'presence', project, sessionId, userId, state })
-}
-
-export function withRef<T extends object> (message: T, ref: Ref | undefined): T {
-  if (ref !== undefined) (message as Record<string, unknown>).ref = ref
-  return message
+  const frame: PresenceMessage = { type: 'presence', project, sessionId, userId, state }
+  return JSON.stringify(frame)
 }
