@@ -3,7 +3,6 @@ import { sessionStoreContract } from '../contracts/session-store.js'
 import { RedisSessionStore } from '../../adapters/redis/session-store.js'
 import { keysUnder, redisClient, startRedis, uniquePrefix } from '../helpers/redis.js'
 import { waitFor } from '../helpers/wait.js'
-import type { RedisClient } from '../../plugins/redis.js'
 import type { Member } from '../../lib/types.js'
 
 const redis = await startRedis(t)
@@ -17,23 +16,23 @@ function member (): Member {
 // Two instances on two connections sharing one Redis.
 sessionStoreContract(t, 'RedisSessionStore', async ({ ttlMs }) => {
   const keyPrefix = uniquePrefix()
-  const a = new RedisSessionStore({ client: await redisClient(t, redis.url) as RedisClient, keyPrefix, instanceId: 'a', ttlMs })
-  const b = new RedisSessionStore({ client: await redisClient(t, redis.url) as RedisClient, keyPrefix, instanceId: 'b', ttlMs })
+  const a = new RedisSessionStore({ client: await redisClient(t, redis.url), keyPrefix, instanceId: 'a', ttlMs })
+  const b = new RedisSessionStore({ client: await redisClient(t, redis.url), keyPrefix, instanceId: 'b', ttlMs })
   return { a, b, close: async () => { await Promise.all([a.close(), b.close()]) } }
 })
 
-t.test('sessions live under flow:sessions:{project} style keys with the instance index', async (t) => {
+t.test('sessions live in the keys of their partition, the lease is the one global key', async (t) => {
   const keyPrefix = uniquePrefix()
   const client = await redisClient(t, redis.url)
-  const store = new RedisSessionStore({ client: client as RedisClient, keyPrefix, instanceId: 'web-1', ttlMs: 30_000 })
+  const store = new RedisSessionStore({ client, keyPrefix, instanceId: 'web-1', ttlMs: 30_000 })
   t.teardown(async () => { await store.close() })
   await store.add('board-1', member())
   t.same(await keysUnder(client, keyPrefix), [
     `${keyPrefix}:instance:web-1:lease`,
-    `${keyPrefix}:instance:web-1:sessions`,
-    `${keyPrefix}:instances`,
-    `${keyPrefix}:session-expiry`,
-    `${keyPrefix}:sessions:{board-1}`
+    `${keyPrefix}:{#9/16.23}:expiry`,
+    `${keyPrefix}:{#9/16.23}:instances`,
+    `${keyPrefix}:{#9/16.23}:owned:web-1`,
+    `${keyPrefix}:{#9/16.23}:sessions:board-1`
   ])
   const ttl = await client.pTTL(`${keyPrefix}:instance:web-1:lease`)
   t.ok(ttl > 0 && ttl <= 5000, 'the lease expires on its own')
@@ -41,8 +40,8 @@ t.test('sessions live under flow:sessions:{project} style keys with the instance
 
 t.test('the sessions of an instance whose lease lapsed are reaped long before their TTL', async (t) => {
   const keyPrefix = uniquePrefix()
-  const crashed = new RedisSessionStore({ client: await redisClient(t, redis.url) as RedisClient, keyPrefix, instanceId: 'crashed', ttlMs: 60_000, leaseMs: 300 })
-  const survivor = new RedisSessionStore({ client: await redisClient(t, redis.url) as RedisClient, keyPrefix, instanceId: 'survivor', ttlMs: 60_000, leaseMs: 300 })
+  const crashed = new RedisSessionStore({ client: await redisClient(t, redis.url), keyPrefix, instanceId: 'crashed', ttlMs: 60_000, leaseMs: 300 })
+  const survivor = new RedisSessionStore({ client: await redisClient(t, redis.url), keyPrefix, instanceId: 'survivor', ttlMs: 60_000, leaseMs: 300 })
   t.teardown(async () => { await survivor.close() })
   const gone = member()
   const stays = member()
@@ -62,7 +61,7 @@ t.test('the sessions of an instance whose lease lapsed are reaped long before th
 
 t.test('presence updates keep other fields and do not resurrect a removed session', async (t) => {
   const keyPrefix = uniquePrefix()
-  const store = new RedisSessionStore({ client: await redisClient(t, redis.url) as RedisClient, keyPrefix, instanceId: 'a', ttlMs: 30_000 })
+  const store = new RedisSessionStore({ client: await redisClient(t, redis.url), keyPrefix, instanceId: 'a', ttlMs: 30_000 })
   t.teardown(async () => { await store.close() })
   const m = member()
   await store.add('p', m)
@@ -74,7 +73,7 @@ t.test('presence updates keep other fields and do not resurrect a removed sessio
 })
 
 t.test('a project id that is not valid never reaches Redis', async (t) => {
-  const store = new RedisSessionStore({ client: await redisClient(t, redis.url) as RedisClient, keyPrefix: uniquePrefix(), instanceId: 'a', ttlMs: 30_000 })
+  const store = new RedisSessionStore({ client: await redisClient(t, redis.url), keyPrefix: uniquePrefix(), instanceId: 'a', ttlMs: 30_000 })
   t.teardown(async () => { await store.close() })
   await t.rejects(store.add('a}b', member()), TypeError)
   await t.rejects(store.list('../x'), TypeError)
