@@ -50,7 +50,7 @@ interface StoredSession {
  * renews the lease when its timer is late); refresh of sessions in p
  * partitions is a SET of the lease and p scripts (more for over 1,000
  * sessions in a partition), plus one script per other partition where the
- * instance still owns sessions; a reap round with nothing expired is one
+ * instance still owns sessions (every partition, the first time); a reap round with nothing expired is one
  * script per partition and one EXISTS per other instance seen.
  */
 export class RedisSessionStore implements SessionStore {
@@ -63,7 +63,11 @@ export class RedisSessionStore implements SessionStore {
   readonly #leaseTimer: NodeJS.Timeout
   /** when the last lease renewal was sent (performance.now()) */
   #leaseSentAt = -Infinity
-  /** partitions where this instance may own sessions, with the owned set's SSCAN cursor */
+  /**
+   * Partitions where this instance may own sessions, with the owned set's
+   * SSCAN cursor. Every partition at first: a previous process with the same
+   * instance id may have left owned sets, which the first refresh sweeps.
+   */
   readonly #owned = new Map<number, string>()
   #closed = false
 
@@ -72,6 +76,7 @@ export class RedisSessionStore implements SessionStore {
     this.#keys = redisKeys(options.keyPrefix)
     this.#sessions = this.#keys.sessionKeys(options.partitions ?? DEFAULT_SESSION_PARTITIONS)
     this.#instanceId = this.#keys.instanceId(options.instanceId)
+    for (const partition of this.#sessions.partitions) this.#owned.set(partition.index, '0')
     this.#ttlMs = options.ttlMs
     this.#leaseMs = options.leaseMs ?? 5000
     this.#leaseTimer = setInterval(() => { this.renewLease().catch(() => {}) }, this.#leaseInterval())

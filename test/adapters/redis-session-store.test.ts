@@ -216,6 +216,8 @@ t.test('command counts: one script per add, remove, setPresence and list; lease 
   t.equal((await counted(async () => { await s.setPresence('p', m.sessionId, { version: 0 }) })).length, 1, 'setPresence: one script, with a version or without')
   t.equal((await counted(async () => { await s.list('p') })).length, 1, 'list: one script')
   const refs = [{ project: 'p', sessionId: m.sessionId }, { project: 'p', sessionId: 'x' }]
+  const first = await counted(async () => { await s.refresh(refs) })
+  t.equal(first.length, 1 + 16, 'the first refresh sweeps every partition once (a previous life of the instance id may have left owned sets)')
   const refresh = await counted(async () => { await s.refresh(refs) })
   t.strictSame(refresh.map((c) => c[0] === 'EVALSHA' ? 'EVAL' : c[0]), ['SET', 'EVAL'], 'refresh of sessions of one partition: the lease, then one script')
   const reap = await counted(async () => { await s.reap() })
@@ -323,6 +325,23 @@ t.test('an instance that registered again since the reaper looked is not forgott
   const now = await client.zScore(partition.instances, 'back')
   t.strictSame(await runScript(client, SESSION_FORGET_INSTANCE, keys, ['back', String(now)]), [`p\n${m.sessionId}`], 'the registration it saw: its sessions expire')
   t.equal(await client.exists(partition.owned('back')), 0, 'its owned set is gone')
+})
+
+t.test('a restarted instance sweeps the owned sets its previous life left', async (t) => {
+  const keyPrefix = uniquePrefix()
+  const client = await redisClient(t, redis.url)
+  const before = await store(t, redis, { keyPrefix, instanceId: 'same', ttlMs: 60_000 })
+  const other = await store(t, redis, { keyPrefix, instanceId: 'other', ttlMs: 60_000 })
+  const m = member()
+  await before.add('old-project', m)
+  await before.close() // the process ends; its session is taken by someone else's remove
+  t.strictSame(await other.remove('old-project', m.sessionId), m)
+  const partition = redisKeys(keyPrefix).sessionKeys().of('old-project')
+  t.equal(await client.sCard(partition.owned('same')), 1, 'the owned set still names it')
+  const after = await store(t, redis, { keyPrefix, instanceId: 'same', ttlMs: 60_000 })
+  t.strictSame(await after.refresh([]), [])
+  t.equal(await client.exists(partition.owned('same')), 0, 'the first refresh of the new process swept it')
+  t.equal(await client.zScore(partition.instances, 'same'), null, 'and left the partition')
 })
 
 t.test('owned sets shrink to the live sessions and an instance with none leaves the partition', async (t) => {
