@@ -63,9 +63,8 @@ export class FailoverSessionStore implements SessionStore {
     return this.#fallback
   }
 
-  async add (project: string, member: Member): Promise<void> {
-    await this.#switch.call('session add', async () => { await this.#primary.add(project, member) },
-      async () => { await this.#store().add(project, member) })
+  async add (project: string, member: Member, presenceVersion?: number): Promise<void> {
+    await this.#switch.call('session add', async () => { await this.#primary.add(project, member, presenceVersion) }, async () => { await this.#store().add(project, member, presenceVersion) })
   }
 
   async remove (project: string, sessionId: string): Promise<Member | null> {
@@ -75,18 +74,17 @@ export class FailoverSessionStore implements SessionStore {
     })
   }
 
-  async setPresence (project: string, sessionId: string, presence: Presence): Promise<boolean> {
-    return await this.#switch.call('session presence', async () => await this.#primary.setPresence(project, sessionId, presence),
-      async () => await this.#store().setPresence(project, sessionId, presence))
+  async setPresence (project: string, sessionId: string, presence: Presence, version?: number): Promise<boolean> {
+    return await this.#switch.call('session presence', async () => await this.#primary.setPresence(project, sessionId, presence, version),
+      async () => await this.#store().setPresence(project, sessionId, presence, version))
   }
 
   async list (project: string): Promise<Member[]> {
     return await this.#switch.call('session list', async () => await this.#primary.list(project), async () => await this.#store().list(project))
   }
 
-  async refresh (sessions: readonly SessionRef[]): Promise<void> {
-    await this.#switch.call('session refresh', async () => { await this.#primary.refresh(sessions) },
-      async () => { await this.#store().refresh(sessions) })
+  async refresh (sessions: readonly SessionRef[]): Promise<SessionRef[]> {
+    return await this.#switch.call('session refresh', async () => await this.#primary.refresh(sessions), async () => await this.#store().refresh(sessions))
   }
 
   async reap (): Promise<ExpiredSession[]> {

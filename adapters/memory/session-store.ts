@@ -12,6 +12,8 @@ export interface MemorySessionStoreOptions {
 interface Entry {
   member: Member
   expiresAt: number
+  /** the presence version: a setPresence with a greater one wins */
+  version: number
 }
 
 /** Sessions in a Map per project, each with an expiry time. */
@@ -26,14 +28,15 @@ export class MemorySessionStore implements SessionStore {
     this.#now = options.now ?? Date.now
   }
 
-  async add (project: string, member: Member): Promise<void> {
+  async add (project: string, member: Member, presenceVersion = 0): Promise<void> {
     this.#assertOpen()
+    assertVersion(presenceVersion)
     let sessions = this.#projects.get(project)
     if (sessions === undefined) {
       sessions = new Map()
       this.#projects.set(project, sessions)
     }
-    sessions.set(member.sessionId, { member: structuredClone(member), expiresAt: this.#now() + this.#ttlMs })
+    sessions.set(member.sessionId, { member: structuredClone(member), expiresAt: this.#now() + this.#ttlMs, version: presenceVersion })
   }
 
   async remove (project: string, sessionId: string): Promise<Member | null> {
@@ -47,10 +50,15 @@ export class MemorySessionStore implements SessionStore {
     return entry.member
   }
 
-  async setPresence (project: string, sessionId: string, presence: Presence): Promise<boolean> {
+  async setPresence (project: string, sessionId: string, presence: Presence, version?: number): Promise<boolean> {
     this.#assertOpen()
+    if (version !== undefined) assertVersion(version)
     const entry = this.#projects.get(project)?.get(sessionId)
     if (entry === undefined || entry.expiresAt <= this.#now()) return false
+    if (version !== undefined) {
+      if (version <= entry.version) return true
+      entry.version = version
+    }
     entry.member = { ...entry.member, presence: structuredClone(presence) }
     return true
   }
@@ -67,13 +75,16 @@ export class MemorySessionStore implements SessionStore {
     return live.sort((a, b) => a.joinedAt - b.joinedAt)
   }
 
-  async refresh (sessions: readonly SessionRef[]): Promise<void> {
+  async refresh (sessions: readonly SessionRef[]): Promise<SessionRef[]> {
     this.#assertOpen()
     const now = this.#now()
+    const missing: SessionRef[] = []
     for (const { project, sessionId } of sessions) {
       const entry = this.#projects.get(project)?.get(sessionId)
       if (entry !== undefined && entry.expiresAt > now) entry.expiresAt = now + this.#ttlMs
+      else missing.push({ project, sessionId })
     }
+    return missing
   }
 
   async reap (): Promise<ExpiredSession[]> {
@@ -100,6 +111,10 @@ export class MemorySessionStore implements SessionStore {
   #assertOpen (): void {
     if (this.#closed) throw new ClosedError('session store')
   }
+}
+
+function assertVersion (version: number): void {
+  if (!Number.isSafeInteger(version)) throw new TypeError(`presence version must be a safe integer, got ${String(version)}`)
 }
 
 export function createMemorySessionStore (options?: MemorySessionStoreOptions): MemorySessionStore {

@@ -27,7 +27,7 @@ export interface LuaScript {
   readonly source: string
   /** SHA1 of `source`, as EVALSHA wants it */
   readonly sha1: string
-  /** how many of the arguments are KEYS */
+  /** how many of the arguments are KEYS; -1 when the caller decides (the script reads #KEYS) */
   readonly numberOfKeys: number
 }
 
@@ -133,22 +133,44 @@ return {epoch, head}
 
 
 // ---------------------------------------------------------------- sessions
+//
+// The keys of one script call all carry one session partition's hash tag
+// (keys.ts), so each call touches one cluster slot; the instance leases are
+// global keys and are read by plain commands, never by a script.
+//
+// A session is a field of its project's hash, value
+// `<instance>\n<member JSON without presence>\n<version>\n<presence JSON>`
+// (JSON has no raw newline): setPresence replaces the last two parts by
+// string operations, so the member's JSON is never re-encoded by Lua. Its
+// ref `<project>\n<session id>` is its member in the partition's expiry zset
+// and in the owner's owned set. Times are Redis' (TIME), in ms.
 
-// Values in a project's session hash: `<instance id>\n<member JSON>`, so
-// scripts can find the owning instance without re-encoding the member.
-
-const NOW = `local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
-
-/** KEYS: sessions hash, expiry zset, instance's session set, instances set. ARGV: sessionId, value, ttlMs, ref, instanceId */
-export const SESSION_ADD = defineLua('session-add', 4, `${NOW}
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('SADD', KEYS[4], ARGV[5])
-return 1`)
+const NOW = `local function int(n) return string.format('%d', n) end
+local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 
 /**
- * KEYS: sessions hash, expiry zset, instance's session set. ARGV: sessionId, ref.
+ * SESSION_ADD. KEYS: [1] the project's sessions hash, [2] expiry zset, [3]
+ * the instance's owned set, [4] instances zset.
+ * ARGV: [1] session id, [2] value, [3] ttl ms, [4] ref, [5] instance id.
+ * Adds or replaces the session with a fresh expiry, and registers the
+ * instance in the partition. Returns the previous owner when the session
+ * was another instance's (its owned set still names it), else nil.
+ */
+export const SESSION_ADD = defineLua('session-add', 4, `${NOW}
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], int(now + tonumber(ARGV[3])), ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[4], int(now), ARGV[5])
+if old then
+  local owner = string.sub(old, 1, string.find(old, '\\n', 1, true) - 1)
+  if owner ~= ARGV[5] then return owner end
+end
+return false`)
+
+/**
+ * SESSION_REMOVE. KEYS: [1] sessions hash, [2] expiry zset, [3] the
+ * caller's owned set. ARGV: [1] session id, [2] ref.
  * Removes the session (expired or not, as long as reap has not taken it)
  * and returns its value; nil when it is not there.
  */
@@ -160,73 +182,149 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('SREM', KEYS[3], ARGV[2])
 return v`)
 
+/**
+ * SESSION_SET_PRESENCE. KEYS: [1] sessions hash, [2] expiry zset.
+ * ARGV: [1] session id, [2] ref, [3] version ('' for none), [4] presence JSON.
+ * Returns 0 when the session is not there or past its TTL; else 1, after
+ * replacing version and presence when ARGV[3] is '' (the stored version is
+ * kept) or greater than the stored version.
+ */
 export const SESSION_SET_PRESENCE = defineLua('session-set-presence', 2, `${NOW}
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v ~= ARGV[2] then return v and -1 or 0 end
-local exp = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[4]) or '0')
-if exp <= now then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if not v then return 0 end
+local exp = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if not exp or tonumber(exp) <= now then return 0 end
+local a = string.find(v, '\\n', 1, true)
+local b = string.find(v, '\\n', a + 1, true)
+local c = string.find(v, '\\n', b + 1, true)
+local version = string.sub(v, b + 1, c - 1)
+if ARGV[3] ~= '' then
+  if tonumber(ARGV[3]) <= tonumber(version) then return 1 end
+  version = ARGV[3]
+end
+redis.call('HSET', KEYS[1], ARGV[1], string.sub(v, 1, b) .. version .. '\\n' .. ARGV[4])
 return 1`)
 
-/** KEYS: sessions hash, expiry zset. ARGV: refPrefix. Returns live values. */
+/**
+ * SESSION_LIST. KEYS: [1] sessions hash, [2] expiry zset. ARGV: [1] the
+ * project's ref prefix `<project>\n`. Returns the values of the sessions
+ * before their expiry.
+ */
 export const SESSION_LIST = defineLua('session-list', 2, `${NOW}
 local all = redis.call('HGETALL', KEYS[1])
 local out = {}
 for i = 1, #all, 2 do
-  local exp = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1] .. all[i]) or '0')
-  if exp > now then out[#out + 1] = all[i + 1] end
+  local exp = redis.call('ZSCORE', KEYS[2], ARGV[1] .. all[i])
+  if exp and tonumber(exp) > now then out[#out + 1] = all[i + 1] end
 end
 return out`)
-
-/** KEYS: expiry zset. ARGV: ttlMs, refs... Extends live sessions only. */
-export const SESSION_REFRESH = defineLua('session-refresh', 1, `${NOW}
-for i = 2, #ARGV do
-  local exp = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if exp and tonumber(exp) > now then redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
-end
-return 1`)
 
 /**
- * KEYS: expiry zset, instances set. ARGV: key prefix, batch size.
- * Instances whose lease is gone have their sessions expired at once; then
- * every expired session is removed and returned as project, value pairs.
- * One script: each session is returned to exactly one caller.
+ * SESSION_REFRESH, one partition. KEYS: [1] expiry zset, [2] the instance's
+ * owned set, [3] instances zset, [4...] the sessions hashes of the projects
+ * named. ARGV: [1] ttl ms, [2] instance id, [3] SSCAN cursor of the owned
+ * set, [4] SSCAN count, then per session: KEYS index of its hash, session
+ * id, ref.
+ *
+ * Registers the instance in the partition (now); extends each named session
+ * that is there and before its expiry (and puts it back in the owned set
+ * when the session is the instance's); sweeps one SSCAN step of the owned
+ * set, dropping refs that are no longer in the expiry zset (removed,
+ * reaped), so the set never outgrows the instance's live sessions; and when
+ * the owned set is empty, unregisters the instance from the partition.
+ * Returns {next cursor, owned count, {1-based positions of the sessions
+ * that are not there}}.
  */
-export const SESSION_REAP = defineLua('session-reap', 2, `${NOW}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', ARGV[1] .. ':instance:' .. id .. ':lease') == 0 then
-    local set = ARGV[1] .. ':instance:' .. id .. ':sessions'
-    for _, ref in ipairs(redis.call('SMEMBERS', set)) do
-      if redis.call('ZSCORE', KEYS[1], ref) then redis.call('ZADD', KEYS[1], 0, ref) end
-    end
-    redis.call('DEL', set)
-    redis.call('SREM', KEYS[2], id)
+export const SESSION_REFRESH = defineLua('session-refresh', -1, `${NOW}
+local me = ARGV[2]
+local mine = me .. '\\n'
+redis.call('ZADD', KEYS[3], int(now), me)
+local missing = {}
+local n = 0
+for i = 5, #ARGV, 3 do
+  n = n + 1
+  local hash = KEYS[tonumber(ARGV[i])]
+  local exp = redis.call('ZSCORE', KEYS[1], ARGV[i + 2])
+  local v = exp and tonumber(exp) > now and redis.call('HGET', hash, ARGV[i + 1])
+  if v then
+    redis.call('ZADD', KEYS[1], 'XX', int(now + tonumber(ARGV[1])), ARGV[i + 2])
+    if string.sub(v, 1, #mine) == mine then redis.call('SADD', KEYS[2], ARGV[i + 2]) end
+  else
+    missing[#missing + 1] = n
   end
 end
+local scan = redis.call('SSCAN', KEYS[2], ARGV[3], 'COUNT', ARGV[4])
+for _, ref in ipairs(scan[2]) do
+  if not redis.call('ZSCORE', KEYS[1], ref) then redis.call('SREM', KEYS[2], ref) end
+end
+local owned = redis.call('SCARD', KEYS[2])
+if owned == 0 then redis.call('ZREM', KEYS[3], me) end
+return {scan[1], owned, missing}`)
+
+/**
+ * SESSION_SCAN, one partition, read only. KEYS: [1] instances zset, [2]
+ * expiry zset. ARGV: [1] at most this many expired refs.
+ * Returns {{instance, registered at, ...}, {expired ref, ...}}.
+ */
+export const SESSION_SCAN = defineLua('session-scan', 2, `${NOW}
+return {redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'), redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', int(now), 'LIMIT', 0, ARGV[1])}`)
+
+/**
+ * SESSION_FORGET_INSTANCE, one partition. KEYS: [1] instances zset, [2] the
+ * dead instance's owned set, [3] expiry zset. ARGV: [1] instance id, [2] its
+ * registration time as SESSION_SCAN saw it.
+ * The caller found the instance's lease gone. Unless the instance registered
+ * again since the scan (a stalled instance that came back), its sessions
+ * expire now (score 0), its owned set is deleted and it leaves the
+ * partition. Returns the refs it expired, or nil when it changed nothing.
+ */
+export const SESSION_FORGET_INSTANCE = defineLua('session-forget-instance', 3, `
+local seen = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not seen or tonumber(seen) ~= tonumber(ARGV[2]) then return false end
 local out = {}
-for _, ref in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))) do
-  redis.call('ZREM', KEYS[1], ref)
-  local nl = string.find(ref, '\\n', 1, true)
-  local project = string.sub(ref, 1, nl - 1)
-  local sid = string.sub(ref, nl + 1)
-  local hash = ARGV[1] .. ':sessions:{' .. project .. '}'
-  local v = redis.call('HGET', hash, sid)
-  if v then
-    redis.call('HDEL', hash, sid)
-    local vl = string.find(v, '\\n', 1, true)
-    redis.call('SREM', ARGV[1] .. ':instance:' .. string.sub(v, 1, vl - 1) .. ':sessions', ref)
-    out[#out + 1] = project
-    out[#out + 1] = v
+for _, ref in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('ZSCORE', KEYS[3], ref) then
+    redis.call('ZADD', KEYS[3], 'XX', 0, ref)
+    out[#out + 1] = ref
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return out`)
+
+/**
+ * SESSION_REAP, one partition. KEYS: [1] expiry zset, [2...] the sessions
+ * hashes of the projects named. ARGV: per session: KEYS index of its hash,
+ * session id, ref.
+ * Takes each named session whose expiry has passed (checked again here: a
+ * refresh or an add since the scan keeps it): removes it from the expiry
+ * zset and its hash. Returns {position, value, ...} for the sessions it
+ * removed from a hash (1-based positions in ARGV order): each session is
+ * returned by one call of this script or SESSION_REMOVE, never two.
+ */
+export const SESSION_REAP = defineLua('session-reap', -1, `${NOW}
+local out = {}
+local n = 0
+for i = 1, #ARGV, 3 do
+  n = n + 1
+  local exp = redis.call('ZSCORE', KEYS[1], ARGV[i + 2])
+  if exp and tonumber(exp) <= now then
+    redis.call('ZREM', KEYS[1], ARGV[i + 2])
+    local hash = KEYS[tonumber(ARGV[i])]
+    local v = redis.call('HGET', hash, ARGV[i + 1])
+    if v then
+      redis.call('HDEL', hash, ARGV[i + 1])
+      out[#out + 1] = n
+      out[#out + 1] = v
+    end
   end
 end
 return out`)
 
-/** KEYS: lease key, instances set. ARGV: instance id, lease ms. */
-export const SESSION_LEASE = defineLua('session-lease', 2, `redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[1])
-return 1`)
-
-
+/** The scripts of the session store, for SCRIPT LOAD or inspection. */
+export const SESSION_STORE_SCRIPTS: readonly LuaScript[] = [
+  SESSION_ADD, SESSION_REMOVE, SESSION_SET_PRESENCE, SESSION_LIST, SESSION_REFRESH, SESSION_SCAN, SESSION_FORGET_INSTANCE, SESSION_REAP
+]
 
 /** The scripts of the op log, for SCRIPT LOAD or inspection. */
 export const OPERATION_LOG_SCRIPTS: readonly LuaScript[] = [APPEND, READ, HEAD]
@@ -253,7 +351,7 @@ const cached = new WeakMap<RedisCommandClient, Set<string>>()
  * loads the op log's scripts before the port returns to Redis.
  */
 export async function runScript (client: RedisCommandClient, script: LuaScript, keys: readonly string[], args: readonly string[]): Promise<unknown> {
-  if (keys.length !== script.numberOfKeys) {
+  if (script.numberOfKeys !== -1 && keys.length !== script.numberOfKeys) {
     throw new TypeError(`script ${script.name} takes ${script.numberOfKeys} keys, got ${keys.length}`)
   }
   const tail = [String(keys.length), ...keys, ...args]

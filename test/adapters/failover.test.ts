@@ -61,7 +61,7 @@ sessionStoreContract(t, 'FailoverSessionStore on Redis', async ({ ttlMs }) => {
   const make = async (instanceId: string): Promise<FailoverSessionStore> => FailoverSessionStore.create({
     ...shared(b),
     fallback: () => new MemorySessionStore({ ttlMs }),
-    primary: new RedisSessionStore({ client: await redisClient(t, redis.url) as RedisClient, keyPrefix, instanceId, ttlMs })
+    primary: new RedisSessionStore({ client: await redisClient(t, redis.url), keyPrefix, instanceId, ttlMs })
   }).port
   const a = await make('a')
   const c = await make('b')
@@ -151,7 +151,7 @@ t.test('a bad call is the caller\'s error, not an outage', async (t) => {
 t.test('sessions that left during an outage are removed from the primary and handed out once to announce', async (t) => {
   const keyPrefix = uniquePrefix()
   const b = breaker(t)
-  const primary = new RedisSessionStore({ client: await redisClient(t, redis.url) as RedisClient, keyPrefix, instanceId: 'i', ttlMs: 30_000 })
+  const primary = new RedisSessionStore({ client: await redisClient(t, redis.url), keyPrefix, instanceId: 'i', ttlMs: 30_000 })
   t.teardown(async () => { await primary.close() })
   const { port: store, control } = FailoverSessionStore.create({ ...shared(b), fallback: () => new MemorySessionStore({ ttlMs: 30_000 }), primary })
   const member = { sessionId: 's1', userId: 'u', presence: {}, joinedAt: 1 }

@@ -9,7 +9,7 @@
  */
 import type { Test } from 'tap'
 import { randomBytes } from 'node:crypto'
-import type { ExpiredSession, SessionStore } from '../../ports/session-store.js'
+import type { ExpiredSession, SessionRef, SessionStore } from '../../ports/session-store.js'
 import type { Member } from '../../lib/types.js'
 import { waitFor } from '../helpers/wait.js'
 
@@ -81,14 +81,58 @@ export function sessionStoreContract (t: Test, name: string, factory: SessionSto
       t.strictSame(await b.list(project), sorted)
     })
 
-    t.test('replaces a session added again with the same id', async t => {
+    t.test('replaces a session added again with the same id: one entry, the new member', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      const member = newMember()
+      const other = newMember()
+      await a.add(project, member)
+      await a.add(project, other)
+      await a.add(project, member)
+      t.strictSame(await b.list(project), [member, other], 'adding the same member again keeps one entry')
+      const again = { ...member, userId: 'someone-else', presence: { status: 'again' }, joinedAt: other.joinedAt + 1 }
+      await b.add(project, again)
+      t.strictSame(await a.list(project), [other, again], 'replaced by the other instance: one entry, the new member')
+      t.strictSame(await a.remove(project, member.sessionId), again, 'remove resolves the new member')
+      t.equal(await b.remove(project, member.sessionId), null, 'once')
+      t.strictSame(await b.list(project), [other])
+    })
+
+    t.test('stores the presence version given to add, 0 by default, and add replaces it', async t => {
       const { a, b } = await open(t)
       const project = uniqueId('project')
       const member = newMember()
       await a.add(project, member)
-      const again = { ...member, presence: { status: 'again' } }
-      await b.add(project, again)
-      t.strictSame(await a.list(project), [again])
+      t.equal(await b.setPresence(project, member.sessionId, { v: 0 }, 0), true, 'version 0 against the default: the session is there')
+      t.strictSame((await a.list(project))[0]?.presence, member.presence, 'but not applied: 0 is not greater than 0')
+      t.equal(await b.setPresence(project, member.sessionId, { v: 1 }, 1), true)
+      t.strictSame((await a.list(project))[0]?.presence, { v: 1 }, 'version 1 is newer')
+
+      await b.add(project, member, 10)
+      t.strictSame((await a.list(project))[0]?.presence, member.presence, 'add replaced the presence')
+      t.equal(await a.setPresence(project, member.sessionId, { v: 10 }, 10), true)
+      t.strictSame((await b.list(project))[0]?.presence, member.presence, 'the version given to add is stored: 10 is not newer')
+      t.equal(await a.setPresence(project, member.sessionId, { v: 11 }, 11), true)
+      t.strictSame((await b.list(project))[0]?.presence, { v: 11 }, '11 is')
+
+      await a.add(project, member)
+      t.equal(await b.setPresence(project, member.sessionId, { v: 1 }, 1), true)
+      t.strictSame((await a.list(project))[0]?.presence, { v: 1 }, 'adding again without a version starts over at 0')
+    })
+
+    t.test('rejects a presence version that is not a safe integer with a TypeError, touching nothing', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      const member = newMember()
+      for (const bad of [1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53]) {
+        await t.rejects(a.add(project, member, bad), TypeError, `add with ${bad}`)
+      }
+      t.strictSame(await b.list(project), [], 'no session was added')
+      await a.add(project, member)
+      for (const bad of [0.5, Number.NaN, Number.NEGATIVE_INFINITY, -(2 ** 53)]) {
+        await t.rejects(b.setPresence(project, member.sessionId, { bad: true }, bad), TypeError, `setPresence with ${bad}`)
+      }
+      t.strictSame(await a.list(project), [member], 'the presence was not touched')
     })
 
     t.test('resolves a removed member once, then null', async t => {
@@ -133,24 +177,96 @@ export function sessionStoreContract (t: Test, name: string, factory: SessionSto
       t.strictSame(await b.list(project), [], 'setPresence did not bring it back')
     })
 
-    t.test('ignores sessions that are gone when refreshing', async t => {
+    t.test('never lets an older presence version overwrite a newer one, whatever the order', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      const member = newMember()
+      await a.add(project, member)
+      const versions = Array.from({ length: 300 }, (_, i) => i + 1)
+      for (let i = versions.length - 1; i > 0; i--) {
+        const j = Math.floor(Math.random() * (i + 1))
+        ;[versions[i], versions[j]] = [versions[j] as number, versions[i] as number]
+      }
+      const results = await Promise.all(versions.map(async (version, i) =>
+        await (i % 2 === 0 ? a : b).setPresence(project, member.sessionId, { version, cursor: [version, -version] }, version)))
+      t.ok(results.every(result => result), 'every update resolves true: the session is there')
+      t.strictSame(await a.list(project), [{ ...member, presence: { version: 300, cursor: [300, -300] } }], 'the highest version is stored')
+    })
+
+    t.test('applies a presence with the same or a lower version nowhere, and one without a version always', async t => {
+      const { a, b } = await open(t)
+      const project = uniqueId('project')
+      const member = newMember()
+      await a.add(project, member)
+      t.equal(await a.setPresence(project, member.sessionId, { n: 5 }, 5), true)
+      t.equal(await b.setPresence(project, member.sessionId, { n: 'again' }, 5), true, 'the same version: the session is there')
+      t.equal(await b.setPresence(project, member.sessionId, { n: 4 }, 4), true, 'an older version: the session is there')
+      t.strictSame((await a.list(project))[0]?.presence, { n: 5 }, 'neither was applied')
+      t.equal(await b.setPresence(project, member.sessionId, { n: 'unversioned' }), true)
+      t.strictSame((await a.list(project))[0]?.presence, { n: 'unversioned' }, 'without a version: applied')
+      t.equal(await a.setPresence(project, member.sessionId, { n: 5 }, 5), true)
+      t.strictSame((await b.list(project))[0]?.presence, { n: 'unversioned' }, 'and the stored version was kept: 5 is still not newer')
+      t.equal(await a.setPresence(project, member.sessionId, { n: 6 }, 6), true)
+      t.strictSame((await b.list(project))[0]?.presence, { n: 6 }, '6 is')
+      t.equal(await a.setPresence(project, uniqueId('session'), { n: 7 }, 7), false, 'a session that is not there: false, with a version too')
+      t.strictSame(sessionIds(await b.list(project)), [member.sessionId], 'and not created')
+    })
+
+    t.test('refresh resolves the given sessions that are not there, in order, and creates none', async t => {
       const { a, b } = await open(t)
       const project = uniqueId('project')
       const elsewhere = uniqueId('project')
       const live = newMember()
       const removed = newMember()
+      const other = newMember()
       await a.add(project, live)
       await a.add(project, removed)
-      await b.remove(project, removed.sessionId)
-      await t.resolves(b.refresh([]), 'an empty refresh')
-      await t.resolves(b.refresh([
+      await a.add(project, other)
+      t.strictSame(await b.remove(project, removed.sessionId), removed, 'removed by the other instance')
+      t.strictSame(await a.refresh([]), [], 'an empty refresh resolves an empty list')
+      const never = uniqueId('session')
+      t.strictSame(await a.refresh([
         { project, sessionId: removed.sessionId },
-        { project, sessionId: uniqueId('session') },
+        { project, sessionId: never },
+        { project, sessionId: live.sessionId },
         { project: elsewhere, sessionId: live.sessionId },
-        { project, sessionId: live.sessionId }
-      ]), 'a refresh naming gone sessions')
-      t.strictSame(await a.list(project), [live], 'no session came back or was created')
-      t.strictSame(await a.list(elsewhere), [], 'no session was created in another project')
+        { project, sessionId: other.sessionId }
+      ]), [
+        { project, sessionId: removed.sessionId },
+        { project, sessionId: never },
+        { project: elsewhere, sessionId: live.sessionId }
+      ], 'the removed session, one never added, one of another project')
+      t.strictSame(await b.list(project), [live, other], 'no session came back or was created')
+      t.strictSame(await b.list(elsewhere), [], 'no session was created in another project')
+      await a.add(project, removed)
+      t.strictSame(await a.refresh([{ project, sessionId: removed.sessionId }, { project, sessionId: live.sessionId }]), [], 'once re-added, it is there again')
+      t.strictSame(await b.list(project), [live, removed, other], 'listed again, oldest join first')
+    })
+
+    t.test('refresh resolves a session the other instance reaped, and keeps extending the others', async t => {
+      const { a, b } = await open(t, SHORT_TTL_MS)
+      const project = uniqueId('project')
+      const kept = newMember()
+      const lost = newMember()
+      await a.add(project, kept)
+      await a.add(project, lost)
+      const keptRef = { project, sessionId: kept.sessionId }
+      const lostRef = { project, sessionId: lost.sessionId }
+      // The instance refreshes only kept (as if it stalled for lost) while the other one reaps.
+      const reaped: ExpiredSession[] = []
+      const keptMissing: SessionRef[] = []
+      await waitFor(async () => {
+        keptMissing.push(...await a.refresh([keptRef]))
+        reaped.push(...(await b.reap()).filter(expired => expired.project === project))
+        return reaped.length > 0
+      }, { what: 'the other instance to reap the unrefreshed session', intervalMs: 50, timeoutMs: EXPIRY_TIMEOUT_MS })
+      t.strictSame(keptMissing, [], 'kept was there at every refresh')
+      t.strictSame(reaped, [{ project, member: lost }], 'only the unrefreshed session was reaped')
+      t.strictSame(await a.refresh([keptRef, lostRef]), [lostRef], 'refresh resolves the reaped session')
+      t.strictSame(await b.list(project), [kept], 'kept is still listed')
+      await a.add(project, lost)
+      t.strictSame(await a.refresh([lostRef, keptRef]), [], 're-added, it is there again')
+      t.strictSame(await b.list(project), [kept, lost])
     })
 
     t.test('keeps a refreshed session alive past its original TTL', async t => {
@@ -184,7 +300,8 @@ export function sessionStoreContract (t: Test, name: string, factory: SessionSto
       const expected = members.map((member, i) => ({ project, member: i === 0 ? { ...member, presence: away } : member }))
 
       await waitFor(async () => (await b.list(project)).length === 0, { what: 'the sessions to leave list', timeoutMs: EXPIRY_TIMEOUT_MS })
-      await a.refresh(members.map(member => ({ project, sessionId: member.sessionId })))
+      const refs = members.map(member => ({ project, sessionId: member.sessionId }))
+      t.strictSame(await a.refresh(refs), refs, 'refresh resolves every session past its TTL: not there')
       t.strictSame(await a.list(project), [], 'refreshing an expired session does not bring it back')
       t.equal(await a.setPresence(project, (members[1] as Member).sessionId, away), false, 'an expired session is not there for setPresence')
 

@@ -25,6 +25,8 @@ export interface StartRedisOptions {
   readonly appendOnly?: boolean
   /** a port to use (a test that needs to know it before Redis starts); default: a free one */
   readonly port?: number
+  /** more redis-server arguments, e.g. `['--cluster-enabled', 'yes']` */
+  readonly args?: readonly string[]
 }
 
 export interface TestRedis {
@@ -111,7 +113,7 @@ interface Spawned {
   readonly hasExited: () => boolean
 }
 
-function spawnServer (port: number, dir: string, appendOnly: boolean): Spawned {
+function spawnServer (port: number, dir: string, appendOnly: boolean, extra: readonly string[]): Spawned {
   const args = [
     '--port', String(port),
     '--bind', '127.0.0.1',
@@ -119,7 +121,8 @@ function spawnServer (port: number, dir: string, appendOnly: boolean): Spawned {
     '--dir', dir,
     '--daemonize', 'no',
     '--loglevel', 'warning',
-    ...(appendOnly ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'])
+    ...(appendOnly ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']),
+    ...extra
   ]
   const child = spawn(REDIS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   running.add(child)
@@ -145,8 +148,8 @@ function spawnServer (port: number, dir: string, appendOnly: boolean): Spawned {
 }
 
 /** Spawns a server and waits for PING; rejects with its output when it exits or does not answer in time. */
-async function startServer (port: number, dir: string, appendOnly: boolean): Promise<Spawned> {
-  const server = spawnServer(port, dir, appendOnly)
+async function startServer (port: number, dir: string, appendOnly: boolean, extra: readonly string[]): Promise<Spawned> {
+  const server = spawnServer(port, dir, appendOnly, extra)
   try {
     await waitFor(async () => {
       if (server.hasExited()) throw new Error(`redis-server on port ${port} exited: ${server.output()}`)
@@ -170,6 +173,7 @@ export async function startRedis (t: Test, options: StartRedisOptions = {}): Pro
   assertRedisServerInstalled()
   installExitHook()
   const appendOnly = options.appendOnly ?? false
+  const extra = options.args ?? []
   const dir = await mkdtemp(join(tmpdir(), 'flow-redis-'))
   let port = 0
   let server: Spawned | undefined
@@ -177,7 +181,7 @@ export async function startRedis (t: Test, options: StartRedisOptions = {}): Pro
   for (let attempt = 1; server === undefined; attempt++) {
     port = options.port ?? await freePort()
     try {
-      server = await startServer(port, dir, appendOnly)
+      server = await startServer(port, dir, appendOnly, extra)
     } catch (err) {
       if (attempt >= 3 || options.port !== undefined || !String(err).includes('Address already in use')) {
         await rm(dir, { recursive: true, force: true })
@@ -215,7 +219,7 @@ export async function startRedis (t: Test, options: StartRedisOptions = {}): Pro
     kill,
     restart: async () => {
       await kill()
-      current = await startServer(port, dir, appendOnly)
+      current = await startServer(port, dir, appendOnly, extra)
     }
   }
 }
