@@ -30,7 +30,13 @@ export default tseslint.config(
     rules: { '@typescript-eslint/no-floating-promises': 'off' }
   },
   // The direction of dependencies (STYLE.md, Layout).
-  { files: ['lib/**/*.ts'], rules: { 'no-restricted-imports': forbid(frameworks, outward('plugins', 'adapters', 'client'), rootModules) } },
+  {
+    files: ['lib/**/*.ts'],
+    rules: {
+      'no-restricted-imports': forbid(frameworks, outward('plugins', 'adapters', 'client'), rootModules),
+      'max-len': ['error', { code: 120, ignoreUrls: true }]
+    }
+  },
   { files: ['ports/**/*.ts'], rules: { 'no-restricted-imports': forbid(frameworks, outward('plugins', 'adapters', 'client', 'hub'), rootModules) } },
   // Adapters meet only through a port: no adapter folder imports another.
   ...['memory', 'redis', 'failover', 'ws'].map((folder) => ({

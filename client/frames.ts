@@ -1,5 +1,5 @@
 /**
- * The server's frames of protocol v1 (PROTOCOL.md, "Server to client"; their
+ * The server's frames of protocol v1 (docs/protocol.md, "Server to client"; their
  * types: lib/protocol/wire.ts), read defensively: a frame of a known type
  * with a missing or wrongly typed field is reported instead of trusted.
  */

@@ -1,4 +1,4 @@
-/** Op ids (PROTOCOL.md: 1 to 64 characters of `A-Z a-z 0-9 _ -`), made without Node built-ins. */
+/** Op ids (docs/protocol.md: 1 to 64 characters of `A-Z a-z 0-9 _ -`), made without Node built-ins. */
 
 export const OP_ID = /^[A-Za-z0-9_-]{1,64}$/
 export const PROJECT_ID = /^[A-Za-z0-9_.-]{1,128}$/

@@ -3,7 +3,7 @@
  * jittered exponential backoff, and the projects joined over it, each
  * handing the app its ops in seq order with no gap and no duplicate.
  * Runs in browsers (global WebSocket) and in Node (pass the `ws` package).
- * Docs: docs/client.md. Protocol: PROTOCOL.md.
+ * Docs: docs/client.md. Protocol: docs/protocol.md.
  */
 import { Backoff, backoffDelay, backoffOptions } from './backoff.js'
 import { Emitter } from './emitter.js'

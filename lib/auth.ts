@@ -2,7 +2,7 @@ import { createHash, createHmac, createPublicKey, timingSafeEqual, verify, type 
 import type { Identity } from './hub/transport.js'
 import { ConfigError, UnauthorizedError, type FlowError } from './errors.js'
 
-/** How tokens and the API key are checked (PROTOCOL.md, configuration). */
+/** How tokens and the API key are checked (docs/protocol.md, configuration). */
 export interface AuthOptions {
   /** FLOW_JWT_SECRET: HS256 secret. */
   readonly jwtSecret?: string
@@ -20,7 +20,9 @@ export interface Authenticator {
   readonly enabled: boolean
   /**
    * Verifies a compact JWS and returns who it names. `now` is ms since the
-   * epoch (default `Date.now()`). Throws an UnauthorizedError (FLOW_ERR_UNAUTHORIZED: HTTP 401, no socket; its message says why, without echoing token content) for any
+   * epoch (default `Date.now()`). Throws an UnauthorizedError
+   * (FLOW_ERR_UNAUTHORIZED: HTTP 401, no socket; its message says why,
+   * without echoing token content) for any
    * bad, expired, not yet valid or unsupported token, never another error.
    */
   verifyToken (token: string, now?: number): Identity
@@ -39,7 +41,7 @@ const MAX_SUB_LENGTH = 128
 const MAX_PROJECT_PATTERNS = 1000
 /** Leeway for `exp` and `nbf` unless configured otherwise. */
 export const DEFAULT_CLOCK_SKEW_SECONDS = 30
-/** PROTOCOL.md project ids, and `prefix*` patterns over the same alphabet. */
+/** docs/protocol.md project ids, and `prefix*` patterns over the same alphabet. */
 const EXACT_PROJECT = /^[A-Za-z0-9_.-]{1,128}$/
 const PROJECT_PREFIX = /^[A-Za-z0-9_.-]{0,127}\*$/
 const BASE64URL = /^[A-Za-z0-9_-]+$/
@@ -117,7 +119,8 @@ function loadPublicKey (pem: string): { key: KeyObject, alg: Alg } {
   try {
     key = createPublicKey(text)
   } catch (err) {
-    throw new ConfigError(`FLOW_JWT_PUBLIC_KEY is not a valid PEM public key: ${err instanceof Error ? err.message : String(err)}`)
+    const why = err instanceof Error ? err.message : String(err)
+    throw new ConfigError(`FLOW_JWT_PUBLIC_KEY is not a valid PEM public key: ${why}`)
   }
   if (key.asymmetricKeyType === 'rsa') return { key, alg: 'RS256' }
   if (key.asymmetricKeyType === 'ec') {
@@ -127,7 +130,9 @@ function loadPublicKey (pem: string): { key: KeyObject, alg: Alg } {
     }
     return { key, alg: 'ES256' }
   }
-  throw new ConfigError(`FLOW_JWT_PUBLIC_KEY is a ${key.asymmetricKeyType ?? 'unknown'} key; only RSA (RS256) and EC P-256 (ES256) keys are supported`)
+  const type = key.asymmetricKeyType ?? 'unknown'
+  const supported = 'only RSA (RS256) and EC P-256 (ES256) keys are supported'
+  throw new ConfigError(`FLOW_JWT_PUBLIC_KEY is a ${type} key; ${supported}`)
 }
 
 /**

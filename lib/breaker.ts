@@ -155,9 +155,13 @@ export class CircuitBreaker extends EventEmitter<BreakerEvents> {
   constructor (options: CircuitBreakerOptions) {
     super()
     if (typeof options.probe !== 'function') throw new TypeError('probe must be a function')
-    if (options.recover !== undefined && typeof options.recover !== 'function') throw new TypeError('recover must be a function')
+    if (options.recover !== undefined && typeof options.recover !== 'function') {
+      throw new TypeError('recover must be a function')
+    }
     const threshold = options.failureThreshold ?? 1
-    if (!Number.isInteger(threshold) || threshold < 1) throw new RangeError(`failureThreshold must be an integer >= 1, got ${threshold}`)
+    if (!Number.isInteger(threshold) || threshold < 1) {
+      throw new RangeError(`failureThreshold must be an integer >= 1, got ${threshold}`)
+    }
     const base = positive('probeDelayMs', options.probeDelayMs ?? 250)
     const max = positive('maxProbeDelayMs', options.maxProbeDelayMs ?? Math.max(5_000, base))
     if (max < base) throw new RangeError(`maxProbeDelayMs (${max}) must not be below probeDelayMs (${base})`)

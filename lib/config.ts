@@ -22,51 +22,173 @@ interface Setting {
 
 export const SETTINGS = {
   port: { env: 'PORT', kind: 'int', default: 3000, min: 0, max: 65535, doc: 'TCP port `npm start` listens on' },
-  host: { env: 'HOST', kind: 'string', default: '127.0.0.1', doc: 'address `npm start` listens on (`0.0.0.0` for all interfaces)' },
-  logLevel: { env: 'LOG_LEVEL', kind: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level' },
-  nodeEnv: { env: 'NODE_ENV', kind: 'string', default: 'development', doc: '`production` refuses to start without authentication unless `FLOW_AUTH=none`' },
-  instanceId: { env: 'FLOW_INSTANCE_ID', kind: 'string', pattern: INSTANCE_ID, doc: 'name of this instance in stats, health and Redis (default: random)' },
-  sessionTtlSeconds: { env: 'SESSION_TTL_SECONDS', kind: 'int', default: 30, min: 2, max: 86400, doc: 'session TTL; a crashed instance\'s sessions leave within it' },
-  historyMemory: { env: 'FLOW_HISTORY_MEMORY', kind: 'int', default: 1000, min: 1, max: 10_000_000, doc: 'ops kept per project by the memory op log (at least)' },
-  historyRedis: { env: 'FLOW_HISTORY_REDIS', kind: 'int', default: 10000, min: 1, max: 100_000_000, doc: 'ops kept per project by the Redis op log (at least)' },
-  maxPayloadBytes: { env: 'FLOW_MAX_PAYLOAD_BYTES', kind: 'int', default: 65536, min: 1024, max: 16 * 1024 * 1024, doc: 'largest WebSocket frame; a larger one closes the connection with 1009' },
-  maxPresenceBytes: { env: 'FLOW_MAX_PRESENCE_BYTES', kind: 'int', default: 4096, min: 2, max: 1024 * 1024, doc: 'largest presence object, as JSON' },
-  maxProjectsPerConnection: { env: 'FLOW_MAX_PROJECTS_PER_CONNECTION', kind: 'int', default: 64, min: 1, max: 100_000, doc: 'projects one connection may join' },
-  rateLimit: { env: 'FLOW_RATE_LIMIT', kind: 'int', default: 1000, min: 1, max: 10_000_000, doc: 'frames per second per connection (token bucket refill)' },
-  rateBurst: { env: 'FLOW_RATE_BURST', kind: 'int', default: 2000, min: 1, max: 10_000_000, doc: 'token bucket size: frames a connection may send at once' },
-  heartbeatMs: { env: 'FLOW_HEARTBEAT_INTERVAL_MS', kind: 'int', default: 30000, min: 100, max: 3_600_000, doc: 'WebSocket ping interval; a connection that misses two is ended' },
-  maxOpsInFlight: { env: 'FLOW_MAX_OPS_IN_FLIGHT', kind: 'int', default: 10_000, min: 1, max: 10_000_000, doc: 'ops an instance may have waiting for the op log at once; beyond, new ops are refused with rate_limited (WebSocket) or 429 (HTTP) instead of queueing without bound' },
-  maxBufferedBytes: { env: 'FLOW_MAX_BUFFERED_BYTES', kind: 'int', default: 8 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, doc: 'unsent data a connection may hold before it is closed with 1008 (slow consumer)' },
-  shutdownTimeoutMs: { env: 'FLOW_SHUTDOWN_TIMEOUT_MS', kind: 'int', default: 5000, min: 0, max: 600_000, doc: 'longest drain before connections are closed with 1001 on shutdown' },
-  opsPageMax: { env: 'FLOW_OPS_PAGE_MAX', kind: 'int', default: 1000, min: 500, max: 100_000, doc: 'cap of `limit` in `GET /projects/:project/ops`' },
-  maxConnectionsPerIp: { env: 'FLOW_MAX_CONNECTIONS_PER_IP', kind: 'int', default: 0, min: 0, max: 10_000_000, doc: 'open WebSocket connections one client address may hold; more are refused with 429 (0: no limit)' },
-  allowedOrigins: { env: 'FLOW_ALLOWED_ORIGINS', kind: 'string', doc: 'comma-separated origins (`https://app.example.com`) a browser may connect from; others get 403. Unset: any origin. Clients that send no Origin (not browsers) are not affected' },
-  maxEventLoopDelayMs: { env: 'FLOW_MAX_EVENT_LOOP_DELAY_MS', kind: 'int', default: 1000, min: 0, max: 600_000, doc: 'event-loop delay over which the server answers 503 (0: off)' },
-  maxEventLoopUtilization: { env: 'FLOW_MAX_EVENT_LOOP_UTILIZATION', kind: 'float', default: 0, min: 0, max: 1, doc: 'event-loop utilisation over which the server answers 503 (0: off)' },
-  maxHeapUsedBytes: { env: 'FLOW_MAX_HEAP_USED_BYTES', kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, doc: 'heap used over which the server answers 503 (0: off)' },
-  maxRssBytes: { env: 'FLOW_MAX_RSS_BYTES', kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, doc: 'RSS over which the server answers 503 (0: off)' },
-  healthCheckIntervalMs: { env: 'FLOW_HEALTH_CHECK_INTERVAL_MS', kind: 'int', default: 5000, min: 100, max: 600_000, doc: 'how often the health check and pressure sampling run' },
-  redisUrl: { env: 'REDIS_URL', kind: 'url', default: 'redis://127.0.0.1:6379', doc: '`redis://` or `rediss://` URL, with username and password when needed' },
+  host: {
+    env: 'HOST', kind: 'string', default: '127.0.0.1',
+    doc: 'address `npm start` listens on (`0.0.0.0` for all interfaces)'
+  },
+  logLevel: {
+    env: 'LOG_LEVEL', kind: 'enum', default: 'info',
+    values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+    doc: 'pino log level'
+  },
+  nodeEnv: {
+    env: 'NODE_ENV', kind: 'string', default: 'development',
+    doc: '`production` refuses to start without authentication unless `FLOW_AUTH=none`'
+  },
+  instanceId: {
+    env: 'FLOW_INSTANCE_ID', kind: 'string', pattern: INSTANCE_ID,
+    doc: 'name of this instance in stats, health and Redis (default: random)'
+  },
+  sessionTtlSeconds: {
+    env: 'SESSION_TTL_SECONDS', kind: 'int', default: 30, min: 2, max: 86400,
+    doc: 'session TTL; a crashed instance\'s sessions leave within it'
+  },
+  historyMemory: {
+    env: 'FLOW_HISTORY_MEMORY', kind: 'int', default: 1000, min: 1, max: 10_000_000,
+    doc: 'ops kept per project by the memory op log (at least)'
+  },
+  historyRedis: {
+    env: 'FLOW_HISTORY_REDIS', kind: 'int', default: 10000, min: 1, max: 100_000_000,
+    doc: 'ops kept per project by the Redis op log (at least)'
+  },
+  maxPayloadBytes: {
+    env: 'FLOW_MAX_PAYLOAD_BYTES', kind: 'int', default: 65536, min: 1024, max: 16 * 1024 * 1024,
+    doc: 'largest WebSocket frame; a larger one closes the connection with 1009'
+  },
+  maxPresenceBytes: {
+    env: 'FLOW_MAX_PRESENCE_BYTES', kind: 'int', default: 4096, min: 2, max: 1024 * 1024,
+    doc: 'largest presence object, as JSON'
+  },
+  maxProjectsPerConnection: {
+    env: 'FLOW_MAX_PROJECTS_PER_CONNECTION', kind: 'int', default: 64, min: 1, max: 100_000,
+    doc: 'projects one connection may join'
+  },
+  rateLimit: {
+    env: 'FLOW_RATE_LIMIT', kind: 'int', default: 1000, min: 1, max: 10_000_000,
+    doc: 'frames per second per connection (token bucket refill)'
+  },
+  rateBurst: {
+    env: 'FLOW_RATE_BURST', kind: 'int', default: 2000, min: 1, max: 10_000_000,
+    doc: 'token bucket size: frames a connection may send at once'
+  },
+  heartbeatMs: {
+    env: 'FLOW_HEARTBEAT_INTERVAL_MS', kind: 'int', default: 30000, min: 100, max: 3_600_000,
+    doc: 'WebSocket ping interval; a connection that misses two is ended'
+  },
+  maxOpsInFlight: {
+    env: 'FLOW_MAX_OPS_IN_FLIGHT', kind: 'int', default: 10_000, min: 1, max: 10_000_000,
+    doc: 'ops an instance may have waiting for the op log at once; beyond, new ops are refused with rate_limited ' +
+      '(WebSocket) or 429 (HTTP) instead of queueing without bound'
+  },
+  maxBufferedBytes: {
+    env: 'FLOW_MAX_BUFFERED_BYTES', kind: 'int', default: 8 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024,
+    doc: 'unsent data a connection may hold before it is closed with 1008 (slow consumer)'
+  },
+  shutdownTimeoutMs: {
+    env: 'FLOW_SHUTDOWN_TIMEOUT_MS', kind: 'int', default: 5000, min: 0, max: 600_000,
+    doc: 'longest drain before connections are closed with 1001 on shutdown'
+  },
+  opsPageMax: {
+    env: 'FLOW_OPS_PAGE_MAX', kind: 'int', default: 1000, min: 500, max: 100_000,
+    doc: 'cap of `limit` in `GET /projects/:project/ops`'
+  },
+  maxConnectionsPerIp: {
+    env: 'FLOW_MAX_CONNECTIONS_PER_IP', kind: 'int', default: 0, min: 0, max: 10_000_000,
+    doc: 'open WebSocket connections one client address may hold; more are refused with 429 (0: no limit)'
+  },
+  allowedOrigins: {
+    env: 'FLOW_ALLOWED_ORIGINS', kind: 'string',
+    doc: 'comma-separated origins (`https://app.example.com`) a browser may connect from; others get 403. Unset: ' +
+      'any origin. Clients that send no Origin (not browsers) are not affected'
+  },
+  maxEventLoopDelayMs: {
+    env: 'FLOW_MAX_EVENT_LOOP_DELAY_MS', kind: 'int', default: 1000, min: 0, max: 600_000,
+    doc: 'event-loop delay over which the server answers 503 (0: off)'
+  },
+  maxEventLoopUtilization: {
+    env: 'FLOW_MAX_EVENT_LOOP_UTILIZATION', kind: 'float', default: 0, min: 0, max: 1,
+    doc: 'event-loop utilisation over which the server answers 503 (0: off)'
+  },
+  maxHeapUsedBytes: {
+    env: 'FLOW_MAX_HEAP_USED_BYTES', kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER,
+    doc: 'heap used over which the server answers 503 (0: off)'
+  },
+  maxRssBytes: {
+    env: 'FLOW_MAX_RSS_BYTES', kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER,
+    doc: 'RSS over which the server answers 503 (0: off)'
+  },
+  healthCheckIntervalMs: {
+    env: 'FLOW_HEALTH_CHECK_INTERVAL_MS', kind: 'int', default: 5000, min: 100, max: 600_000,
+    doc: 'how often the health check and pressure sampling run'
+  },
+  redisUrl: {
+    env: 'REDIS_URL', kind: 'url', default: 'redis://127.0.0.1:6379',
+    doc: '`redis://` or `rediss://` URL, with username and password when needed'
+  },
   redisHost: { env: 'REDIS_HOST', kind: 'string', doc: 'Redis host; overrides the host of `REDIS_URL`' },
-  redisPort: { env: 'REDIS_PORT', kind: 'int', min: 1, max: 65535, doc: 'Redis port; overrides the port of `REDIS_URL`' },
+  redisPort: {
+    env: 'REDIS_PORT', kind: 'int', min: 1, max: 65535,
+    doc: 'Redis port; overrides the port of `REDIS_URL`'
+  },
   redisUsername: { env: 'REDIS_USERNAME', kind: 'string', doc: 'Redis ACL user; overrides the one in `REDIS_URL`' },
   redisPassword: { env: 'REDIS_PASSWORD', kind: 'secret', doc: 'Redis password; overrides the one in `REDIS_URL`' },
-  redisDb: { env: 'REDIS_DB', kind: 'int', min: 0, max: 15, doc: 'Redis database number; overrides the one in `REDIS_URL`' },
+  redisDb: {
+    env: 'REDIS_DB', kind: 'int', min: 0, max: 15,
+    doc: 'Redis database number; overrides the one in `REDIS_URL`'
+  },
   redisTls: { env: 'REDIS_TLS', kind: 'bool', doc: '`true` connects with TLS (as `rediss://`)' },
-  redisTlsCaFile: { env: 'REDIS_TLS_CA_FILE', kind: 'string', doc: 'PEM file of the CA that signed the Redis server\'s certificate (TLS)' },
-  redisTlsCertFile: { env: 'REDIS_TLS_CERT_FILE', kind: 'string', doc: 'PEM client certificate, when Redis asks for one (TLS)' },
+  redisTlsCaFile: {
+    env: 'REDIS_TLS_CA_FILE', kind: 'string',
+    doc: 'PEM file of the CA that signed the Redis server\'s certificate (TLS)'
+  },
+  redisTlsCertFile: {
+    env: 'REDIS_TLS_CERT_FILE', kind: 'string',
+    doc: 'PEM client certificate, when Redis asks for one (TLS)'
+  },
   redisTlsKeyFile: { env: 'REDIS_TLS_KEY_FILE', kind: 'string', doc: 'PEM key of the client certificate (TLS)' },
-  redisConnectWaitMs: { env: 'REDIS_CONNECT_WAIT_MS', kind: 'int', default: 2000, min: 0, max: 60_000, doc: 'longest wait for Redis at boot; after it the server starts anyway' },
-  redisCommandTimeoutMs: { env: 'FLOW_REDIS_COMMAND_TIMEOUT_MS', kind: 'int', default: 1000, min: 50, max: 60_000, doc: 'how long Redis may stay silent (no reply to any call) while a call waits, before the ports fall back to memory; a call fails after 10× this (at least 30 s) whatever else answers' },
-  redisProbeIntervalMs: { env: 'FLOW_REDIS_PROBE_INTERVAL_MS', kind: 'int', default: 1000, min: 100, max: 60_000, doc: 'how often the end-to-end Redis probe (stream append + Pub/Sub round trip) runs while healthy' },
-  outageBufferOps: { env: 'FLOW_OUTAGE_BUFFER_OPS', kind: 'int', default: 100_000, min: 100, max: 10_000_000, doc: 'ops an instance accepts during a Redis outage before it answers unavailable' },
-  useRedisCollaboration: { env: 'USE_REDIS_COLLABORATION', kind: 'bool', default: false, doc: '`true`: sessions in Redis (SessionStore port)' },
-  useRedisWebsockets: { env: 'USE_REDIS_WEBSOCKETS', kind: 'bool', default: false, doc: '`true`: cross-instance fan-out over Redis Pub/Sub (Broadcaster port)' },
-  useRedisEventOrdering: { env: 'USE_REDIS_EVENT_ORDERING', kind: 'bool', default: false, doc: '`true`: op log in Redis Streams, one seq per project cluster-wide (OperationLog port)' },
-  keyPrefix: { env: 'FLOW_KEY_PREFIX', kind: 'string', default: 'flow', pattern: KEY_PREFIX, doc: 'prefix of every Redis key and channel' },
-  instanceLeaseMs: { env: 'FLOW_INSTANCE_LEASE_MS', kind: 'int', default: 5000, min: 500, max: 600_000, doc: 'lease of an instance in Redis: a crashed instance\'s sessions leave this long after its last renewal (plus one reap interval)' },
+  redisConnectWaitMs: {
+    env: 'REDIS_CONNECT_WAIT_MS', kind: 'int', default: 2000, min: 0, max: 60_000,
+    doc: 'longest wait for Redis at boot; after it the server starts anyway'
+  },
+  redisCommandTimeoutMs: {
+    env: 'FLOW_REDIS_COMMAND_TIMEOUT_MS', kind: 'int', default: 1000, min: 50, max: 60_000,
+    doc: 'how long Redis may stay silent (no reply to any call) while a call waits, before the ports fall back to ' +
+      'memory; a call fails after 10× this (at least 30 s) whatever else answers'
+  },
+  redisProbeIntervalMs: {
+    env: 'FLOW_REDIS_PROBE_INTERVAL_MS', kind: 'int', default: 1000, min: 100, max: 60_000,
+    doc: 'how often the end-to-end Redis probe (stream append + Pub/Sub round trip) runs while healthy'
+  },
+  outageBufferOps: {
+    env: 'FLOW_OUTAGE_BUFFER_OPS', kind: 'int', default: 100_000, min: 100, max: 10_000_000,
+    doc: 'ops an instance accepts during a Redis outage before it answers unavailable'
+  },
+  useRedisCollaboration: {
+    env: 'USE_REDIS_COLLABORATION', kind: 'bool', default: false,
+    doc: '`true`: sessions in Redis (SessionStore port)'
+  },
+  useRedisWebsockets: {
+    env: 'USE_REDIS_WEBSOCKETS', kind: 'bool', default: false,
+    doc: '`true`: cross-instance fan-out over Redis Pub/Sub (Broadcaster port)'
+  },
+  useRedisEventOrdering: {
+    env: 'USE_REDIS_EVENT_ORDERING', kind: 'bool', default: false,
+    doc: '`true`: op log in Redis Streams, one seq per project cluster-wide (OperationLog port)'
+  },
+  keyPrefix: {
+    env: 'FLOW_KEY_PREFIX', kind: 'string', default: 'flow', pattern: KEY_PREFIX,
+    doc: 'prefix of every Redis key and channel'
+  },
+  instanceLeaseMs: {
+    env: 'FLOW_INSTANCE_LEASE_MS', kind: 'int', default: 5000, min: 500, max: 600_000,
+    doc: 'lease of an instance in Redis: a crashed instance\'s sessions leave this long after its last renewal ' +
+      '(plus one reap interval)'
+  },
   jwtSecret: { env: 'FLOW_JWT_SECRET', kind: 'secret', doc: 'HS256 secret; turns authentication on' },
-  jwtPublicKey: { env: 'FLOW_JWT_PUBLIC_KEY', kind: 'secret', doc: 'PEM public key for RS256/ES256; turns authentication on' },
+  jwtPublicKey: {
+    env: 'FLOW_JWT_PUBLIC_KEY', kind: 'secret',
+    doc: 'PEM public key for RS256/ES256; turns authentication on'
+  },
   apiKey: { env: 'FLOW_API_KEY', kind: 'secret', doc: 'key for the HTTP API (`Authorization: Bearer <key>`)' },
   auth: { env: 'FLOW_AUTH', kind: 'enum', values: ['none'], doc: '`none` runs without authentication on purpose' }
 } as const satisfies Record<string, Setting>
@@ -115,21 +237,27 @@ function parse (name: string, setting: Setting, raw: unknown, from: 'env' | 'opt
     }
     case 'enum': {
       const s = String(raw).trim()
-      if (setting.values?.includes(s) !== true) fail(`must be one of ${setting.values?.join(', ')}, got ${JSON.stringify(raw)}`)
+      if (setting.values?.includes(s) !== true) {
+        fail(`must be one of ${setting.values?.join(', ')}, got ${JSON.stringify(raw)}`)
+      }
       return s
     }
     case 'url': {
       const s = String(raw).trim()
       let url: URL
       try { url = new URL(s) } catch { return fail('must be a URL such as redis://127.0.0.1:6379') }
-      if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') fail(`must start with redis:// or rediss://, got ${url.protocol}//`)
+      if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+        fail(`must start with redis:// or rediss://, got ${url.protocol}//`)
+      }
       return s
     }
     case 'secret':
     case 'string': {
       if (typeof raw !== 'string') return fail('must be a string')
       if (raw.length === 0) return fail('must not be empty')
-      if (setting.pattern !== undefined && !setting.pattern.test(raw)) return fail(`must match ${String(setting.pattern)}`)
+      if (setting.pattern !== undefined && !setting.pattern.test(raw)) {
+        return fail(`must match ${String(setting.pattern)}`)
+      }
       return raw
     }
   }
@@ -145,8 +273,10 @@ export function resolveConfig (options: FlowConfigOptions = {}, env: NodeJS.Proc
   for (const [name, s] of Object.entries(SETTINGS) as Array<[string, Setting]>) {
     const fromOption = (options as Record<string, unknown>)[name]
     const fromEnv = env[s.env]
+    // An empty variable is unset, except for strings (where it is a bad value).
+    const envSet = fromEnv !== undefined && !(fromEnv === '' && s.kind !== 'string')
     if (fromOption !== undefined) out[name] = parse(name, s, fromOption, 'option')
-    else if (fromEnv !== undefined && !(fromEnv === '' && s.kind !== 'string')) out[name] = parse(name, s, fromEnv, 'env')
+    else if (envSet) out[name] = parse(name, s, fromEnv, 'env')
     else if (s.default !== undefined) out[name] = s.default
   }
   for (const key of Object.keys(options)) {
@@ -158,7 +288,8 @@ export function resolveConfig (options: FlowConfigOptions = {}, env: NodeJS.Proc
   }
   if (config.nodeEnv === 'production' && config.auth !== 'none' &&
       config.jwtSecret === undefined && config.jwtPublicKey === undefined) {
-    throw new ConfigError('NODE_ENV=production needs FLOW_JWT_SECRET or FLOW_JWT_PUBLIC_KEY, or FLOW_AUTH=none to run without authentication on purpose')
+    throw new ConfigError('NODE_ENV=production needs FLOW_JWT_SECRET or FLOW_JWT_PUBLIC_KEY, ' +
+      'or FLOW_AUTH=none to run without authentication on purpose')
   }
   return config
 }

@@ -94,7 +94,8 @@ const BY_WIRE_CODE = {
 } as const
 
 /** The error that answers with `code` (for code paths that choose the code). */
-export function refusal (code: Exclude<ErrorCode, 'internal'>, message: string, options?: { cause: unknown }): FastifyError {
+export function refusal (code: Exclude<ErrorCode, 'internal'>, message: string,
+  options?: { cause: unknown }): FastifyError {
   const Refusal = BY_WIRE_CODE[code]
   return options === undefined ? new Refusal(message) : new Refusal(message, options)
 }

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto'
 
-/** PROTOCOL.md: project ids. Nothing reaches a Redis key without passing this. */
+/** docs/protocol.md: project ids. Nothing reaches a Redis key without passing this. */
 export const PROJECT_ID = /^[A-Za-z0-9_.-]{1,128}$/
-/** PROTOCOL.md: client-chosen op ids (idempotency keys). */
+/** docs/protocol.md: client-chosen op ids (idempotency keys). */
 export const OP_ID = /^[A-Za-z0-9_-]{1,64}$/
 
 /** FLOW_KEY_PREFIX: the prefix of every Redis key and channel. */

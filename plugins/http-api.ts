@@ -26,7 +26,7 @@ const member = {
   }
 }
 
-/** Longest project id (PROTOCOL.md); the router must let a path parameter this long through. */
+/** Longest project id (docs/protocol.md); the router must let a path parameter this long through. */
 export const PROJECT_ID_MAX_LENGTH = 128
 
 /** The router's limit on one path parameter (Fastify's default is 100). */

@@ -40,7 +40,7 @@ import { CLUSTER_SLOTS, keySlot } from './slots.js'
 
 export { INSTANCE_ID, KEY_PREFIX }
 
-/** The default prefix (PROTOCOL.md, `FLOW_KEY_PREFIX`). */
+/** The default prefix (docs/protocol.md, `FLOW_KEY_PREFIX`). */
 export const DEFAULT_KEY_PREFIX = 'flow'
 
 export function isKeyPrefix (value: unknown): value is string {

@@ -11,7 +11,7 @@ export interface RedisOperationLogOptions {
   readonly client: RedisCommandClient
   /** prefix of every key (`FLOW_KEY_PREFIX`, default `flow`) */
   readonly keyPrefix?: string
-  /** ops kept per project, at least (default 10,000: PROTOCOL.md guarantee 6) */
+  /** ops kept per project, at least (default 10,000: docs/protocol.md guarantee 6) */
   readonly historyLimit?: number
   /** op ids remembered per project for idempotency (default max(historyLimit, 10,000); at least historyLimit) */
   readonly idRetention?: number

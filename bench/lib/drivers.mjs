@@ -6,7 +6,7 @@
 //   events.reset(client, seq)            Flow's `reset`: a new epoch from seq on
 //   events.closed(client, code)          the socket closed (after open)
 //
-// Drivers: flow (PROTOCOL.md frames), relay (the same JSON shapes, no seq),
+// Drivers: flow (docs/protocol.md frames), relay (the same JSON shapes, no seq),
 // socketio (the Engine.IO 4 / Socket.IO 5 wire protocol spoken over a plain
 // `ws` socket, so the generator pays the same per-frame cost for every
 // target) and socketio-client (the official socket.io-client, to cross-check).
@@ -80,7 +80,7 @@ class RawSocketClient extends DriverClient {
   close () { this.open = false; this.ws?.terminate() }
 }
 
-/** Flow's frames (PROTOCOL.md), and the relay's, which have the same shapes. */
+/** Flow's frames (docs/protocol.md), and the relay's, which have the same shapes. */
 class JsonClient extends RawSocketClient {
   opened (ws) {
     ws.send(`{"type":"join","project":"${this.project}","ref":1}`)

@@ -21,7 +21,8 @@ export class Connection {
   readonly #sink: (conn: Connection, frame: string | SharedFrame) => void
 
   /** `sink` sends for the hub (one function for every connection, not a closure each). */
-  constructor (id: string, transport: Transport, identity: Identity, bucket: TokenBucket, abuse: AbuseTracker, sink: (conn: Connection, frame: string | SharedFrame) => void) {
+  constructor (id: string, transport: Transport, identity: Identity, bucket: TokenBucket, abuse: AbuseTracker,
+    sink: (conn: Connection, frame: string | SharedFrame) => void) {
     this.#sink = sink
     this.id = id
     this.transport = transport

@@ -117,7 +117,8 @@ export class Delivery {
   }
 
   /** Appends through the log, counting what is in flight for the drain. */
-  async append (project: string, id: string, userId: string, sessionId: string | null, data: unknown): Promise<Appended> {
+  async append (project: string, id: string, userId: string, sessionId: string | null,
+    data: unknown): Promise<Appended> {
     const { ports, stats, projects } = this.#ctx
     this.#inFlight++
     try {
@@ -156,7 +157,8 @@ export class Delivery {
   #relay (lp: LocalProject, op: Op): void {
     this.#inFlight++
     const { ports, projects, logger } = this.#ctx
-    ports.log.append({ project: op.project, id: op.id, userId: op.userId, sessionId: op.sessionId, data: op.data, ts: op.ts }).then((result) => {
+    const { project, id, userId, sessionId, data, ts } = op
+    ports.log.append({ project, id, userId, sessionId, data, ts }).then((result) => {
       if (!result.duplicate && projects.isCurrent(lp)) this.deliver(lp, result.op, result.epoch)
     }, (err: unknown) => {
       logger.warn({ err, project: lp.name }, 'relaying an op from another instance failed')
@@ -205,7 +207,9 @@ export class Delivery {
       if (page.ops.length === 0) return
       for (const op of page.ops) {
         const ack = lp.unackedAck(op.id)
-        if (ack !== undefined && op.seq > lp.delivered && !lp.acks.has(op.seq)) lp.acks.set(op.seq, () => { ack(op.seq) })
+        if (ack !== undefined && op.seq > lp.delivered && !lp.acks.has(op.seq)) {
+          lp.acks.set(op.seq, () => { ack(op.seq) })
+        }
         lp.accept(op)
       }
       if ((page.ops.at(-1) as Op).seq >= page.head) return
@@ -275,14 +279,16 @@ export class Delivery {
     } finally {
       lp.release(member)
     }
-    this.#ctx.outbox.reply(conn, { type: 'synced', project: lp.name, epoch: lp.epoch, seq: member.lastSeq, ref: frame.ref })
+    const synced = { type: 'synced', project: lp.name, epoch: lp.epoch, seq: member.lastSeq, ref: frame.ref } as const
+    this.#ctx.outbox.reply(conn, synced)
   }
 
   /**
    * Sends the ops since `since` up to `target` (what the project has
    * delivered live), or `reset`. The member's held ops follow it.
    */
-  async replay (lp: LocalProject, member: LocalMember, since: number, epoch: string | undefined, target: number): Promise<void> {
+  async replay (lp: LocalProject, member: LocalMember, since: number, epoch: string | undefined,
+    target: number): Promise<void> {
     let from = since
     for (;;) {
       const page = await this.#ctx.ports.log.read(lp.name, from, REPLAY_PAGE, epoch)

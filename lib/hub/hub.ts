@@ -107,8 +107,9 @@ export class Hub {
    */
   connect (transport: Transport, identity: Identity): Connection {
     const now = Date.now()
-    const conn = new Connection(randomId(9), transport, identity,
-      new TokenBucket(this.#config.rateLimit, this.#config.rateBurst, now), new AbuseTracker(ABUSE_WINDOW_MS), this.#outbox.sink)
+    const bucket = new TokenBucket(this.#config.rateLimit, this.#config.rateBurst, now)
+    const abuse = new AbuseTracker(ABUSE_WINDOW_MS)
+    const conn = new Connection(randomId(9), transport, identity, bucket, abuse, this.#outbox.sink)
     this.#connections.add(conn)
     this.stats.connectionsOpened++
     if (this.#draining) transport.close(CLOSE.goingAway, 'server shutting down')

@@ -60,7 +60,7 @@ export class Intake {
     const frame = parsed.frame
     stats.countFrame(frame.type)
     if (this.#draining() && frame.type !== 'ping') {
-      outbox.error(conn, 'unavailable', 'server is shutting down', frame.ref, 'project' in frame ? frame.project : undefined)
+      outbox.error(conn, 'unavailable', 'server is shutting down', frame.ref, projectOf(frame))
       return
     }
     switch (frame.type) {
@@ -84,7 +84,7 @@ export class Intake {
   #enqueue (conn: Connection, frame: ClientFrame): void {
     if (conn.queued >= MAX_QUEUED_FRAMES) {
       this.#ctx.outbox.error(conn, 'rate_limited', 'too many frames waiting: this one was dropped', frame.ref,
-        'project' in frame ? frame.project : undefined)
+        projectOf(frame))
       return
     }
     conn.queued++
@@ -109,4 +109,8 @@ export class Intake {
       case 'ping': return this.#ctx.outbox.reply(conn, { type: 'pong', ts: Date.now(), ref: frame.ref })
     }
   }
+}
+
+function projectOf (frame: ClientFrame): string | undefined {
+  return 'project' in frame ? frame.project : undefined
 }

@@ -128,13 +128,15 @@ export class Membership {
       return
     }
     if (jsonBytes(frame.state) > config.maxPresenceBytes) {
-      outbox.error(conn, 'limit_exceeded', `presence is larger than ${config.maxPresenceBytes} bytes`, frame.ref, frame.project)
+      const message = `presence is larger than ${config.maxPresenceBytes} bytes`
+      outbox.error(conn, 'limit_exceeded', message, frame.ref, frame.project)
       return
     }
     member.presence = frame.state
     const lp = projects.get(frame.project)
     lp?.sendOthers(presenceFrame(frame.project, member.sessionId, member.userId, frame.state), member.sessionId)
-    projects.publish(frame.project, { kind: 'presence', sessionId: member.sessionId, userId: member.userId, state: frame.state })
+    const { sessionId, userId } = member
+    projects.publish(frame.project, { kind: 'presence', sessionId, userId, state: frame.state })
     ports.sessions.setPresence(frame.project, member.sessionId, frame.state).catch((err: unknown) => {
       logger.warn({ err, project: frame.project }, 'storing presence failed')
     })

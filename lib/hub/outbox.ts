@@ -24,7 +24,8 @@ export class Outbox {
   readonly sink = (conn: Connection, frame: string | SharedFrame): void => { this.send(conn, frame) }
 
   /** `closed` is told of every connection this outbox closes. */
-  constructor (config: Pick<HubConfig, 'maxBufferedBytes'>, stats: Stats, log: HubLogger, closed: (conn: Connection) => void) {
+  constructor (config: Pick<HubConfig, 'maxBufferedBytes'>, stats: Stats, log: HubLogger,
+    closed: (conn: Connection) => void) {
     this.#config = config
     this.#stats = stats
     this.#log = log

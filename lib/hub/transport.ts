@@ -52,7 +52,7 @@ export interface Identity {
   readonly expiresAt?: number
 }
 
-/** Close codes used by the server (RFC 6455 and PROTOCOL.md). */
+/** Close codes used by the server (RFC 6455 and docs/protocol.md). */
 export const CLOSE = {
   goingAway: 1001,
   policy: 1008,

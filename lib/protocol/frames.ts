@@ -21,7 +21,11 @@ const object = { type: 'object' }
 const schemas: Record<ClientFrameType, object> = {
   join: { type: 'object', required: ['project'], properties: { project, since: seq, epoch, presence: object, ref } },
   leave: { type: 'object', required: ['project'], properties: { project, ref } },
-  op: { type: 'object', required: ['project', 'data'], properties: { project, id: { type: 'string', pattern: OP_ID.source }, data: {}, ref } },
+  op: {
+    type: 'object',
+    required: ['project', 'data'],
+    properties: { project, id: { type: 'string', pattern: OP_ID.source }, data: {}, ref }
+  },
   presence: { type: 'object', required: ['project', 'state'], properties: { project, state: object, ref } },
   sync: { type: 'object', required: ['project', 'since'], properties: { project, since: seq, epoch, ref } },
   ping: { type: 'object', properties: { ref } }
@@ -85,15 +89,21 @@ export function parseFrame (data: Buffer | string, isBinary: boolean): ParseResu
   const type = source.type
   if (typeof type !== 'string') return fail('bad_request', 'frame needs a string "type"', source)
   const validate = Object.hasOwn(schemas, type) ? validators.get(type) : undefined
-  if (validate === undefined) return fail('unknown_type', `unknown frame type ${JSON.stringify(type.slice(0, 32))}`, source)
+  if (validate === undefined) {
+    return fail('unknown_type', `unknown frame type ${JSON.stringify(type.slice(0, 32))}`, source)
+  }
   // Deeper than the bound needs more brackets than a shorter text holds.
   if (text.length > 2 * MAX_JSON_DEPTH && nestsDeeper(value, MAX_JSON_DEPTH)) {
     return fail('bad_request', `${type}: frame nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`, source)
   }
   if (!validate(value)) {
     const e = validate.errors?.[0]
-    const field = e === undefined ? '' : e.instancePath.slice(1).replaceAll('/', '.') || (e.params as { missingProperty?: string }).missingProperty || ''
-    const what = e === undefined ? 'is invalid' : e.keyword === 'required' ? 'is required' : e.keyword === 'pattern' ? 'has invalid characters or length' : (e.message ?? 'is invalid')
+    const missing = (e?.params as { missingProperty?: string } | undefined)?.missingProperty
+    const field = e === undefined ? '' : e.instancePath.slice(1).replaceAll('/', '.') || missing || ''
+    const what = e === undefined ? 'is invalid'
+      : e.keyword === 'required' ? 'is required'
+        : e.keyword === 'pattern' ? 'has invalid characters or length'
+          : (e.message ?? 'is invalid')
     return fail('bad_request', `${type}: ${field === '' ? 'frame' : field} ${what}`, source)
   }
   return { ok: true, frame: value as ClientFrame }
@@ -103,7 +113,10 @@ export function parseFrame (data: Buffer | string, isBinary: boolean): ParseResu
  * The ref and project of a frame that is not processed (dropped by the rate
  * limit), so the error about it can name them as for any other error.
  */
-export function peekFrame (data: Buffer | string, isBinary: boolean): { readonly ref?: Ref, readonly project?: string } {
+/** What a dropped frame is named by in the error about it. */
+export interface FrameLabel { readonly ref?: Ref, readonly project?: string }
+
+export function peekFrame (data: Buffer | string, isBinary: boolean): FrameLabel {
   const parsed = parseFrame(data, isBinary)
   if (!parsed.ok) return { ref: parsed.ref, project: parsed.project }
   const { frame } = parsed

@@ -1,5 +1,5 @@
 /**
- * The wire types of protocol v1 (PROTOCOL.md): the one definition the server,
+ * The wire types of protocol v1 (docs/protocol.md): the one definition the server,
  * the client (client/, through `import type` only) and the tests share.
  * Types only: this file imports nothing and emits no runtime code, so the
  * client's build keeps no import of it.
@@ -7,13 +7,16 @@
 
 // ---------------------------------------------------------------- data
 
-/** A client correlation value (a string of at most 64 characters, or an integer), echoed on the direct reply and on errors about its frame. */
+/**
+ * A client correlation value (a string of at most 64 characters, or an integer), echoed on the direct reply and
+ * on errors about its frame.
+ */
 export type Ref = string | number
 
 /** A member's presence: any JSON object, at most 4 KiB as JSON by default. */
 export type Presence = Readonly<Record<string, unknown>>
 
-/** One session's membership of one project (PROTOCOL.md, `member`). */
+/** One session's membership of one project (docs/protocol.md, `member`). */
 export interface Member {
   readonly sessionId: string
   readonly userId: string
@@ -38,7 +41,7 @@ export interface Op {
   readonly ts: number
 }
 
-/** The codes an `error` frame carries (PROTOCOL.md, "Error codes"). */
+/** The codes an `error` frame carries (docs/protocol.md, "Error codes"). */
 export type ErrorFrameCode =
   | 'bad_request'
   | 'unknown_type'
@@ -49,12 +52,18 @@ export type ErrorFrameCode =
   | 'unavailable'
   | 'internal'
 
-/** Every error code the server answers with: the `error` frame's, and `unauthorized` (HTTP 401: a missing or invalid token; never in a frame). */
+/**
+ * Every error code the server answers with: the `error` frame's, and `unauthorized` (HTTP 401: a missing or
+ * invalid token; never in a frame).
+ */
 export type ErrorCode = ErrorFrameCode | 'unauthorized'
 
 // ---------------------------------------------------------------- client to server
 
-/** Joins a project; answered by `joined`, then the replay of the ops after `since` (or `reset`) when `since` is given. */
+/**
+ * Joins a project; answered by `joined`, then the replay of the ops after `since` (or `reset`) when `since` is
+ * given.
+ */
 export interface JoinFrame {
   readonly type: 'join'
   readonly project: string
@@ -70,14 +79,37 @@ export interface JoinFrame {
 /** Leaves a project; answered by `left`. */
 export interface LeaveFrame { readonly type: 'leave', readonly project: string, readonly ref?: Ref }
 
-/** Appends an op (`id`: its idempotency key, made by the server when missing); `ack` to the sender, `op` to every other member. */
-export interface OpFrame { readonly type: 'op', readonly project: string, readonly id?: string, readonly data: unknown, readonly ref?: Ref }
+/**
+ * Appends an op (`id`: its idempotency key, made by the server when missing); `ack` to the sender, `op` to every
+ * other member.
+ */
+export interface OpFrame {
+  readonly type: 'op'
+  readonly project: string
+  readonly id?: string
+  readonly data: unknown
+  readonly ref?: Ref
+}
 
-/** Sets this member's presence (an object, at most 4 KiB); not answered, `presence` to every other member. (`ref`: not in v1's table; only echoed on an error.) */
-export interface PresenceFrame { readonly type: 'presence', readonly project: string, readonly state: Presence, readonly ref?: Ref }
+/**
+ * Sets this member's presence (an object, at most 4 KiB); not answered, `presence` to every other member.
+ * (`ref`: not in v1's table; only echoed on an error.)
+ */
+export interface PresenceFrame {
+  readonly type: 'presence'
+  readonly project: string
+  readonly state: Presence
+  readonly ref?: Ref
+}
 
 /** Asks for the ops after `since` (in `epoch`): answered by the replay or `reset`, then `synced`. */
-export interface SyncFrame { readonly type: 'sync', readonly project: string, readonly since: number, readonly epoch?: string, readonly ref?: Ref }
+export interface SyncFrame {
+  readonly type: 'sync'
+  readonly project: string
+  readonly since: number
+  readonly epoch?: string
+  readonly ref?: Ref
+}
 
 /** Asks for a `pong`. */
 export interface PingFrame { readonly type: 'ping', readonly ref?: Ref }
@@ -87,7 +119,10 @@ export type ClientFrame = JoinFrame | LeaveFrame | OpFrame | PresenceFrame | Syn
 
 // ---------------------------------------------------------------- server to client
 
-/** Answers `join`: the session, the project's epoch and head `seq` (0 when none), and its members, the joiner included. */
+/**
+ * Answers `join`: the session, the project's epoch and head `seq` (0 when none), and its members, the joiner
+ * included.
+ */
 export interface JoinedFrame {
   readonly type: 'joined'
   readonly project: string
@@ -104,28 +139,75 @@ export interface JoinedFrame {
 export interface LeftFrame { readonly type: 'left', readonly project: string, readonly ref?: Ref }
 
 /** Answers `op` to its sender once the op is in the log: its `id` and `seq`. */
-export interface AckFrame { readonly type: 'ack', readonly project: string, readonly id: string, readonly seq: number, readonly ref?: Ref }
+export interface AckFrame {
+  readonly type: 'ack'
+  readonly project: string
+  readonly id: string
+  readonly seq: number
+  readonly ref?: Ref
+}
 
 /** Another member's op, live or replayed, in seq order (the `op` frame the server sends; `OpFrame` is the client's). */
 export interface OpMessage extends Op { readonly type: 'op' }
 
 /** A member joined or left (never about the session it is sent to). */
-export interface MemberFrame { readonly type: 'member', readonly project: string, readonly event: 'join' | 'leave', readonly member: Member }
+export interface MemberFrame {
+  readonly type: 'member'
+  readonly project: string
+  readonly event: 'join' | 'leave'
+  readonly member: Member
+}
 
 /** Another member's presence changed (the `presence` frame the server sends; `PresenceFrame` is the client's). */
-export interface PresenceMessage { readonly type: 'presence', readonly project: string, readonly sessionId: string, readonly userId: string, readonly state: Presence }
+export interface PresenceMessage {
+  readonly type: 'presence'
+  readonly project: string
+  readonly sessionId: string
+  readonly userId: string
+  readonly state: Presence
+}
 
 /** Ends the answer to `sync`: the epoch and the head `seq` at the end of the replay. */
-export interface SyncedFrame { readonly type: 'synced', readonly project: string, readonly epoch: string, readonly seq: number, readonly ref?: Ref }
+export interface SyncedFrame {
+  readonly type: 'synced'
+  readonly project: string
+  readonly epoch: string
+  readonly seq: number
+  readonly ref?: Ref
+}
 
-/** The history no longer reaches back to what the client asked for, or the epoch changed: reload state, then continue from `seq` (the head). */
-export interface ResetFrame { readonly type: 'reset', readonly project: string, readonly epoch: string, readonly seq: number }
+/**
+ * The history no longer reaches back to what the client asked for, or the epoch changed: reload state, then
+ * continue from `seq` (the head).
+ */
+export interface ResetFrame {
+  readonly type: 'reset'
+  readonly project: string
+  readonly epoch: string
+  readonly seq: number
+}
 
 /** Answers `ping` with the server's time (ms since the Unix epoch). */
 export interface PongFrame { readonly type: 'pong', readonly ts: number, readonly ref?: Ref }
 
 /** Refuses one frame (with that frame's `project` and `ref` when it had usable ones); the connection stays open. */
-export interface ErrorFrame { readonly type: 'error', readonly code: ErrorFrameCode, readonly message: string, readonly project?: string, readonly ref?: Ref }
+export interface ErrorFrame {
+  readonly type: 'error'
+  readonly code: ErrorFrameCode
+  readonly message: string
+  readonly project?: string
+  readonly ref?: Ref
+}
 
 /** Every frame the server sends. */
-export type ServerFrame = JoinedFrame | LeftFrame | AckFrame | OpMessage | MemberFrame | PresenceMessage | SyncedFrame | ResetFrame | PongFrame | ErrorFrame
+export type ServerFrame =
+  | JoinedFrame
+  | LeftFrame
+  | AckFrame
+  | OpMessage
+  | MemberFrame
+  | PresenceMessage
+  | SyncedFrame
+  | ResetFrame
+  | PongFrame
+  | ErrorFrame

@@ -1,5 +1,5 @@
 /**
- * Redis outages with traffic running (PROTOCOL.md guarantees 3 and 5, and
+ * Redis outages with traffic running (docs/protocol.md guarantees 3 and 5, and
  * docs/outages.md): real redis-server processes are frozen, killed and
  * restarted, their connections dropped, or absent at boot, while senders on
  * two instances keep sending ops with ids they choose. Afterwards the Redis
