@@ -51,6 +51,33 @@ export const SETTINGS = {
     env: 'FLOW_HISTORY_REDIS', kind: 'int', default: 10000, min: 1, max: 100_000_000,
     doc: 'ops kept per project by the Redis op log (at least)'
   },
+  historyBytes: {
+    env: 'FLOW_HISTORY_BYTES', kind: 'int', default: 8 * 1024 * 1024, min: 64 * 1024, max: 1024 * 1024 * 1024,
+    doc: 'bytes of history kept per project by either op log: past it the oldest ops go first, whatever the op ' +
+      'counts above say (the newest op is always kept)'
+  },
+  memoryHistoryBytes: {
+    env: 'FLOW_MEMORY_HISTORY_BYTES', kind: 'int', default: 256 * 1024 * 1024, min: 1024 * 1024,
+    max: Number.MAX_SAFE_INTEGER,
+    doc: 'bytes of history all projects together may hold in this process (the memory op log, or the fallback ' +
+      'during a Redis outage): past it the history of the projects idle longest is dropped first'
+  },
+  projectIdleTtl: {
+    env: 'FLOW_PROJECT_IDLE_TTL', kind: 'int', default: 604_800, min: 60, max: 315_360_000,
+    doc: 'seconds a project with no member and no op is kept: then the memory log forgets it and its Redis keys ' +
+      'expire; it comes back with a new epoch (its clients get reset)'
+  },
+  replayPageBytes: {
+    env: 'FLOW_REPLAY_PAGE_BYTES', kind: 'int', default: 1024 * 1024, min: 64 * 1024, max: 64 * 1024 * 1024,
+    doc: 'largest page of history one read returns (replays of join and sync, GET /projects/:project/ops): a ' +
+      'page ends early rather than grow past it, and the next page continues'
+  },
+  replayBytesPerSecond: {
+    env: 'FLOW_REPLAY_BYTES_PER_SECOND', kind: 'int', default: 8 * 1024 * 1024, min: 64 * 1024,
+    max: Number.MAX_SAFE_INTEGER,
+    doc: 'history one connection is sent per second at most by its replays (join with since, sync); beyond, ' +
+      'the replay waits, and it always waits for the connection to drain'
+  },
   maxPayloadBytes: {
     env: 'FLOW_MAX_PAYLOAD_BYTES', kind: 'int', default: 65536, min: 1024, max: 16 * 1024 * 1024,
     doc: 'largest WebSocket frame; a larger one closes the connection with 1009'
@@ -93,8 +120,24 @@ export const SETTINGS = {
     doc: 'cap of `limit` in `GET /projects/:project/ops`'
   },
   maxConnectionsPerIp: {
-    env: 'FLOW_MAX_CONNECTIONS_PER_IP', kind: 'int', default: 0, min: 0, max: 10_000_000,
-    doc: 'open WebSocket connections one client address may hold; more are refused with 429 (0: no limit)'
+    env: 'FLOW_MAX_CONNECTIONS_PER_IP', kind: 'int', default: 10_000, min: 0, max: 10_000_000,
+    doc: 'open WebSocket connections one client address may hold; more are refused with 429 (0: no limit). ' +
+      'Behind a proxy, set FLOW_TRUST_PROXY so the address is the client\'s'
+  },
+  httpRateLimit: {
+    env: 'FLOW_HTTP_RATE_LIMIT', kind: 'int', default: 100, min: 1, max: 10_000_000,
+    doc: 'requests per second to the project HTTP API per identity (token user, API key) or, without one, per ' +
+      'address; more get 429 with retry-after'
+  },
+  projectsPerMinute: {
+    env: 'FLOW_PROJECTS_PER_MINUTE', kind: 'int', default: 60, min: 1, max: 10_000_000,
+    doc: 'new projects one identity may create per minute (a project is created by its first op); more ops to ' +
+      'new projects are refused with rate_limited (429)'
+  },
+  trustProxy: {
+    env: 'FLOW_TRUST_PROXY', kind: 'string',
+    doc: '`npm start` only: proxies whose X-Forwarded-For gives the client address (comma-separated addresses ' +
+      'or CIDRs, or `true` for any); unset: the TCP peer is the client'
   },
   allowedOrigins: {
     env: 'FLOW_ALLOWED_ORIGINS', kind: 'string',
@@ -110,11 +153,13 @@ export const SETTINGS = {
     doc: 'event-loop utilisation over which the server answers 503 (0: off)'
   },
   maxHeapUsedBytes: {
-    env: 'FLOW_MAX_HEAP_USED_BYTES', kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER,
+    env: 'FLOW_MAX_HEAP_USED_BYTES', kind: 'int', default: 0, min: 0,
+    max: Number.MAX_SAFE_INTEGER,
     doc: 'heap used over which the server answers 503 (0: off)'
   },
   maxRssBytes: {
-    env: 'FLOW_MAX_RSS_BYTES', kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER,
+    env: 'FLOW_MAX_RSS_BYTES', kind: 'int', default: 0, min: 0,
+    max: Number.MAX_SAFE_INTEGER,
     doc: 'RSS over which the server answers 503 (0: off)'
   },
   healthCheckIntervalMs: {
@@ -163,6 +208,11 @@ export const SETTINGS = {
     env: 'FLOW_OUTAGE_BUFFER_OPS', kind: 'int', default: 100_000, min: 100, max: 10_000_000,
     doc: 'ops an instance accepts during a Redis outage before it answers unavailable'
   },
+  outageBufferBytes: {
+    env: 'FLOW_OUTAGE_BUFFER_BYTES', kind: 'int', default: 64 * 1024 * 1024, min: 1024 * 1024,
+    max: Number.MAX_SAFE_INTEGER,
+    doc: 'bytes of ops an instance accepts during a Redis outage before it answers unavailable'
+  },
   useRedisCollaboration: {
     env: 'USE_REDIS_COLLABORATION', kind: 'bool', default: false,
     doc: '`true`: sessions in Redis (SessionStore port)'
@@ -184,7 +234,27 @@ export const SETTINGS = {
     doc: 'lease of an instance in Redis: a crashed instance\'s sessions leave this long after its last renewal ' +
       '(plus one reap interval)'
   },
+  redisMemoryWarnRatio: {
+    env: 'FLOW_REDIS_MEMORY_WARN_RATIO', kind: 'float', default: 0.8, min: 0.1, max: 1,
+    doc: 'share of Redis maxmemory in use over which /health warns'
+  },
+  redisAllowEviction: {
+    env: 'FLOW_REDIS_ALLOW_EVICTION', kind: 'bool', default: false,
+    doc: '`true` lets the Redis op log run under an allkeys-* eviction policy, which may evict idempotency ids ' +
+      'and history (ops could then be appended twice); without it the op log refuses such a Redis'
+  },
   jwtSecret: { env: 'FLOW_JWT_SECRET', kind: 'secret', doc: 'HS256 secret; turns authentication on' },
+  jwtAudience: { env: 'FLOW_JWT_AUDIENCE', kind: 'string', doc: 'the `aud` a token must name (checked when set)' },
+  jwtIssuer: { env: 'FLOW_JWT_ISSUER', kind: 'string', doc: 'the `iss` a token must carry (checked when set)' },
+  jwtRequireExp: {
+    env: 'FLOW_JWT_REQUIRE_EXP', kind: 'bool', default: true,
+    doc: 'tokens without `exp` are refused; `false` accepts them (they never expire)'
+  },
+  jwtDefaultProjects: {
+    env: 'FLOW_JWT_DEFAULT_PROJECTS', kind: 'string',
+    doc: 'projects (comma-separated ids, `prefix*` or `*`) a token without a `projects` claim may join or ' +
+      'read; unset: none'
+  },
   jwtPublicKey: {
     env: 'FLOW_JWT_PUBLIC_KEY', kind: 'secret',
     doc: 'PEM public key for RS256/ES256; turns authentication on'
