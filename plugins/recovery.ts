@@ -11,7 +11,8 @@ import type { FastifyInstance } from 'fastify'
  * - the circuit closed after the re-sync: the hub announces the leaves the
  *   other instances could not hear, writes its sessions back and resyncs;
  * - the subscriber reconnected while the circuit stayed closed: the hub
- *   fills from the op log what Pub/Sub dropped.
+ *   fills from the op log what Pub/Sub dropped, and from the session store
+ *   the member events it dropped.
  */
 async function recoveryPlugin (fastify: FastifyInstance): Promise<void> {
   const { health, failover } = fastify.flowPorts
@@ -30,7 +31,10 @@ async function recoveryPlugin (fastify: FastifyInstance): Promise<void> {
     void hub.recover(left)
   })
   health.breaker.on('probe-failed', (reason) => { log.debug({ err: reason }, 'Redis probe failed; still degraded') })
-  health.on('resubscribed', () => { void hub.resyncAll() })
+  health.on('resubscribed', () => {
+    void hub.resyncAll()
+    void hub.reconcileMembers()
+  })
   health.start()
 }
 

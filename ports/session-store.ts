@@ -28,6 +28,13 @@ export interface ExpiredSession {
  */
 export interface SessionStore {
   /**
+   * `cluster` when every instance shares this store (a `list` shows every
+   * instance's sessions); `instance` when it holds this process's sessions
+   * only. Optional for stores written before it: absent means `instance`.
+   */
+  readonly scope?: 'cluster' | 'instance'
+
+  /**
    * Adds the session, or replaces the one with the same id in the project
    * (an idempotent upsert: one entry, the new member, a fresh TTL), and
    * stores `presenceVersion` (default 0) as its presence version. Once it

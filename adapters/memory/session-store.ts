@@ -18,6 +18,7 @@ interface Entry {
 
 /** Sessions in a Map per project, each with an expiry time. */
 export class MemorySessionStore implements SessionStore {
+  readonly scope = 'instance'
   readonly #projects = new Map<string, Map<string, Entry>>()
   readonly #ttlMs: number
   readonly #now: () => number

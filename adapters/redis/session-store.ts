@@ -55,6 +55,7 @@ interface StoredSession {
  * script per partition and one EXISTS per other instance seen.
  */
 export class RedisSessionStore implements SessionStore {
+  readonly scope = 'cluster'
   readonly #client: RedisCommandClient
   readonly #keys: RedisKeys
   readonly #sessions: SessionKeys

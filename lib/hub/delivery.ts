@@ -289,12 +289,20 @@ export class Delivery {
    */
   async replay (lp: LocalProject, member: LocalMember, since: number, epoch: string | undefined,
     target: number): Promise<void> {
+    const reset = (): void => {
+      member.lastSeq = Math.max(member.lastSeq, target)
+      this.#ctx.outbox.reply(member.conn, { type: 'reset', project: lp.name, epoch: lp.epoch, seq: target })
+    }
+    // A position without its epoch cannot be placed: after data loss, seq 40 of a new life is not seq 40 of the old.
+    if (since > 0 && epoch === undefined) {
+      reset()
+      return
+    }
     let from = since
     for (;;) {
       const page = await this.#ctx.ports.log.read(lp.name, from, REPLAY_PAGE, epoch)
       if (page.reset || page.epoch !== lp.epoch) {
-        member.lastSeq = Math.max(member.lastSeq, target)
-        this.#ctx.outbox.reply(member.conn, { type: 'reset', project: lp.name, epoch: lp.epoch, seq: target })
+        reset()
         return
       }
       for (const op of page.ops) {

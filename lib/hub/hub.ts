@@ -162,11 +162,20 @@ export class Hub {
   /**
    * After an outage: announces the leaves other instances could not hear,
    * writes the sessions of local connections back to the store (announcing
-   * each one the store had lost), and resyncs every project.
+   * each one the store had lost), tells local members the joins and leaves
+   * of elsewhere they missed, and resyncs every project.
    */
   async recover (left: readonly ExpiredSession[]): Promise<void> {
     await this.#keeper.writeBack(left)
     await this.#delivery.resyncAll()
+  }
+
+  /**
+   * Brings what local members were told of who is in each project in line
+   * with the session store (after Pub/Sub may have dropped member events).
+   */
+  async reconcileMembers (): Promise<void> {
+    await this.#keeper.reconcileAll()
   }
 
   // ---------------------------------------------------------------- project API

@@ -7,13 +7,14 @@ import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
 import type { Delivery } from './delivery.js'
 import { LocalMember, type LocalProject } from './project.js'
-import { memberFrame, presenceFrame } from './outbox.js'
+import { presenceFrame } from './outbox.js'
 import type { SessionKeeper } from './session-keeper.js'
 
 /**
  * Who is in which project: `join` (with its replay), `leave`, presence, and
- * the member events of other instances. Each join and leave is announced
- * once, to the local members and to the other instances.
+ * the member events of other instances. Each join and leave is announced to
+ * the other instances, and passed on to the local members once
+ * (`LocalProject.tell`), however many times this instance hears it.
  */
 export class Membership {
   readonly #ctx: HubContext
@@ -48,7 +49,7 @@ export class Membership {
     const lp = await projects.acquire(project)
     const member = new LocalMember(conn, randomId(12), conn.identity.userId, presence, Date.now())
     try {
-      await ports.sessions.add(project, member.toMember())
+      await ports.sessions.add(project, member.toMember(), member.presenceVersion)
     } catch (err) {
       projects.release(lp)
       throw err
@@ -62,14 +63,19 @@ export class Membership {
     member.lastSeq = lp.delivered
     lp.members.set(member.sessionId, member)
     conn.projects.set(project, member)
-    this.#announce(lp, { kind: 'member', event: 'join', member: member.toMember() }, member.sessionId)
+    lp.tell('join', member.toMember())
+    projects.publish(project, { kind: 'member', event: 'join', member: member.toMember() })
     await this.#welcome(conn, lp, member, frame)
   }
 
   /** Sends `joined`, then the replay or `reset` when `since` is given, then makes the member live. */
   async #welcome (conn: Connection, lp: LocalProject, member: LocalMember, frame: JoinFrame): Promise<void> {
     try {
+      const since = lp.tick
       const members = await this.#ctx.ports.sessions.list(lp.name)
+      // The list may know of sessions the other members here have not heard of (a lost event): they hear now.
+      const shared = this.#ctx.ports.sessions.scope === 'cluster'
+      lp.reconcile(members, since, { leaves: shared, alsoExcept: member.sessionId })
       const head = lp.delivered
       if (frame.since === undefined) member.lastSeq = Math.max(member.lastSeq, head)
       this.#ctx.outbox.reply(conn, {
@@ -116,7 +122,7 @@ export class Membership {
     // On a failure the store expires it later; announce now, once.
     if (failed) this.#keeper.remember(member.sessionId)
     const announced = removed ?? member.toMember()
-    if (lp !== undefined) lp.sendOthers(memberFrame(project, 'leave', announced), member.sessionId)
+    lp?.tell('leave', announced)
     projects.publish(project, { kind: 'member', event: 'leave', member: announced })
   }
 
@@ -133,24 +139,36 @@ export class Membership {
       return
     }
     member.presence = frame.state
+    member.presenceVersion++
     const lp = projects.get(frame.project)
+    lp?.toldPresence(member.sessionId, frame.state)
     lp?.sendOthers(presenceFrame(frame.project, member.sessionId, member.userId, frame.state), member.sessionId)
     const { sessionId, userId } = member
     projects.publish(frame.project, { kind: 'presence', sessionId, userId, state: frame.state })
-    ports.sessions.setPresence(frame.project, member.sessionId, frame.state).catch((err: unknown) => {
+    // Last writer wins by version: a store that takes updates out of order keeps the newest.
+    const stored = ports.sessions.setPresence(frame.project, member.sessionId, frame.state, member.presenceVersion)
+    stored.catch((err: unknown) => {
       logger.warn({ err, project: frame.project }, 'storing presence failed')
     })
   }
 
-  /** A member or presence event of another instance: told to every local member. */
+  /**
+   * A member or presence event of another instance, passed on to the local
+   * members. The leave of a session that is connected here (another
+   * instance reaped it while this one stalled) is not: this instance
+   * re-asserts it instead, and everyone hears it join again.
+   */
   received (lp: LocalProject, message: BroadcastMessage & { kind: 'member' | 'presence' }): void {
-    if (message.kind === 'member') lp.sendOthers(memberFrame(lp.name, message.event, message.member), null)
-    else lp.sendOthers(presenceFrame(lp.name, message.sessionId, message.userId, message.state), null)
-  }
-
-  /** Tells local members (but one) and other instances. */
-  #announce (lp: LocalProject, message: BroadcastMessage & { kind: 'member' }, exceptSessionId: string): void {
-    lp.sendOthers(memberFrame(lp.name, message.event, message.member), exceptSessionId)
-    this.#ctx.projects.publish(lp.name, message)
+    if (message.kind === 'presence') {
+      lp.toldPresence(message.sessionId, message.state)
+      lp.sendOthers(presenceFrame(lp.name, message.sessionId, message.userId, message.state), null)
+      return
+    }
+    const local = lp.members.get(message.member.sessionId)
+    if (message.event === 'leave' && local !== undefined && !local.conn.closed) {
+      void this.#keeper.reassert(lp, local)
+      return
+    }
+    lp.tell(message.event, message.member)
   }
 }

@@ -1,7 +1,11 @@
 import type { Member, Op, Presence } from '../types.js'
+import type { MemberFrame, PresenceMessage } from '../protocol/wire.js'
 import type { Connection } from './connection.js'
 import { SharedFrame } from './transport.js'
 import { opFrame } from '../protocol/op-frame.js'
+
+/** Sessions told gone that are remembered, so an older list does not bring them back. */
+const MAX_TOLD_GONE = 1000
 
 /** One session on this instance: a connection's membership of a project. */
 export class LocalMember {
@@ -10,6 +14,8 @@ export class LocalMember {
   readonly joinedAt: number
   readonly conn: Connection
   presence: Presence
+  /** orders this session's presence updates in the store (last writer wins); 0 is the presence given at join */
+  presenceVersion = 0
   /** last seq this member has been sent (or has, by `joined`/replay) */
   lastSeq = 0
   /** while joining or replaying: live ops held back until the replay is sent */
@@ -63,6 +69,12 @@ export class LocalProject {
   #ahead: AckAhead[] = []
   /** by op id, the acks of local ops whose append has not answered yet */
   readonly #unacked = new Map<string, (seq: number) => void>()
+  /** the sessions this instance's members were told of (by `joined` lists and `member` events), with when */
+  readonly #told = new Map<string, { member: Member, tick: number }>()
+  /** sessions told gone, with when */
+  readonly #toldGone = new Map<string, number>()
+  /** counts the changes of what members were told */
+  #tick = 0
 
   constructor (name: string) {
     this.name = name
@@ -133,11 +145,87 @@ export class LocalProject {
     }
   }
 
-  /** Sends a frame to every member but one session. */
-  sendOthers (text: string, exceptSessionId: string | null): void {
+  /** Sends a frame to every member but one or two sessions. */
+  sendOthers (text: string, exceptSessionId: string | null, alsoExcept: string | null = null): void {
     const frame = new SharedFrame(text)
     for (const member of this.members.values()) {
-      if (member.sessionId !== exceptSessionId) member.conn.send(frame)
+      if (member.sessionId !== exceptSessionId && member.sessionId !== alsoExcept) member.conn.send(frame)
+    }
+  }
+
+  /** The tick of the last change of what members were told: a list read after it is fresher. */
+  get tick (): number {
+    return this.#tick
+  }
+
+  /** Whether members were told of this session (and not of its leave). */
+  told (sessionId: string): boolean {
+    return this.#told.has(sessionId)
+  }
+
+  /**
+   * Tells the local members (but the session itself and `alsoExcept`) that a
+   * session joined or left, unless it changes nothing they were told: a join
+   * of a session they know (its presence is sent instead when it differs) or
+   * a leave of one they do not. So every instance passes each session's join
+   * and leave on once, however many times it hears them. Returns whether a
+   * `member` frame was sent.
+   */
+  tell (event: 'join' | 'leave', member: Member, alsoExcept: string | null = null): boolean {
+    const id = member.sessionId
+    const known = this.#told.get(id)
+    if (event === 'join' && known !== undefined) {
+      if (JSON.stringify(known.member.presence) !== JSON.stringify(member.presence)) {
+        this.#told.set(id, { member, tick: known.tick })
+        const { userId, presence: state } = member
+        const frame: PresenceMessage = { type: 'presence', project: this.name, sessionId: id, userId, state }
+        this.sendOthers(JSON.stringify(frame), id, alsoExcept)
+      }
+      return false
+    }
+    if (event === 'leave' && known === undefined) return false
+    this.#tick++
+    if (event === 'join') {
+      this.#told.set(id, { member, tick: this.#tick })
+      this.#toldGone.delete(id)
+    } else {
+      this.#told.delete(id)
+      this.#toldGone.set(id, this.#tick)
+      if (this.#toldGone.size > MAX_TOLD_GONE) this.#toldGone.delete(this.#toldGone.keys().next().value as string)
+    }
+    const frame: MemberFrame = { type: 'member', project: this.name, event, member }
+    this.sendOthers(JSON.stringify(frame), id, alsoExcept)
+    return true
+  }
+
+  /** A session's presence changed: what members were told of it follows. */
+  toldPresence (sessionId: string, presence: Presence): void {
+    const known = this.#told.get(sessionId)
+    if (known !== undefined) this.#told.set(sessionId, { member: { ...known.member, presence }, tick: known.tick })
+  }
+
+  /**
+   * Brings what the local members were told in line with the store's `list`,
+   * read after tick `since`: sessions listed and not told of are announced
+   * as joins, sessions told of and not listed (when `leaves`) as leaves. A
+   * session whose join or leave was told after `since` is left alone: that
+   * news is fresher than the list. `alsoExcept` (a joiner that got the list
+   * itself) is told nothing.
+   */
+  reconcile (list: readonly Member[], since: number, options: { leaves: boolean, alsoExcept?: string | null }): void {
+    const listed = new Set<string>()
+    for (const member of list) {
+      listed.add(member.sessionId)
+      const goneAt = this.#toldGone.get(member.sessionId)
+      if (goneAt !== undefined && goneAt > since) continue
+      const known = this.#told.get(member.sessionId)
+      if (known !== undefined && known.tick > since) continue
+      this.tell('join', member, options.alsoExcept ?? null)
+    }
+    if (!options.leaves) return
+    for (const [id, known] of [...this.#told]) {
+      if (listed.has(id) || known.tick > since) continue
+      this.tell('leave', known.member, options.alsoExcept ?? null)
     }
   }
 

@@ -42,9 +42,9 @@ t.test('join with since replays the ops after since in order, then live ops with
 
 t.test('join with since equal to the head replays nothing and continues live', async (t) => {
   const server = await startServer(t)
-  const { writer } = await writerWith(t, server, 'doc', 3)
+  const { writer, joined: wj } = await writerWith(t, server, 'doc', 3)
   const reader = await connect(t, server.ws)
-  t.equal((await reader.join('doc', { since: 3 })).seq, 3)
+  t.equal((await reader.join('doc', { since: 3, epoch: wj.epoch })).seq, 3)
   await append(writer, 'doc', 1)
   await until(reader, () => seqsOf(reader, 'doc').length > 0, 'an op')
   t.same(seqsOf(reader, 'doc'), [4])
@@ -54,11 +54,11 @@ t.test('join with since equal to the head replays nothing and continues live', a
 t.test('a replay includes the joiner\'s own earlier ops, as for a reconnect', async (t) => {
   const server = await startServer(t)
   const first = await connect(t, `${server.ws}?userId=alice`)
-  await first.join('doc')
+  const { epoch } = await first.join('doc')
   await append(first, 'doc', 3)
   first.close()
   const again = await connect(t, `${server.ws}?userId=alice`)
-  await again.join('doc', { since: 1 })
+  await again.join('doc', { since: 1, epoch })
   await until(again, () => seqsOf(again, 'doc').length === 2, 'the replay')
   t.same(seqsOf(again, 'doc'), [2, 3])
 })
@@ -70,7 +70,7 @@ t.test('joining again with since replays again without a new session', async (t)
   const first = await reader.join('doc')
   await append(writer, 'doc', 4)
   await until(reader, () => seqsOf(reader, 'doc').length === 4, 'four live ops')
-  const again = await reader.join('doc', { since: 2 })
+  const again = await reader.join('doc', { since: 2, epoch: first.epoch })
   t.match(again, { sessionId: first.sessionId, seq: 4 })
   await until(reader, () => seqsOf(reader, 'doc').length === 6, 'the replay')
   await append(writer, 'doc', 1)
@@ -88,10 +88,10 @@ t.test('sync replays since < seq <= head in order, then synced with the epoch an
   const synced = await reader.request({ type: 'sync', project: 'doc', since: 3, epoch: wj.epoch })
   t.same(synced, { type: 'synced', project: 'doc', epoch: wj.epoch, seq: 6, ref: synced.ref })
   t.same(seqsOf(reader, 'doc'), [1, 2, 3, 4, 5, 6, 4, 5, 6], 'the replay came before synced')
-  t.same((await reader.request({ type: 'sync', project: 'doc', since: 6 })).seq, 6, 'a sync at the head replays nothing')
+  t.same((await reader.request({ type: 'sync', project: 'doc', since: 6, epoch: wj.epoch })).seq, 6, 'a sync at the head replays nothing')
   t.equal(seqsOf(reader, 'doc').length, 9)
   // The writer's own ops are part of what it asked for.
-  await writer.request({ type: 'sync', project: 'doc', since: 4 })
+  await writer.request({ type: 'sync', project: 'doc', since: 4, epoch: wj.epoch })
   t.same(seqsOf(writer, 'doc'), [5, 6])
   t.same(reader.all('reset'), [])
 })
@@ -104,7 +104,7 @@ t.test('since above the head gets reset with the head, then live ops from there'
   t.same(await reader.next('reset'), { type: 'reset', project: 'doc', epoch: wj.epoch, seq: 3 })
   t.equal(joined.seq, 3)
   const reset = reader.next('reset')
-  const synced = await reader.request({ type: 'sync', project: 'doc', since: 100 })
+  const synced = await reader.request({ type: 'sync', project: 'doc', since: 100, epoch: wj.epoch })
   t.same(await reset, { type: 'reset', project: 'doc', epoch: wj.epoch, seq: 3 }, 'sync above the head gets reset')
   t.match(synced, { type: 'synced', project: 'doc', epoch: wj.epoch, seq: 3 }, 'and synced ends it')
   t.ok(reader.received.findIndex((f) => f.type === 'reset' && reader.received.indexOf(f) > reader.received.indexOf(joined)) < reader.received.indexOf(synced))
@@ -118,18 +118,18 @@ t.test('history that no longer reaches back gets reset; since at the oldest kept
   const { writer, joined: wj } = await writerWith(t, server, 'doc', 20)
   for (const since of [0, 1, 10, 14]) {
     const reader = await connect(t, server.ws)
-    await reader.join('doc', { since })
+    await reader.join('doc', { since, epoch: wj.epoch })
     t.same(await reader.next('reset'), { type: 'reset', project: 'doc', epoch: wj.epoch, seq: 20 }, `join since ${since}: reset`)
     t.same(seqsOf(reader, 'doc'), [], 'no op is replayed with a reset')
     const reset = reader.next('reset')
-    const synced = await reader.request({ type: 'sync', project: 'doc', since })
+    const synced = await reader.request({ type: 'sync', project: 'doc', since, epoch: wj.epoch })
     t.same(await reset, { type: 'reset', project: 'doc', epoch: wj.epoch, seq: 20 }, `sync since ${since}: reset`)
     t.match(synced, { type: 'synced', seq: 20 }, 'synced after the reset')
     reader.close()
   }
   // The memory log keeps at least the last 5: since 15 is answered exactly.
   const reader = await connect(t, server.ws)
-  await reader.join('doc', { since: 15 })
+  await reader.join('doc', { since: 15, epoch: wj.epoch })
   await until(reader, () => seqsOf(reader, 'doc').length === 5, 'ops 16..20')
   t.same(seqsOf(reader, 'doc'), range(16, 20))
   await append(writer, 'doc', 1)
@@ -156,6 +156,24 @@ t.test('an epoch that is not the current one gets reset; the current one replays
   t.equal(reader.all('reset').length, 2)
 })
 
+t.test('since above 0 without its epoch gets reset: the position cannot be placed in a life of the log', async (t) => {
+  const server = await startServer(t)
+  const { joined: wj } = await writerWith(t, server, 'doc', 4)
+  const reader = await connect(t, server.ws)
+  await reader.join('doc', { since: 2 })
+  t.same(await reader.next('reset'), { type: 'reset', project: 'doc', epoch: wj.epoch, seq: 4 }, 'join: reset to the head')
+  t.same(seqsOf(reader, 'doc'), [], 'nothing replayed')
+  const reset = reader.next('reset')
+  const synced = await reader.request({ type: 'sync', project: 'doc', since: 3 })
+  t.same(await reset, { type: 'reset', project: 'doc', epoch: wj.epoch, seq: 4 }, 'sync: reset to the head')
+  t.match(synced, { type: 'synced', seq: 4 })
+  const fresh = await connect(t, server.ws)
+  await fresh.join('doc', { since: 0 })
+  await until(fresh, () => seqsOf(fresh, 'doc').length === 4, 'the whole history')
+  t.same(seqsOf(fresh, 'doc'), [1, 2, 3, 4], 'since 0 needs no epoch: the whole history is replayed')
+  t.same(fresh.all('reset'), [])
+})
+
 t.test('epoch without since is ignored', async (t) => {
   const server = await startServer(t)
   const { writer } = await writerWith(t, server, 'doc', 2)
@@ -163,7 +181,7 @@ t.test('epoch without since is ignored', async (t) => {
   const joined = await reader.join('doc', { epoch: 'not-the-current-one' })
   t.equal(joined.seq, 2)
   // A sync is answered after anything the join sent.
-  t.match(await reader.request({ type: 'sync', project: 'doc', since: 2 }), { type: 'synced', seq: 2 })
+  t.match(await reader.request({ type: 'sync', project: 'doc', since: 2, epoch: joined.epoch }), { type: 'synced', seq: 2 })
   t.same(reader.all('reset'), [], 'no reset')
   t.same(seqsOf(reader, 'doc'), [], 'no replay')
   await append(writer, 'doc', 1)
@@ -196,7 +214,7 @@ for (const variant of ['memory ports', 'ports that yield to the event loop'] as 
   t.test(`joins and syncs while another client sends ops see every op exactly once (${variant})`, async (t) => {
     const server = await startServer(t, variant === 'memory ports' ? {} : { ports: { log: new YieldingLog(), sessions: new YieldingSessions() } })
     const writer = await connect(t, `${server.ws}?userId=writer`, { timeoutMs: 15_000 })
-    await writer.join('live')
+    const { epoch } = await writer.join('live')
     // since per joiner, and the number of acks after which it joins: one
     // replays more than a page of the log (500 ops).
     const plan: Array<{ at: number, since: number }> = [
@@ -215,11 +233,11 @@ for (const variant of ['memory ports', 'ports that yield to the event loop'] as 
     const joinedFrames: Array<Promise<Frame>> = plan.map(async ({ at, since }, i) => {
       const client = joiners[i] as TestClient
       await until(writer, () => acked() >= at, `${at} acks`, 15_000)
-      return await client.join('live', { since })
+      return await client.join('live', { since, epoch })
     })
     const syncedFrames: Array<Promise<Frame>> = syncers.map(async ({ client, at, since }) => {
       await until(writer, () => acked() >= at, `${at} acks`, 15_000)
-      return await client.request({ type: 'sync', project: 'live', since })
+      return await client.request({ type: 'sync', project: 'live', since, epoch })
     })
     for (let sent = 0; sent < TOTAL; sent += CHUNK) {
       for (let i = 0; i < CHUNK; i++) writer.send({ type: 'op', project: 'live', data: sent + i })
