@@ -6,6 +6,10 @@ import { UnauthorizedError, type FlowError } from '../../lib/errors.js'
 const SECRET = 'test-secret-of-reasonable-length-0123456789'
 const NOW = 1_700_000_000_000
 const NOW_S = NOW / 1000
+/** An hour after NOW: tokens need an exp unless a test is about it. */
+const EXP = NOW_S + 3600
+/** What a token needs to be accepted by default, besides sub: an exp, and a projects claim (here: every project). */
+const VALID = { exp: EXP, projects: ['*'] }
 
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
 const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
@@ -55,24 +59,24 @@ const withRsa = createAuthenticator({ jwtPublicKey: RSA_PEM })
 const withEc = createAuthenticator({ jwtPublicKey: EC_PEM })
 
 t.test('accepts a valid HS256 token and takes the userId from sub', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'alice' }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'alice', ...VALID }), NOW)
   t.equal(identity.userId, 'alice')
-  t.equal(identity.expiresAt, undefined)
+  t.equal(identity.expiresAt, EXP * 1000)
   t.ok(identity.allows('any-project'))
 })
 
 t.test('accepts a valid RS256 token against an RSA public key', async (t) => {
-  t.equal(withRsa.verifyToken(rs256({ sub: 'bob' }), NOW).userId, 'bob')
+  t.equal(withRsa.verifyToken(rs256({ sub: 'bob', ...VALID }), NOW).userId, 'bob')
 })
 
 t.test('accepts a valid ES256 token against an EC P-256 public key', async (t) => {
-  t.equal(withEc.verifyToken(es256({ sub: 'carol' }), NOW).userId, 'carol')
+  t.equal(withEc.verifyToken(es256({ sub: 'carol', ...VALID }), NOW).userId, 'carol')
 })
 
 t.test('accepts HS256 and the key algorithm when both a secret and a public key are set', async (t) => {
   const both = createAuthenticator({ jwtSecret: SECRET, jwtPublicKey: RSA_PEM })
-  t.equal(both.verifyToken(hs256({ sub: 'h' }), NOW).userId, 'h')
-  t.equal(both.verifyToken(rs256({ sub: 'r' }), NOW).userId, 'r')
+  t.equal(both.verifyToken(hs256({ sub: 'h', ...VALID }), NOW).userId, 'h')
+  t.equal(both.verifyToken(rs256({ sub: 'r', ...VALID }), NOW).userId, 'r')
   t.match(authError(() => both.verifyToken(es256({ sub: 'e' }), NOW)).message, /alg/)
 })
 
@@ -159,32 +163,32 @@ t.test('rejects a token that expired beyond the clock skew', async (t) => {
 })
 
 t.test('accepts a token that expired within the clock skew and reports expiresAt', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: NOW_S - 29 }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'a', ...VALID, exp: NOW_S - 29 }), NOW)
   t.equal(identity.expiresAt, (NOW_S - 29) * 1000)
-  t.equal(withSecret.verifyToken(hs256({ sub: 'a', exp: NOW_S + 3600 }), NOW).expiresAt, NOW + 3_600_000)
+  t.equal(withSecret.verifyToken(hs256({ sub: 'a', ...VALID, exp: NOW_S + 3600 }), NOW).expiresAt, NOW + 3_600_000)
 })
 
 t.test('honours a configured clock skew, zero included', async (t) => {
   const strict = createAuthenticator({ jwtSecret: SECRET, clockSkewSeconds: 0 })
   t.equal(authError(() => strict.verifyToken(hs256({ sub: 'a', exp: NOW_S }), NOW)).message, 'token expired')
-  t.equal(strict.verifyToken(hs256({ sub: 'a', exp: NOW_S + 1 }), NOW).userId, 'a')
-  t.equal(authError(() => strict.verifyToken(hs256({ sub: 'a', nbf: NOW_S + 1 }), NOW)).message, 'token not yet valid')
+  t.equal(strict.verifyToken(hs256({ sub: 'a', ...VALID, exp: NOW_S + 1 }), NOW).userId, 'a')
+  t.equal(authError(() => strict.verifyToken(hs256({ sub: 'a', ...VALID, nbf: NOW_S + 1 }), NOW)).message, 'token not yet valid')
   t.throws(() => createAuthenticator({ jwtSecret: SECRET, clockSkewSeconds: -1 }), /clockSkewSeconds/)
 })
 
 t.test('rejects a token whose nbf is in the future beyond the clock skew', async (t) => {
-  const err = authError(() => withSecret.verifyToken(hs256({ sub: 'a', nbf: NOW_S + 31 }), NOW))
+  const err = authError(() => withSecret.verifyToken(hs256({ sub: 'a', ...VALID, nbf: NOW_S + 31 }), NOW))
   t.equal(err.message, 'token not yet valid')
 })
 
 t.test('accepts a token whose nbf is in the future within the clock skew', async (t) => {
-  t.equal(withSecret.verifyToken(hs256({ sub: 'a', nbf: NOW_S + 29 }), NOW).userId, 'a')
+  t.equal(withSecret.verifyToken(hs256({ sub: 'a', ...VALID, nbf: NOW_S + 29 }), NOW).userId, 'a')
 })
 
 t.test('uses the current time when no time is given', async (t) => {
   const nowS = Math.floor(Date.now() / 1000)
   t.equal(authError(() => withSecret.verifyToken(hs256({ sub: 'a', exp: nowS - 120 }))).message, 'token expired')
-  t.equal(withSecret.verifyToken(hs256({ sub: 'a', exp: nowS + 120 })).userId, 'a')
+  t.equal(withSecret.verifyToken(hs256({ sub: 'a', ...VALID, exp: nowS + 120 })).userId, 'a')
 })
 
 t.test('rejects exp and nbf that are not numbers', async (t) => {
@@ -194,11 +198,11 @@ t.test('rejects exp and nbf that are not numbers', async (t) => {
 })
 
 t.test('rejects a token without a usable sub', async (t) => {
-  t.equal(authError(() => withSecret.verifyToken(hs256({ name: 'alice' }), NOW)).message, 'token has no sub')
-  t.equal(authError(() => withSecret.verifyToken(hs256({ sub: '' }), NOW)).message, 'token has no sub')
-  t.equal(authError(() => withSecret.verifyToken(hs256({ sub: 42 }), NOW)).message, 'token has no sub')
-  t.match(authError(() => withSecret.verifyToken(hs256({ sub: 'x'.repeat(129) }), NOW)).message, /sub is too long/)
-  t.equal(withSecret.verifyToken(hs256({ sub: 'x'.repeat(128) }), NOW).userId, 'x'.repeat(128))
+  t.equal(authError(() => withSecret.verifyToken(hs256({ name: 'alice', ...VALID }), NOW)).message, 'token has no sub')
+  t.equal(authError(() => withSecret.verifyToken(hs256({ sub: '', ...VALID }), NOW)).message, 'token has no sub')
+  t.equal(authError(() => withSecret.verifyToken(hs256({ sub: 42, ...VALID }), NOW)).message, 'token has no sub')
+  t.match(authError(() => withSecret.verifyToken(hs256({ sub: 'x'.repeat(129), ...VALID }), NOW)).message, /sub is too long/)
+  t.equal(withSecret.verifyToken(hs256({ sub: 'x'.repeat(128), ...VALID }), NOW).userId, 'x'.repeat(128))
 })
 
 t.test('rejects malformed tokens with an UnauthorizedError only', async (t) => {
@@ -232,18 +236,18 @@ t.test('rejects malformed tokens with an UnauthorizedError only', async (t) => {
 t.test('rejects a token longer than 8 KiB', async (t) => {
   const big = hs256({ sub: 'a', pad: 'x'.repeat(8192) })
   t.equal(authError(() => withSecret.verifyToken(big, NOW)).message, 'token is too long')
-  const fits = hs256({ sub: 'a', pad: 'x'.repeat(5000) })
+  const fits = hs256({ sub: 'a', ...VALID, pad: 'x'.repeat(5000) })
   t.ok(fits.length <= 8192)
   t.equal(withSecret.verifyToken(fits, NOW).userId, 'a')
 })
 
 t.test('allows every project when the token has no projects claim', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a' }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: EXP }), NOW)
   for (const project of ['a', 'board-1', 'x.y_z']) t.ok(identity.allows(project), project)
 })
 
 t.test('allows exactly the listed project ids', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a', projects: ['doc-1', 'doc-2'] }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: ['doc-1', 'doc-2'] }), NOW)
   t.ok(identity.allows('doc-1'))
   t.ok(identity.allows('doc-2'))
   t.notOk(identity.allows('doc-3'))
@@ -252,7 +256,7 @@ t.test('allows exactly the listed project ids', async (t) => {
 })
 
 t.test('allows projects starting with a prefix* pattern', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a', projects: ['team-a.', 'board-*'] }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: ['team-a.', 'board-*'] }), NOW)
   t.ok(identity.allows('board-1'))
   t.ok(identity.allows('board-'))
   t.ok(identity.allows('team-a.'))
@@ -262,13 +266,13 @@ t.test('allows projects starting with a prefix* pattern', async (t) => {
 })
 
 t.test('allows every project with a * entry', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a', projects: ['doc-1', '*'] }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: ['doc-1', '*'] }), NOW)
   t.ok(identity.allows('doc-1'))
   t.ok(identity.allows('anything'))
 })
 
 t.test('allows no project with an empty projects claim', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a', projects: [] }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: [] }), NOW)
   t.notOk(identity.allows('doc-1'))
 })
 
@@ -288,11 +292,11 @@ t.test('rejects a projects claim of the wrong shape', async (t) => {
     [...Array.from({ length: 1000 }, () => 'a'), 'b']
   ]
   for (const projects of claims) {
-    const err = authError(() => withSecret.verifyToken(hs256({ sub: 'a', projects }), NOW))
+    const err = authError(() => withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects }), NOW))
     t.equal(err.message, 'bad projects claim', JSON.stringify(projects).slice(0, 40))
   }
   const max = [...Array.from({ length: 999 }, () => 'a'), 'b']
-  t.ok(withSecret.verifyToken(hs256({ sub: 'a', projects: max }), NOW).allows('b'))
+  t.ok(withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: max }), NOW).allows('b'))
 })
 
 t.test('recognises only the configured API key, whatever the candidate length', async (t) => {
@@ -369,5 +373,5 @@ t.test('throws at creation for an empty secret', async (t) => {
 
 t.test('accepts a PEM whose newlines were escaped as \\n in one line', async (t) => {
   const auth = createAuthenticator({ jwtPublicKey: RSA_PEM.replaceAll('\n', '\\n') })
-  t.equal(auth.verifyToken(rs256({ sub: 'a' }), NOW).userId, 'a')
+  t.equal(auth.verifyToken(rs256({ sub: 'a', ...VALID }), NOW).userId, 'a')
 })
