@@ -37,11 +37,23 @@ const apiIdentity: Identity = { userId: 'api', allows: () => true }
  */
 async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): Promise<void> {
   const { config } = fastify.flowConfig
-  const auth = createAuthenticator({ jwtSecret: config.jwtSecret, jwtPublicKey: config.jwtPublicKey, apiKey: config.apiKey })
+  const auth = createAuthenticator({
+    jwtSecret: config.jwtSecret,
+    jwtPublicKey: config.jwtPublicKey,
+    apiKey: config.apiKey,
+    audience: config.jwtAudience,
+    issuer: config.jwtIssuer,
+    requireExp: config.jwtRequireExp,
+    defaultProjects: config.jwtDefaultProjects
+  })
   const hook = opts.authenticate
   const mode = hook !== undefined ? 'hook' : authEnabled(config) ? 'jwt' : 'open'
   if (mode === 'open') {
     fastify.log.warn('authentication is off: anyone who reaches this server may join any project (set FLOW_JWT_SECRET or FLOW_JWT_PUBLIC_KEY)')
+  }
+  if (mode === 'jwt' && config.nodeEnv === 'production' && config.jwtAudience === undefined && config.jwtIssuer === undefined) {
+    fastify.log.warn('tokens are not bound to this service: any token signed with the same secret or key is accepted, ' +
+      'one minted for another service too (set FLOW_JWT_AUDIENCE or FLOW_JWT_ISSUER)')
   }
   fastify.decorateRequest('flowIdentity', null)
 

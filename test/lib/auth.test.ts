@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createHmac, generateKeyPairSync, sign, type KeyObject } from 'node:crypto'
 import { bearerToken, createAuthenticator, openIdentity } from '../../lib/auth.js'
-import { UnauthorizedError, type FlowError } from '../../lib/errors.js'
+import { ConfigError, UnauthorizedError, type FlowError } from '../../lib/errors.js'
 
 const SECRET = 'test-secret-of-reasonable-length-0123456789'
 const NOW = 1_700_000_000_000
@@ -241,11 +241,6 @@ t.test('rejects a token longer than 8 KiB', async (t) => {
   t.equal(withSecret.verifyToken(fits, NOW).userId, 'a')
 })
 
-t.test('allows every project when the token has no projects claim', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: EXP }), NOW)
-  for (const project of ['a', 'board-1', 'x.y_z']) t.ok(identity.allows(project), project)
-})
-
 t.test('allows exactly the listed project ids', async (t) => {
   const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: ['doc-1', 'doc-2'] }), NOW)
   t.ok(identity.allows('doc-1'))
@@ -297,6 +292,126 @@ t.test('rejects a projects claim of the wrong shape', async (t) => {
   }
   const max = [...Array.from({ length: 999 }, () => 'a'), 'b']
   t.ok(withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: max }), NOW).allows('b'))
+})
+
+/** The message of the ConfigError `fn` throws; any other outcome fails the test. */
+function configError (fn: () => unknown): string {
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message
+    throw err
+  }
+  throw new Error('expected a ConfigError, nothing was thrown')
+}
+
+t.test('refuses a token without a projects claim when no default projects are configured', async (t) => {
+  for (const auth of [withSecret, withRsa, withEc]) {
+    const token = auth === withSecret ? hs256({ sub: 'a', exp: EXP }) : auth === withRsa ? rs256({ sub: 'a', exp: EXP }) : es256({ sub: 'a', exp: EXP })
+    const err = authError(() => auth.verifyToken(token, NOW))
+    t.equal(err.message, 'token has no projects claim, and FLOW_JWT_DEFAULT_PROJECTS is not set')
+  }
+})
+
+t.test('gives a token without a projects claim the configured default projects', async (t) => {
+  const auth = createAuthenticator({ jwtSecret: SECRET, defaultProjects: 'lobby, team-* ,doc.1' })
+  const identity = auth.verifyToken(hs256({ sub: 'a', exp: EXP }), NOW)
+  t.ok(identity.allows('lobby'))
+  t.ok(identity.allows('team-red'))
+  t.ok(identity.allows('doc.1'))
+  t.notOk(identity.allows('lobby-2'))
+  t.notOk(identity.allows('doc-1'))
+  const every = createAuthenticator({ jwtSecret: SECRET, defaultProjects: '*' }).verifyToken(hs256({ sub: 'a', exp: EXP }), NOW)
+  t.ok(every.allows('anything'))
+})
+
+t.test('lets a projects claim, even an empty one, override the default projects', async (t) => {
+  const auth = createAuthenticator({ jwtSecret: SECRET, defaultProjects: 'lobby' })
+  const unscoped = auth.verifyToken(hs256({ sub: 'a', exp: EXP }), NOW)
+  t.ok(unscoped.allows('lobby'), 'the defaults apply without a claim')
+  t.notOk(unscoped.allows('doc-1'), 'and only they')
+  const listed = auth.verifyToken(hs256({ sub: 'a', exp: EXP, projects: ['doc-1'] }), NOW)
+  t.ok(listed.allows('doc-1'))
+  t.notOk(listed.allows('lobby'), 'a claim is not widened by the defaults')
+  t.notOk(auth.verifyToken(hs256({ sub: 'a', exp: EXP, projects: [] }), NOW).allows('lobby'))
+  t.equal(authError(() => auth.verifyToken(hs256({ sub: 'a', exp: EXP, projects: 'doc-1' }), NOW)).message, 'bad projects claim')
+})
+
+t.test('throws at creation naming FLOW_JWT_DEFAULT_PROJECTS for a bad pattern', async (t) => {
+  for (const setting of ['', ',', 'lobby,', 'a,,b', 'doc 1', 'a*b', '**', 'team-*,x/y', 'x'.repeat(129), Array.from({ length: 1001 }, () => 'a').join(',')]) {
+    t.match(configError(() => createAuthenticator({ jwtSecret: SECRET, defaultProjects: setting })), /FLOW_JWT_DEFAULT_PROJECTS/, JSON.stringify(setting).slice(0, 40))
+  }
+  t.match(configError(() => createAuthenticator({ jwtSecret: SECRET, defaultProjects: 'lobby,a*b' })), /"a\*b" is not a project id, a prefix\* pattern or \*/)
+  t.match(configError(() => createAuthenticator({ defaultProjects: 'a b' })), /FLOW_JWT_DEFAULT_PROJECTS/, 'checked even without a secret or key')
+})
+
+t.test('refuses a token without exp unless exp is not required', async (t) => {
+  for (const token of [hs256({ sub: 'a', projects: ['*'] }), hs256({ sub: 'a', projects: ['*'], nbf: NOW_S - 10 })]) {
+    t.equal(authError(() => withSecret.verifyToken(token, NOW)).message, 'token has no exp')
+  }
+  t.equal(authError(() => withRsa.verifyToken(rs256({ sub: 'a', projects: ['*'] }), NOW)).message, 'token has no exp')
+  const lenient = createAuthenticator({ jwtSecret: SECRET, requireExp: false })
+  const identity = lenient.verifyToken(hs256({ sub: 'a', projects: ['*'] }), NOW)
+  t.equal(identity.userId, 'a')
+  t.equal(identity.expiresAt, undefined, 'it never expires')
+  t.equal(authError(() => lenient.verifyToken(hs256({ sub: 'a', projects: ['*'], exp: NOW_S - 3600 }), NOW)).message, 'token expired', 'an exp it carries is still honoured')
+  t.equal(authError(() => lenient.verifyToken(hs256({ sub: 'a', projects: ['*'], exp: 'never' }), NOW)).message, 'bad exp claim')
+})
+
+t.test('with an audience configured, refuses a token whose aud is missing, another or malformed', async (t) => {
+  const auth = createAuthenticator({ jwtSecret: SECRET, audience: 'flow-rt' })
+  t.equal(auth.verifyToken(hs256({ sub: 'a', ...VALID, aud: 'flow-rt' }), NOW).userId, 'a')
+  t.equal(auth.verifyToken(hs256({ sub: 'a', ...VALID, aud: ['billing', 'flow-rt'] }), NOW).userId, 'a', 'an array holding it')
+  const cases: Array<[unknown, string]> = [
+    [undefined, 'token has no aud'],
+    ['billing-service', 'token aud does not match'],
+    ['FLOW-RT', 'token aud does not match'],
+    ['flow-rt ', 'token aud does not match'],
+    [['billing-service'], 'token aud does not match'],
+    [[], 'token aud does not match'],
+    [42, 'bad aud claim'],
+    [null, 'bad aud claim'],
+    [{ 'flow-rt': true }, 'bad aud claim'],
+    [['flow-rt', 7], 'bad aud claim']
+  ]
+  for (const [aud, message] of cases) {
+    const err = authError(() => auth.verifyToken(hs256({ sub: 'a', ...VALID, aud }), NOW))
+    t.equal(err.message, message, JSON.stringify(aud))
+    t.notMatch(err.message, /billing/, 'the message does not echo the claim')
+  }
+  t.equal(withSecret.verifyToken(hs256({ sub: 'a', ...VALID, aud: 'billing-service' }), NOW).userId, 'a', 'not checked when none is configured')
+})
+
+t.test('with an issuer configured, refuses a token whose iss is missing or another', async (t) => {
+  const auth = createAuthenticator({ jwtPublicKey: EC_PEM, issuer: 'https://id.example.com' })
+  t.equal(auth.verifyToken(es256({ sub: 'a', ...VALID, iss: 'https://id.example.com' }), NOW).userId, 'a')
+  const cases: Array<[unknown, string]> = [
+    [undefined, 'token has no iss'],
+    ['https://evil.example.com', 'token iss does not match'],
+    ['https://id.example.com/', 'token iss does not match'],
+    [['https://id.example.com'], 'token iss does not match'],
+    [null, 'token iss does not match']
+  ]
+  for (const [iss, message] of cases) {
+    const err = authError(() => auth.verifyToken(es256({ sub: 'a', ...VALID, iss }), NOW))
+    t.equal(err.message, message, JSON.stringify(iss))
+    t.notMatch(err.message, /evil/, 'the message does not echo the claim')
+  }
+  t.equal(withEc.verifyToken(es256({ sub: 'a', ...VALID, iss: 'https://evil.example.com' }), NOW).userId, 'a', 'not checked when none is configured')
+})
+
+t.test('checks aud and iss together, before any other claim', async (t) => {
+  const auth = createAuthenticator({ jwtSecret: SECRET, audience: 'flow-rt', issuer: 'id' })
+  t.equal(auth.verifyToken(hs256({ sub: 'a', ...VALID, aud: 'flow-rt', iss: 'id' }), NOW).userId, 'a')
+  t.equal(authError(() => auth.verifyToken(hs256({ sub: 'a', ...VALID, aud: 'flow-rt', iss: 'other' }), NOW)).message, 'token iss does not match')
+  t.equal(authError(() => auth.verifyToken(hs256({ sub: 'a', ...VALID, aud: 'other', iss: 'id' }), NOW)).message, 'token aud does not match')
+  // A token of another service says so, whatever else is wrong with it.
+  t.equal(authError(() => auth.verifyToken(hs256({ sub: '\n', iss: 'other' }), NOW)).message, 'token iss does not match')
+})
+
+t.test('throws at creation for an empty audience or issuer', async (t) => {
+  t.match(configError(() => createAuthenticator({ jwtSecret: SECRET, audience: '' })), /FLOW_JWT_AUDIENCE/)
+  t.match(configError(() => createAuthenticator({ jwtSecret: SECRET, issuer: '' })), /FLOW_JWT_ISSUER/)
 })
 
 t.test('recognises only the configured API key, whatever the candidate length', async (t) => {
