@@ -34,7 +34,7 @@ export interface Authenticator {
    * Verifies a compact JWS and returns who it names. `now` is ms since the
    * epoch (default `Date.now()`). Checks, after the signature: `iss` and
    * `aud` when configured, `exp` (required unless `requireExp` is false),
-   * `nbf`, `sub`, and `projects` (or the
+   * `nbf`, `sub` (a user id, see `userIdProblem`), and `projects` (or the
    * configured defaults when the claim is absent). Throws an
    * UnauthorizedError (FLOW_ERR_UNAUTHORIZED: HTTP 401, no socket; its
    * message names the check that failed, without echoing token content) for
@@ -53,7 +53,8 @@ type Alg = 'HS256' | 'RS256' | 'ES256'
 
 /** Longest token accepted, in characters. */
 const MAX_TOKEN_LENGTH = 8192
-const MAX_SUB_LENGTH = 128
+/** Longest user id, in code points (docs/protocol.md, Tokens). */
+export const MAX_USER_ID_LENGTH = 128
 const MAX_PROJECT_PATTERNS = 1000
 /** Leeway for `exp` and `nbf` unless configured otherwise. */
 export const DEFAULT_CLOCK_SKEW_SECONDS = 30
@@ -61,6 +62,14 @@ export const DEFAULT_CLOCK_SKEW_SECONDS = 30
 const EXACT_PROJECT = /^[A-Za-z0-9_.-]{1,128}$/
 const PROJECT_PREFIX = /^[A-Za-z0-9_.-]{0,127}\*$/
 const BASE64URL = /^[A-Za-z0-9_-]+$/
+/**
+ * What a user id may not hold, anywhere: controls (C0, C1, DEL), format
+ * characters (bidi embeddings, overrides, isolates and marks, zero-width
+ * spaces, the BOM, tag characters) except ZWNJ and ZWJ (emoji sequences and
+ * several scripts need them), line and paragraph separators, lone surrogates.
+ */
+const UNPRINTABLE = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}]|(?![\u200C\u200D])\p{Cf}/u
+const EDGE_SPACE = /^\s|\s$/u
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
@@ -140,6 +149,24 @@ function defaultMatcher (setting: string): ProjectCheck {
 
 function allowAll (): boolean {
   return true
+}
+
+/**
+ * Why `userId` cannot name a user, or undefined when it can. A user id is 1
+ * to 128 code points, holds no character UNPRINTABLE lists and has no
+ * whitespace at either end (it is refused, not trimmed). The phrase follows
+ * the name of where the id came from: `token sub is too long (...)`.
+ */
+export function userIdProblem (userId: unknown): string | undefined {
+  if (typeof userId !== 'string' || userId.length === 0) return 'is missing'
+  // In code points (a lone surrogate counts as one, and is refused below); a code point is at most two
+  // UTF-16 units, so a longer string is too long without being spread.
+  if (userId.length > 2 * MAX_USER_ID_LENGTH || [...userId].length > MAX_USER_ID_LENGTH) {
+    return `is too long (over ${MAX_USER_ID_LENGTH} characters)`
+  }
+  if (UNPRINTABLE.test(userId)) return 'has a control, format (bidi, zero-width) or line separator character'
+  if (EDGE_SPACE.test(userId)) return 'has whitespace at its start or end'
+  return undefined
 }
 
 function numericClaim (payload: Record<string, unknown>, name: 'exp' | 'nbf'): number | undefined {
@@ -251,9 +278,11 @@ export function createAuthenticator (options: AuthOptions): Authenticator {
     if (exp === undefined && requireExp) throw unauthorized('token has no exp')
     if (exp !== undefined && now >= exp * 1000 + skewMs) throw unauthorized('token expired')
     if (nbf !== undefined && now < nbf * 1000 - skewMs) throw unauthorized('token not yet valid')
-    const userId = payload.sub
-    if (typeof userId !== 'string' || userId.length === 0) throw unauthorized('token has no sub')
-    if (userId.length > MAX_SUB_LENGTH) throw unauthorized('token sub is too long')
+    const sub = payload.sub
+    const subProblem = userIdProblem(sub)
+    if (subProblem === 'is missing') throw unauthorized('token has no sub')
+    if (subProblem !== undefined) throw unauthorized(`token sub ${subProblem}`)
+    const userId = sub as string
     let allows: ProjectCheck
     if (payload.projects !== undefined) allows = claimMatcher(payload.projects)
     else if (defaults !== undefined) allows = defaults

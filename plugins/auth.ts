@@ -1,11 +1,15 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { bearerToken, createAuthenticator, openIdentity } from '../lib/auth.js'
+import { bearerToken, createAuthenticator, openIdentity, userIdProblem } from '../lib/auth.js'
 import { authEnabled } from '../lib/config.js'
 import { ForbiddenError, UnauthorizedError, wireCode } from '../lib/errors.js'
 import type { Identity } from '../lib/hub/transport.js'
 
-/** A host app's own authentication: resolve the caller or throw (401). */
+/**
+ * A host app's own authentication: resolve the caller or throw (401). An
+ * identity whose userId is not a valid user id (lib/auth.ts `userIdProblem`)
+ * is refused with 401 too.
+ */
 export type AuthenticateHook = (request: FastifyRequest) => Identity | Promise<Identity>
 
 export interface AuthPluginOptions {
@@ -65,13 +69,18 @@ async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): P
   }
 
   const viaHook = async (request: FastifyRequest): Promise<Identity> => {
+    let identity: Identity
     try {
-      return await (hook as AuthenticateHook)(request)
+      identity = await (hook as AuthenticateHook)(request)
     } catch (err) {
       // A refusal the hook chose (403, 429...) stands; anything else it throws is a 401.
       if (wireCode(err) !== null) throw err
       throw new UnauthorizedError(err instanceof Error ? err.message : 'not authenticated', { cause: err })
     }
+    // The hook may pass on what a client sent (a header): its userId is held to the rule of a token's sub.
+    const problem = userIdProblem((identity as Partial<Identity> | null | undefined)?.userId)
+    if (problem !== undefined) throw new UnauthorizedError(`the authenticate hook's userId ${problem}`)
+    return identity
   }
 
   const socket = async (request: FastifyRequest): Promise<void> => {

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { createHmac, generateKeyPairSync, sign, type KeyObject } from 'node:crypto'
-import { bearerToken, createAuthenticator, openIdentity } from '../../lib/auth.js'
+import { bearerToken, createAuthenticator, openIdentity, userIdProblem } from '../../lib/auth.js'
 import { ConfigError, UnauthorizedError, type FlowError } from '../../lib/errors.js'
 
 const SECRET = 'test-secret-of-reasonable-length-0123456789'
@@ -412,6 +412,54 @@ t.test('checks aud and iss together, before any other claim', async (t) => {
 t.test('throws at creation for an empty audience or issuer', async (t) => {
   t.match(configError(() => createAuthenticator({ jwtSecret: SECRET, audience: '' })), /FLOW_JWT_AUDIENCE/)
   t.match(configError(() => createAuthenticator({ jwtSecret: SECRET, issuer: '' })), /FLOW_JWT_ISSUER/)
+})
+
+/** Subs that could spoof a name on a member list, each with what is wrong. */
+const SPOOFED_SUBS: Array<[string, string]> = [
+  ['mallory\nalice joined', 'a line feed'],
+  ['mallory\r\nalice', 'CR LF'],
+  ['mal\tlory', 'a tab'],
+  ['mal\u0000lory', 'NUL'],
+  ['mal\u007flory', 'DEL'],
+  ['mal\u0085lory', 'C1 next line'],
+  ['\u202e'.repeat(100) + 'alice', '100 right-to-left overrides'],
+  ...['\u202a', '\u202b', '\u202c', '\u202d', '\u2066', '\u2067', '\u2068', '\u2069', '\u200e', '\u200f', '\u061c'].map((c): [string, string] => [`ali${c}ce`, `bidi control U+${c.codePointAt(0)?.toString(16).toUpperCase() ?? ''}`]),
+  ['ali\u2028ce', 'line separator'],
+  ['ali\u2029ce', 'paragraph separator'],
+  ['al\u200bice', 'zero-width space'],
+  ['\ufeffalice', 'byte order mark'],
+  ['alice\u{e0041}', 'tag character'],
+  ['ali\ud800ce', 'lone surrogate'],
+  [' alice', 'leading space'],
+  ['alice ', 'trailing space'],
+  ['alice\u3000', 'trailing ideographic space'],
+  ['\u00a0', 'only a no-break space'],
+  ['x'.repeat(129), '129 characters'],
+  ['😀'.repeat(129), '129 astral characters']
+]
+
+t.test('refuses a token whose sub is not a printable name of at most 128 characters', async (t) => {
+  for (const [sub, what] of SPOOFED_SUBS) {
+    const err = authError(() => withSecret.verifyToken(hs256({ sub, ...VALID }), NOW))
+    t.match(err.message, /^token sub (is too long|has a control, format|has whitespace at its start or end)/, what)
+    t.notOk(err.message.includes('alice') || err.message.includes('mal'), `${what}: the message does not echo the sub`)
+  }
+})
+
+t.test('accepts a sub of printable characters, spaces and non-Latin scripts included', async (t) => {
+  for (const sub of ['José Smith', 'user@example.com', '用户一', 'علي', '👩‍💻 dev', 'نیم‌فاصله', '😀'.repeat(128), 'x'.repeat(128), 'a']) {
+    t.equal(withSecret.verifyToken(hs256({ sub, ...VALID }), NOW).userId, sub, JSON.stringify(sub))
+  }
+})
+
+t.test('says why a user id is refused, for any source', async (t) => {
+  t.equal(userIdProblem('alice'), undefined)
+  t.equal(userIdProblem(undefined), 'is missing')
+  t.equal(userIdProblem(42), 'is missing')
+  t.equal(userIdProblem(''), 'is missing')
+  t.equal(userIdProblem('a'.repeat(10_000)), 'is too long (over 128 characters)')
+  t.equal(userIdProblem('a\nb'), 'has a control, format (bidi, zero-width) or line separator character')
+  t.equal(userIdProblem('a '), 'has whitespace at its start or end')
 })
 
 t.test('recognises only the configured API key, whatever the candidate length', async (t) => {

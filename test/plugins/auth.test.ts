@@ -272,6 +272,62 @@ t.test('a bad FLOW_JWT_DEFAULT_PROJECTS pattern stops start-up naming the variab
   }
 })
 
+t.test('a token whose sub could spoof a name gets 401, and its sub is never shown', async (t) => {
+  const server = await startServer(t, { jwtSecret: SECRET })
+  const watcher = await connect(t, `${server.ws}?token=${hs256({ sub: 'watcher' })}`)
+  await watcher.join('doc-1')
+  for (const sub of ['mallory\nalice joined', '\u202e'.repeat(100) + 'ecila', 'ali\u2066ce', ' alice', 'x'.repeat(129)]) {
+    const token = hs256({ sub })
+    const refused = await refusal(`${server.ws}?token=${token}`)
+    t.equal(refused.status, 401, JSON.stringify(sub).slice(0, 30))
+    t.match(refused.body.message, /^token sub (has a control, format|has whitespace|is too long)/)
+    t.equal((await call(server.app, 'POST', '/projects/doc-1/ops', bearer(token))).statusCode, 401)
+  }
+  t.equal(await connectionsOpened(server.app), 1, 'only the watcher connected')
+  const members = await call(server.app, 'GET', '/projects/doc-1/members', bearer(hs256({ sub: 'watcher' })))
+  t.same(members.json<{ members: Array<{ userId: string }> }>().members.map((m) => m.userId), ['watcher'])
+  t.equal(watcher.all('member').length, 0, 'no one else joined')
+  const named = await connect(t, `${server.ws}?token=${hs256({ sub: 'José Smith 👩‍💻' })}`)
+  t.equal((await named.join('doc-1')).userId, 'José Smith 👩‍💻', 'printable names, spaces and emoji get in')
+})
+
+t.test('without auth, a ?userId= that is not a plain id connects as anonymous', async (t) => {
+  const server = await startServer(t)
+  for (const userId of ['mallory\nalice', '\u202e'.repeat(100) + 'ecila', 'ali\u2066ce', ' alice', 'x'.repeat(129)]) {
+    const client = await connect(t, `${server.ws}?userId=${encodeURIComponent(userId)}`)
+    t.equal((await client.join('doc-1')).userId, 'anonymous', JSON.stringify(userId).slice(0, 30))
+    client.close()
+  }
+  const alice = await connect(t, `${server.ws}?userId=alice`)
+  t.equal((await alice.join('doc-1')).userId, 'alice')
+})
+
+t.test('a host authenticate hook whose userId could spoof a name gets 401 saying so', async (t) => {
+  const authenticate: AuthenticateHook = async (request) => {
+    const user = request.headers['x-user']
+    return { userId: typeof user === 'string' ? decodeURIComponent(user) : (undefined as unknown as string), allows: () => true }
+  }
+  const server = await startServer(t, { authenticate })
+  for (const [user, reason] of [
+    ['mallory%0Aalice', /has a control, format/],
+    ['%E2%80%AE'.repeat(100) + 'ecila', /has a control, format/],
+    ['%20alice', /has whitespace at its start or end/],
+    ['x'.repeat(129), /is too long/]
+  ] as const) {
+    const refused = await refusal(server.ws, { 'x-user': user })
+    t.equal(refused.status, 401, user.slice(0, 30))
+    t.match(refused.body, { code: 'unauthorized', message: reason })
+    t.match(refused.body.message, /^the authenticate hook's userId /)
+    const read = await call(server.app, 'GET', '/projects/doc-1/ops', { 'x-user': user })
+    t.equal(read.statusCode, 401)
+    t.match(read.json(), { code: 'unauthorized', message: /^the authenticate hook's userId / })
+  }
+  t.match((await refusal(server.ws)).body, { message: 'the authenticate hook\'s userId is missing' }, 'a hook that returns no userId')
+  t.equal(await connectionsOpened(server.app), 0)
+  const named = await connect(t, server.ws, { headers: { 'x-user': encodeURIComponent('José Smith') } })
+  t.equal((await named.join('doc-1')).userId, 'José Smith')
+})
+
 /** Warnings flow-auth logs when the app boots with `env`. */
 async function bootWarnings (t: Test, env: Record<string, string>): Promise<string[]> {
   const lines: string[] = []
