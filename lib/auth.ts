@@ -12,6 +12,18 @@ export interface AuthOptions {
   readonly apiKey?: string
   /** Leeway for `exp` and `nbf`, in seconds (default 30). */
   readonly clockSkewSeconds?: number
+  /** FLOW_JWT_AUDIENCE: when set, a token's `aud` must be it, or an array holding it. */
+  readonly audience?: string
+  /** FLOW_JWT_ISSUER: when set, a token's `iss` must be it. */
+  readonly issuer?: string
+  /** FLOW_JWT_REQUIRE_EXP: whether a token without `exp` is refused (default true). */
+  readonly requireExp?: boolean
+  /**
+   * FLOW_JWT_DEFAULT_PROJECTS: comma-separated project ids, `prefix*` patterns
+   * or `*`, the projects of a token without a `projects` claim. Unset, such a
+   * token is refused.
+   */
+  readonly defaultProjects?: string
 }
 
 /** Verifies tokens and API keys. Holds no Fastify or `ws` types. */
@@ -20,10 +32,14 @@ export interface Authenticator {
   readonly enabled: boolean
   /**
    * Verifies a compact JWS and returns who it names. `now` is ms since the
-   * epoch (default `Date.now()`). Throws an UnauthorizedError
-   * (FLOW_ERR_UNAUTHORIZED: HTTP 401, no socket; its message says why,
-   * without echoing token content) for any
-   * bad, expired, not yet valid or unsupported token, never another error.
+   * epoch (default `Date.now()`). Checks, after the signature: `iss` and
+   * `aud` when configured, `exp` (required unless `requireExp` is false),
+   * `nbf`, `sub` (a user id, see `userIdProblem`), and `projects` (or the
+   * configured defaults when the claim is absent). Throws an
+   * UnauthorizedError (FLOW_ERR_UNAUTHORIZED: HTTP 401, no socket; its
+   * message names the check that failed, without echoing token content) for
+   * any bad, expired, not yet valid, foreign or unsupported token, never
+   * another error.
    */
   verifyToken (token: string, now?: number): Identity
   /**
@@ -37,7 +53,8 @@ type Alg = 'HS256' | 'RS256' | 'ES256'
 
 /** Longest token accepted, in characters. */
 const MAX_TOKEN_LENGTH = 8192
-const MAX_SUB_LENGTH = 128
+/** Longest user id, in code points (docs/protocol.md, Tokens). */
+export const MAX_USER_ID_LENGTH = 128
 const MAX_PROJECT_PATTERNS = 1000
 /** Leeway for `exp` and `nbf` unless configured otherwise. */
 export const DEFAULT_CLOCK_SKEW_SECONDS = 30
@@ -45,6 +62,14 @@ export const DEFAULT_CLOCK_SKEW_SECONDS = 30
 const EXACT_PROJECT = /^[A-Za-z0-9_.-]{1,128}$/
 const PROJECT_PREFIX = /^[A-Za-z0-9_.-]{0,127}\*$/
 const BASE64URL = /^[A-Za-z0-9_-]+$/
+/**
+ * What a user id may not hold, anywhere: controls (C0, C1, DEL), format
+ * characters (bidi embeddings, overrides, isolates and marks, zero-width
+ * spaces, the BOM, tag characters) except ZWNJ and ZWJ (emoji sequences and
+ * several scripts need them), line and paragraph separators, lone surrogates.
+ */
+const UNPRINTABLE = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}]|(?![\u200C\u200D])\p{Cf}/u
+const EDGE_SPACE = /^\s|\s$/u
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
@@ -76,19 +101,22 @@ function decodeJson (part: string, what: string): Record<string, unknown> {
   return value
 }
 
-/** Builds the project check of a `projects` claim; throws for a bad claim. */
-function projectMatcher (claim: unknown): (project: string) => boolean {
-  if (claim === undefined) return allowAll
-  if (!Array.isArray(claim) || claim.length > MAX_PROJECT_PATTERNS) throw unauthorized('bad projects claim')
+type ProjectCheck = (project: string) => boolean
+
+/**
+ * The check of a list of project patterns: exact ids, `prefix*`, `*`.
+ * Calls `refuse` with the first entry that is none of them.
+ */
+function projectMatcher (entries: readonly unknown[], refuse: (entry: unknown) => never): ProjectCheck {
   const exact = new Set<string>()
   const prefixes: string[] = []
   let any = false
-  for (const entry of claim as unknown[]) {
-    if (typeof entry !== 'string') throw unauthorized('bad projects claim')
-    if (entry === '*') any = true
+  for (const entry of entries) {
+    if (typeof entry !== 'string') refuse(entry)
+    else if (entry === '*') any = true
     else if (PROJECT_PREFIX.test(entry)) prefixes.push(entry.slice(0, -1))
     else if (EXACT_PROJECT.test(entry)) exact.add(entry)
-    else throw unauthorized('bad projects claim')
+    else refuse(entry)
   }
   if (any) return allowAll
   return (project) => {
@@ -100,8 +128,45 @@ function projectMatcher (claim: unknown): (project: string) => boolean {
   }
 }
 
+/** The project check of a `projects` claim; throws for a claim of the wrong shape. */
+function claimMatcher (claim: unknown): ProjectCheck {
+  const bad = (): never => { throw unauthorized('bad projects claim') }
+  if (!Array.isArray(claim) || claim.length > MAX_PROJECT_PATTERNS) return bad()
+  return projectMatcher(claim as unknown[], bad)
+}
+
+/** FLOW_JWT_DEFAULT_PROJECTS parsed; throws a ConfigError naming it for a bad pattern. */
+function defaultMatcher (setting: string): ProjectCheck {
+  const entries = setting.split(',').map((entry) => entry.trim())
+  if (entries.length > MAX_PROJECT_PATTERNS) {
+    throw new ConfigError(`FLOW_JWT_DEFAULT_PROJECTS has more than ${MAX_PROJECT_PATTERNS} patterns`)
+  }
+  return projectMatcher(entries, (entry) => {
+    throw new ConfigError(`FLOW_JWT_DEFAULT_PROJECTS: ${JSON.stringify(entry)} is not a project id, ` +
+      'a prefix* pattern or *')
+  })
+}
+
 function allowAll (): boolean {
   return true
+}
+
+/**
+ * Why `userId` cannot name a user, or undefined when it can. A user id is 1
+ * to 128 code points, holds no character UNPRINTABLE lists and has no
+ * whitespace at either end (it is refused, not trimmed). The phrase follows
+ * the name of where the id came from: `token sub is too long (...)`.
+ */
+export function userIdProblem (userId: unknown): string | undefined {
+  if (typeof userId !== 'string' || userId.length === 0) return 'is missing'
+  // In code points (a lone surrogate counts as one, and is refused below); a code point is at most two
+  // UTF-16 units, so a longer string is too long without being spread.
+  if (userId.length > 2 * MAX_USER_ID_LENGTH || [...userId].length > MAX_USER_ID_LENGTH) {
+    return `is too long (over ${MAX_USER_ID_LENGTH} characters)`
+  }
+  if (UNPRINTABLE.test(userId)) return 'has a control, format (bidi, zero-width) or line separator character'
+  if (EDGE_SPACE.test(userId)) return 'has whitespace at its start or end'
+  return undefined
 }
 
 function numericClaim (payload: Record<string, unknown>, name: 'exp' | 'nbf'): number | undefined {
@@ -135,16 +200,29 @@ function loadPublicKey (pem: string): { key: KeyObject, alg: Alg } {
   throw new ConfigError(`FLOW_JWT_PUBLIC_KEY is a ${type} key; ${supported}`)
 }
 
+/** Whether an `aud` claim names `audience`: the string itself, or an array holding it. */
+function audienceMatches (claim: unknown, audience: string): boolean {
+  if (typeof claim === 'string') return claim === audience
+  if (Array.isArray(claim) && claim.every((entry) => typeof entry === 'string')) return claim.includes(audience)
+  throw unauthorized('bad aud claim')
+}
+
 /**
- * Creates the authenticator. Throws a plain Error at once when the public key
- * PEM cannot be parsed or is of an unsupported type (naming
- * FLOW_JWT_PUBLIC_KEY), when the secret is empty, or when the clock skew is
+ * Creates the authenticator. Throws a ConfigError at once, naming the
+ * variable, when the public key PEM cannot be parsed or is of an
+ * unsupported type, when the secret, audience or issuer is empty, or when
+ * a default project pattern is bad; a RangeError when the clock skew is
  * not a non-negative number.
  */
 export function createAuthenticator (options: AuthOptions): Authenticator {
   const skewMs = (options.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS) * 1000
   if (!Number.isFinite(skewMs) || skewMs < 0) throw new RangeError('clockSkewSeconds must be a non-negative number')
   if (options.jwtSecret === '') throw new ConfigError('FLOW_JWT_SECRET is empty')
+  if (options.audience === '') throw new ConfigError('FLOW_JWT_AUDIENCE is empty')
+  if (options.issuer === '') throw new ConfigError('FLOW_JWT_ISSUER is empty')
+  const { audience, issuer } = options
+  const requireExp = options.requireExp ?? true
+  const defaults = options.defaultProjects === undefined ? undefined : defaultMatcher(options.defaultProjects)
   const secret = options.jwtSecret === undefined ? undefined : Buffer.from(options.jwtSecret, 'utf8')
   const publicKey = options.jwtPublicKey === undefined ? undefined : loadPublicKey(options.jwtPublicKey)
   const apiKeyDigest = options.apiKey === undefined || options.apiKey === '' ? undefined : sha256(options.apiKey)
@@ -186,15 +264,30 @@ export function createAuthenticator (options: AuthOptions): Authenticator {
     if (!verifier(`${headerPart}.${payloadPart}`, decodePart(signaturePart))) throw unauthorized('bad signature')
 
     const payload = decodeJson(payloadPart, 'payload')
-    const sub = payload.sub
-    if (typeof sub !== 'string' || sub.length === 0) throw unauthorized('token has no sub')
-    if (sub.length > MAX_SUB_LENGTH) throw unauthorized('token sub is too long')
+    // Is it meant for this service, is it current, who, and which projects.
+    if (issuer !== undefined) {
+      if (payload.iss === undefined) throw unauthorized('token has no iss')
+      if (payload.iss !== issuer) throw unauthorized('token iss does not match')
+    }
+    if (audience !== undefined) {
+      if (payload.aud === undefined) throw unauthorized('token has no aud')
+      if (!audienceMatches(payload.aud, audience)) throw unauthorized('token aud does not match')
+    }
     const exp = numericClaim(payload, 'exp')
     const nbf = numericClaim(payload, 'nbf')
+    if (exp === undefined && requireExp) throw unauthorized('token has no exp')
     if (exp !== undefined && now >= exp * 1000 + skewMs) throw unauthorized('token expired')
     if (nbf !== undefined && now < nbf * 1000 - skewMs) throw unauthorized('token not yet valid')
-    const allows = projectMatcher(payload.projects)
-    return exp === undefined ? { userId: sub, allows } : { userId: sub, allows, expiresAt: exp * 1000 }
+    const sub = payload.sub
+    const subProblem = userIdProblem(sub)
+    if (subProblem === 'is missing') throw unauthorized('token has no sub')
+    if (subProblem !== undefined) throw unauthorized(`token sub ${subProblem}`)
+    const userId = sub as string
+    let allows: ProjectCheck
+    if (payload.projects !== undefined) allows = claimMatcher(payload.projects)
+    else if (defaults !== undefined) allows = defaults
+    else throw unauthorized('token has no projects claim, and FLOW_JWT_DEFAULT_PROJECTS is not set')
+    return exp === undefined ? { userId, allows } : { userId, allows, expiresAt: exp * 1000 }
   }
 
   const isApiKey = (candidate: string): boolean => {

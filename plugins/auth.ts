@@ -1,11 +1,15 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { bearerToken, createAuthenticator, openIdentity } from '../lib/auth.js'
+import { bearerToken, createAuthenticator, openIdentity, userIdProblem } from '../lib/auth.js'
 import { authEnabled } from '../lib/config.js'
 import { ForbiddenError, UnauthorizedError, wireCode } from '../lib/errors.js'
 import type { Identity } from '../lib/hub/transport.js'
 
-/** A host app's own authentication: resolve the caller or throw (401). */
+/**
+ * A host app's own authentication: resolve the caller or throw (401). An
+ * identity whose userId is not a valid user id (lib/auth.ts `userIdProblem`)
+ * is refused with 401 too.
+ */
 export type AuthenticateHook = (request: FastifyRequest) => Identity | Promise<Identity>
 
 export interface AuthPluginOptions {
@@ -37,11 +41,23 @@ const apiIdentity: Identity = { userId: 'api', allows: () => true }
  */
 async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): Promise<void> {
   const { config } = fastify.flowConfig
-  const auth = createAuthenticator({ jwtSecret: config.jwtSecret, jwtPublicKey: config.jwtPublicKey, apiKey: config.apiKey })
+  const auth = createAuthenticator({
+    jwtSecret: config.jwtSecret,
+    jwtPublicKey: config.jwtPublicKey,
+    apiKey: config.apiKey,
+    audience: config.jwtAudience,
+    issuer: config.jwtIssuer,
+    requireExp: config.jwtRequireExp,
+    defaultProjects: config.jwtDefaultProjects
+  })
   const hook = opts.authenticate
   const mode = hook !== undefined ? 'hook' : authEnabled(config) ? 'jwt' : 'open'
   if (mode === 'open') {
     fastify.log.warn('authentication is off: anyone who reaches this server may join any project (set FLOW_JWT_SECRET or FLOW_JWT_PUBLIC_KEY)')
+  }
+  if (mode === 'jwt' && config.nodeEnv === 'production' && config.jwtAudience === undefined && config.jwtIssuer === undefined) {
+    fastify.log.warn('tokens are not bound to this service: any token signed with the same secret or key is accepted, ' +
+      'one minted for another service too (set FLOW_JWT_AUDIENCE or FLOW_JWT_ISSUER)')
   }
   fastify.decorateRequest('flowIdentity', null)
 
@@ -53,13 +69,18 @@ async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): P
   }
 
   const viaHook = async (request: FastifyRequest): Promise<Identity> => {
+    let identity: Identity
     try {
-      return await (hook as AuthenticateHook)(request)
+      identity = await (hook as AuthenticateHook)(request)
     } catch (err) {
       // A refusal the hook chose (403, 429...) stands; anything else it throws is a 401.
       if (wireCode(err) !== null) throw err
       throw new UnauthorizedError(err instanceof Error ? err.message : 'not authenticated', { cause: err })
     }
+    // The hook may pass on what a client sent (a header): its userId is held to the rule of a token's sub.
+    const problem = userIdProblem((identity as Partial<Identity> | null | undefined)?.userId)
+    if (problem !== undefined) throw new UnauthorizedError(`the authenticate hook's userId ${problem}`)
+    return identity
   }
 
   const socket = async (request: FastifyRequest): Promise<void> => {

@@ -13,7 +13,8 @@ t.test('npm start exits non-zero with a message naming the variable of a bad val
   const cases: Array<[Record<string, string>, RegExp]> = [
     [{ PORT: 'abc' }, /PORT must be an integer/],
     [{ NODE_ENV: 'production' }, /NODE_ENV=production needs FLOW_JWT_SECRET or FLOW_JWT_PUBLIC_KEY, or FLOW_AUTH=none/],
-    [{ FLOW_JWT_PUBLIC_KEY: 'not a pem' }, /FLOW_JWT_PUBLIC_KEY is not a valid PEM public key/]
+    [{ FLOW_JWT_PUBLIC_KEY: 'not a pem' }, /FLOW_JWT_PUBLIC_KEY is not a valid PEM public key/],
+    [{ FLOW_JWT_SECRET: 's', FLOW_JWT_DEFAULT_PROJECTS: 'lobby,team *' }, /FLOW_JWT_DEFAULT_PROJECTS: "team \*" is not a project id/]
   ]
   await Promise.all(cases.map(async ([env, message]) => {
     const proc = spawnNode(t, ['dist/server.js'], { PORT: '0', ...env })
@@ -38,6 +39,13 @@ t.test('npm start listens on PORT and HOST, serves /health and exits 0 on SIGINT
   server.proc.kill('SIGINT')
   t.equal((await alice.closed).code, 1001, 'SIGINT drains like SIGTERM')
   t.same(await server.proc.exited, { code: 0, signal: null })
+})
+
+t.test('npm start with NODE_ENV=production warns when tokens are bound to no audience or issuer', async (t) => {
+  const server = await startEntry(t, { NODE_ENV: 'production', FLOW_JWT_SECRET: 'production-test-secret-0123456789' })
+  server.proc.kill('SIGTERM')
+  t.same(await server.proc.exited, { code: 0, signal: null })
+  t.match(server.proc.stdout, /"level":40,.*"msg":"tokens are not bound to this service: .*\(set FLOW_JWT_AUDIENCE or FLOW_JWT_ISSUER\)"/)
 })
 
 t.test('tokens, the API key and the secret never appear in the logs, even at trace level', async (t) => {

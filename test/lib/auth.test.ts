@@ -1,11 +1,15 @@
 import t from 'tap'
 import { createHmac, generateKeyPairSync, sign, type KeyObject } from 'node:crypto'
-import { bearerToken, createAuthenticator, openIdentity } from '../../lib/auth.js'
-import { UnauthorizedError, type FlowError } from '../../lib/errors.js'
+import { bearerToken, createAuthenticator, openIdentity, userIdProblem } from '../../lib/auth.js'
+import { ConfigError, UnauthorizedError, type FlowError } from '../../lib/errors.js'
 
 const SECRET = 'test-secret-of-reasonable-length-0123456789'
 const NOW = 1_700_000_000_000
 const NOW_S = NOW / 1000
+/** An hour after NOW: tokens need an exp unless a test is about it. */
+const EXP = NOW_S + 3600
+/** What a token needs to be accepted by default, besides sub: an exp, and a projects claim (here: every project). */
+const VALID = { exp: EXP, projects: ['*'] }
 
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
 const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
@@ -55,24 +59,24 @@ const withRsa = createAuthenticator({ jwtPublicKey: RSA_PEM })
 const withEc = createAuthenticator({ jwtPublicKey: EC_PEM })
 
 t.test('accepts a valid HS256 token and takes the userId from sub', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'alice' }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'alice', ...VALID }), NOW)
   t.equal(identity.userId, 'alice')
-  t.equal(identity.expiresAt, undefined)
+  t.equal(identity.expiresAt, EXP * 1000)
   t.ok(identity.allows('any-project'))
 })
 
 t.test('accepts a valid RS256 token against an RSA public key', async (t) => {
-  t.equal(withRsa.verifyToken(rs256({ sub: 'bob' }), NOW).userId, 'bob')
+  t.equal(withRsa.verifyToken(rs256({ sub: 'bob', ...VALID }), NOW).userId, 'bob')
 })
 
 t.test('accepts a valid ES256 token against an EC P-256 public key', async (t) => {
-  t.equal(withEc.verifyToken(es256({ sub: 'carol' }), NOW).userId, 'carol')
+  t.equal(withEc.verifyToken(es256({ sub: 'carol', ...VALID }), NOW).userId, 'carol')
 })
 
 t.test('accepts HS256 and the key algorithm when both a secret and a public key are set', async (t) => {
   const both = createAuthenticator({ jwtSecret: SECRET, jwtPublicKey: RSA_PEM })
-  t.equal(both.verifyToken(hs256({ sub: 'h' }), NOW).userId, 'h')
-  t.equal(both.verifyToken(rs256({ sub: 'r' }), NOW).userId, 'r')
+  t.equal(both.verifyToken(hs256({ sub: 'h', ...VALID }), NOW).userId, 'h')
+  t.equal(both.verifyToken(rs256({ sub: 'r', ...VALID }), NOW).userId, 'r')
   t.match(authError(() => both.verifyToken(es256({ sub: 'e' }), NOW)).message, /alg/)
 })
 
@@ -159,32 +163,32 @@ t.test('rejects a token that expired beyond the clock skew', async (t) => {
 })
 
 t.test('accepts a token that expired within the clock skew and reports expiresAt', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: NOW_S - 29 }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'a', ...VALID, exp: NOW_S - 29 }), NOW)
   t.equal(identity.expiresAt, (NOW_S - 29) * 1000)
-  t.equal(withSecret.verifyToken(hs256({ sub: 'a', exp: NOW_S + 3600 }), NOW).expiresAt, NOW + 3_600_000)
+  t.equal(withSecret.verifyToken(hs256({ sub: 'a', ...VALID, exp: NOW_S + 3600 }), NOW).expiresAt, NOW + 3_600_000)
 })
 
 t.test('honours a configured clock skew, zero included', async (t) => {
   const strict = createAuthenticator({ jwtSecret: SECRET, clockSkewSeconds: 0 })
   t.equal(authError(() => strict.verifyToken(hs256({ sub: 'a', exp: NOW_S }), NOW)).message, 'token expired')
-  t.equal(strict.verifyToken(hs256({ sub: 'a', exp: NOW_S + 1 }), NOW).userId, 'a')
-  t.equal(authError(() => strict.verifyToken(hs256({ sub: 'a', nbf: NOW_S + 1 }), NOW)).message, 'token not yet valid')
+  t.equal(strict.verifyToken(hs256({ sub: 'a', ...VALID, exp: NOW_S + 1 }), NOW).userId, 'a')
+  t.equal(authError(() => strict.verifyToken(hs256({ sub: 'a', ...VALID, nbf: NOW_S + 1 }), NOW)).message, 'token not yet valid')
   t.throws(() => createAuthenticator({ jwtSecret: SECRET, clockSkewSeconds: -1 }), /clockSkewSeconds/)
 })
 
 t.test('rejects a token whose nbf is in the future beyond the clock skew', async (t) => {
-  const err = authError(() => withSecret.verifyToken(hs256({ sub: 'a', nbf: NOW_S + 31 }), NOW))
+  const err = authError(() => withSecret.verifyToken(hs256({ sub: 'a', ...VALID, nbf: NOW_S + 31 }), NOW))
   t.equal(err.message, 'token not yet valid')
 })
 
 t.test('accepts a token whose nbf is in the future within the clock skew', async (t) => {
-  t.equal(withSecret.verifyToken(hs256({ sub: 'a', nbf: NOW_S + 29 }), NOW).userId, 'a')
+  t.equal(withSecret.verifyToken(hs256({ sub: 'a', ...VALID, nbf: NOW_S + 29 }), NOW).userId, 'a')
 })
 
 t.test('uses the current time when no time is given', async (t) => {
   const nowS = Math.floor(Date.now() / 1000)
   t.equal(authError(() => withSecret.verifyToken(hs256({ sub: 'a', exp: nowS - 120 }))).message, 'token expired')
-  t.equal(withSecret.verifyToken(hs256({ sub: 'a', exp: nowS + 120 })).userId, 'a')
+  t.equal(withSecret.verifyToken(hs256({ sub: 'a', ...VALID, exp: nowS + 120 })).userId, 'a')
 })
 
 t.test('rejects exp and nbf that are not numbers', async (t) => {
@@ -194,11 +198,11 @@ t.test('rejects exp and nbf that are not numbers', async (t) => {
 })
 
 t.test('rejects a token without a usable sub', async (t) => {
-  t.equal(authError(() => withSecret.verifyToken(hs256({ name: 'alice' }), NOW)).message, 'token has no sub')
-  t.equal(authError(() => withSecret.verifyToken(hs256({ sub: '' }), NOW)).message, 'token has no sub')
-  t.equal(authError(() => withSecret.verifyToken(hs256({ sub: 42 }), NOW)).message, 'token has no sub')
-  t.match(authError(() => withSecret.verifyToken(hs256({ sub: 'x'.repeat(129) }), NOW)).message, /sub is too long/)
-  t.equal(withSecret.verifyToken(hs256({ sub: 'x'.repeat(128) }), NOW).userId, 'x'.repeat(128))
+  t.equal(authError(() => withSecret.verifyToken(hs256({ name: 'alice', ...VALID }), NOW)).message, 'token has no sub')
+  t.equal(authError(() => withSecret.verifyToken(hs256({ sub: '', ...VALID }), NOW)).message, 'token has no sub')
+  t.equal(authError(() => withSecret.verifyToken(hs256({ sub: 42, ...VALID }), NOW)).message, 'token has no sub')
+  t.match(authError(() => withSecret.verifyToken(hs256({ sub: 'x'.repeat(129), ...VALID }), NOW)).message, /sub is too long/)
+  t.equal(withSecret.verifyToken(hs256({ sub: 'x'.repeat(128), ...VALID }), NOW).userId, 'x'.repeat(128))
 })
 
 t.test('rejects malformed tokens with an UnauthorizedError only', async (t) => {
@@ -232,18 +236,13 @@ t.test('rejects malformed tokens with an UnauthorizedError only', async (t) => {
 t.test('rejects a token longer than 8 KiB', async (t) => {
   const big = hs256({ sub: 'a', pad: 'x'.repeat(8192) })
   t.equal(authError(() => withSecret.verifyToken(big, NOW)).message, 'token is too long')
-  const fits = hs256({ sub: 'a', pad: 'x'.repeat(5000) })
+  const fits = hs256({ sub: 'a', ...VALID, pad: 'x'.repeat(5000) })
   t.ok(fits.length <= 8192)
   t.equal(withSecret.verifyToken(fits, NOW).userId, 'a')
 })
 
-t.test('allows every project when the token has no projects claim', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a' }), NOW)
-  for (const project of ['a', 'board-1', 'x.y_z']) t.ok(identity.allows(project), project)
-})
-
 t.test('allows exactly the listed project ids', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a', projects: ['doc-1', 'doc-2'] }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: ['doc-1', 'doc-2'] }), NOW)
   t.ok(identity.allows('doc-1'))
   t.ok(identity.allows('doc-2'))
   t.notOk(identity.allows('doc-3'))
@@ -252,7 +251,7 @@ t.test('allows exactly the listed project ids', async (t) => {
 })
 
 t.test('allows projects starting with a prefix* pattern', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a', projects: ['team-a.', 'board-*'] }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: ['team-a.', 'board-*'] }), NOW)
   t.ok(identity.allows('board-1'))
   t.ok(identity.allows('board-'))
   t.ok(identity.allows('team-a.'))
@@ -262,13 +261,13 @@ t.test('allows projects starting with a prefix* pattern', async (t) => {
 })
 
 t.test('allows every project with a * entry', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a', projects: ['doc-1', '*'] }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: ['doc-1', '*'] }), NOW)
   t.ok(identity.allows('doc-1'))
   t.ok(identity.allows('anything'))
 })
 
 t.test('allows no project with an empty projects claim', async (t) => {
-  const identity = withSecret.verifyToken(hs256({ sub: 'a', projects: [] }), NOW)
+  const identity = withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: [] }), NOW)
   t.notOk(identity.allows('doc-1'))
 })
 
@@ -288,11 +287,179 @@ t.test('rejects a projects claim of the wrong shape', async (t) => {
     [...Array.from({ length: 1000 }, () => 'a'), 'b']
   ]
   for (const projects of claims) {
-    const err = authError(() => withSecret.verifyToken(hs256({ sub: 'a', projects }), NOW))
+    const err = authError(() => withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects }), NOW))
     t.equal(err.message, 'bad projects claim', JSON.stringify(projects).slice(0, 40))
   }
   const max = [...Array.from({ length: 999 }, () => 'a'), 'b']
-  t.ok(withSecret.verifyToken(hs256({ sub: 'a', projects: max }), NOW).allows('b'))
+  t.ok(withSecret.verifyToken(hs256({ sub: 'a', exp: EXP, projects: max }), NOW).allows('b'))
+})
+
+/** The message of the ConfigError `fn` throws; any other outcome fails the test. */
+function configError (fn: () => unknown): string {
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message
+    throw err
+  }
+  throw new Error('expected a ConfigError, nothing was thrown')
+}
+
+t.test('refuses a token without a projects claim when no default projects are configured', async (t) => {
+  for (const auth of [withSecret, withRsa, withEc]) {
+    const token = auth === withSecret ? hs256({ sub: 'a', exp: EXP }) : auth === withRsa ? rs256({ sub: 'a', exp: EXP }) : es256({ sub: 'a', exp: EXP })
+    const err = authError(() => auth.verifyToken(token, NOW))
+    t.equal(err.message, 'token has no projects claim, and FLOW_JWT_DEFAULT_PROJECTS is not set')
+  }
+})
+
+t.test('gives a token without a projects claim the configured default projects', async (t) => {
+  const auth = createAuthenticator({ jwtSecret: SECRET, defaultProjects: 'lobby, team-* ,doc.1' })
+  const identity = auth.verifyToken(hs256({ sub: 'a', exp: EXP }), NOW)
+  t.ok(identity.allows('lobby'))
+  t.ok(identity.allows('team-red'))
+  t.ok(identity.allows('doc.1'))
+  t.notOk(identity.allows('lobby-2'))
+  t.notOk(identity.allows('doc-1'))
+  const every = createAuthenticator({ jwtSecret: SECRET, defaultProjects: '*' }).verifyToken(hs256({ sub: 'a', exp: EXP }), NOW)
+  t.ok(every.allows('anything'))
+})
+
+t.test('lets a projects claim, even an empty one, override the default projects', async (t) => {
+  const auth = createAuthenticator({ jwtSecret: SECRET, defaultProjects: 'lobby' })
+  const unscoped = auth.verifyToken(hs256({ sub: 'a', exp: EXP }), NOW)
+  t.ok(unscoped.allows('lobby'), 'the defaults apply without a claim')
+  t.notOk(unscoped.allows('doc-1'), 'and only they')
+  const listed = auth.verifyToken(hs256({ sub: 'a', exp: EXP, projects: ['doc-1'] }), NOW)
+  t.ok(listed.allows('doc-1'))
+  t.notOk(listed.allows('lobby'), 'a claim is not widened by the defaults')
+  t.notOk(auth.verifyToken(hs256({ sub: 'a', exp: EXP, projects: [] }), NOW).allows('lobby'))
+  t.equal(authError(() => auth.verifyToken(hs256({ sub: 'a', exp: EXP, projects: 'doc-1' }), NOW)).message, 'bad projects claim')
+})
+
+t.test('throws at creation naming FLOW_JWT_DEFAULT_PROJECTS for a bad pattern', async (t) => {
+  for (const setting of ['', ',', 'lobby,', 'a,,b', 'doc 1', 'a*b', '**', 'team-*,x/y', 'x'.repeat(129), Array.from({ length: 1001 }, () => 'a').join(',')]) {
+    t.match(configError(() => createAuthenticator({ jwtSecret: SECRET, defaultProjects: setting })), /FLOW_JWT_DEFAULT_PROJECTS/, JSON.stringify(setting).slice(0, 40))
+  }
+  t.match(configError(() => createAuthenticator({ jwtSecret: SECRET, defaultProjects: 'lobby,a*b' })), /"a\*b" is not a project id, a prefix\* pattern or \*/)
+  t.match(configError(() => createAuthenticator({ defaultProjects: 'a b' })), /FLOW_JWT_DEFAULT_PROJECTS/, 'checked even without a secret or key')
+})
+
+t.test('refuses a token without exp unless exp is not required', async (t) => {
+  for (const token of [hs256({ sub: 'a', projects: ['*'] }), hs256({ sub: 'a', projects: ['*'], nbf: NOW_S - 10 })]) {
+    t.equal(authError(() => withSecret.verifyToken(token, NOW)).message, 'token has no exp')
+  }
+  t.equal(authError(() => withRsa.verifyToken(rs256({ sub: 'a', projects: ['*'] }), NOW)).message, 'token has no exp')
+  const lenient = createAuthenticator({ jwtSecret: SECRET, requireExp: false })
+  const identity = lenient.verifyToken(hs256({ sub: 'a', projects: ['*'] }), NOW)
+  t.equal(identity.userId, 'a')
+  t.equal(identity.expiresAt, undefined, 'it never expires')
+  t.equal(authError(() => lenient.verifyToken(hs256({ sub: 'a', projects: ['*'], exp: NOW_S - 3600 }), NOW)).message, 'token expired', 'an exp it carries is still honoured')
+  t.equal(authError(() => lenient.verifyToken(hs256({ sub: 'a', projects: ['*'], exp: 'never' }), NOW)).message, 'bad exp claim')
+})
+
+t.test('with an audience configured, refuses a token whose aud is missing, another or malformed', async (t) => {
+  const auth = createAuthenticator({ jwtSecret: SECRET, audience: 'flow-rt' })
+  t.equal(auth.verifyToken(hs256({ sub: 'a', ...VALID, aud: 'flow-rt' }), NOW).userId, 'a')
+  t.equal(auth.verifyToken(hs256({ sub: 'a', ...VALID, aud: ['billing', 'flow-rt'] }), NOW).userId, 'a', 'an array holding it')
+  const cases: Array<[unknown, string]> = [
+    [undefined, 'token has no aud'],
+    ['billing-service', 'token aud does not match'],
+    ['FLOW-RT', 'token aud does not match'],
+    ['flow-rt ', 'token aud does not match'],
+    [['billing-service'], 'token aud does not match'],
+    [[], 'token aud does not match'],
+    [42, 'bad aud claim'],
+    [null, 'bad aud claim'],
+    [{ 'flow-rt': true }, 'bad aud claim'],
+    [['flow-rt', 7], 'bad aud claim']
+  ]
+  for (const [aud, message] of cases) {
+    const err = authError(() => auth.verifyToken(hs256({ sub: 'a', ...VALID, aud }), NOW))
+    t.equal(err.message, message, JSON.stringify(aud))
+    t.notMatch(err.message, /billing/, 'the message does not echo the claim')
+  }
+  t.equal(withSecret.verifyToken(hs256({ sub: 'a', ...VALID, aud: 'billing-service' }), NOW).userId, 'a', 'not checked when none is configured')
+})
+
+t.test('with an issuer configured, refuses a token whose iss is missing or another', async (t) => {
+  const auth = createAuthenticator({ jwtPublicKey: EC_PEM, issuer: 'https://id.example.com' })
+  t.equal(auth.verifyToken(es256({ sub: 'a', ...VALID, iss: 'https://id.example.com' }), NOW).userId, 'a')
+  const cases: Array<[unknown, string]> = [
+    [undefined, 'token has no iss'],
+    ['https://evil.example.com', 'token iss does not match'],
+    ['https://id.example.com/', 'token iss does not match'],
+    [['https://id.example.com'], 'token iss does not match'],
+    [null, 'token iss does not match']
+  ]
+  for (const [iss, message] of cases) {
+    const err = authError(() => auth.verifyToken(es256({ sub: 'a', ...VALID, iss }), NOW))
+    t.equal(err.message, message, JSON.stringify(iss))
+    t.notMatch(err.message, /evil/, 'the message does not echo the claim')
+  }
+  t.equal(withEc.verifyToken(es256({ sub: 'a', ...VALID, iss: 'https://evil.example.com' }), NOW).userId, 'a', 'not checked when none is configured')
+})
+
+t.test('checks aud and iss together, before any other claim', async (t) => {
+  const auth = createAuthenticator({ jwtSecret: SECRET, audience: 'flow-rt', issuer: 'id' })
+  t.equal(auth.verifyToken(hs256({ sub: 'a', ...VALID, aud: 'flow-rt', iss: 'id' }), NOW).userId, 'a')
+  t.equal(authError(() => auth.verifyToken(hs256({ sub: 'a', ...VALID, aud: 'flow-rt', iss: 'other' }), NOW)).message, 'token iss does not match')
+  t.equal(authError(() => auth.verifyToken(hs256({ sub: 'a', ...VALID, aud: 'other', iss: 'id' }), NOW)).message, 'token aud does not match')
+  // A token of another service says so, whatever else is wrong with it.
+  t.equal(authError(() => auth.verifyToken(hs256({ sub: '\n', iss: 'other' }), NOW)).message, 'token iss does not match')
+})
+
+t.test('throws at creation for an empty audience or issuer', async (t) => {
+  t.match(configError(() => createAuthenticator({ jwtSecret: SECRET, audience: '' })), /FLOW_JWT_AUDIENCE/)
+  t.match(configError(() => createAuthenticator({ jwtSecret: SECRET, issuer: '' })), /FLOW_JWT_ISSUER/)
+})
+
+/** Subs that could spoof a name on a member list, each with what is wrong. */
+const SPOOFED_SUBS: Array<[string, string]> = [
+  ['mallory\nalice joined', 'a line feed'],
+  ['mallory\r\nalice', 'CR LF'],
+  ['mal\tlory', 'a tab'],
+  ['mal\u0000lory', 'NUL'],
+  ['mal\u007flory', 'DEL'],
+  ['mal\u0085lory', 'C1 next line'],
+  ['\u202e'.repeat(100) + 'alice', '100 right-to-left overrides'],
+  ...['\u202a', '\u202b', '\u202c', '\u202d', '\u2066', '\u2067', '\u2068', '\u2069', '\u200e', '\u200f', '\u061c'].map((c): [string, string] => [`ali${c}ce`, `bidi control U+${c.codePointAt(0)?.toString(16).toUpperCase() ?? ''}`]),
+  ['ali\u2028ce', 'line separator'],
+  ['ali\u2029ce', 'paragraph separator'],
+  ['al\u200bice', 'zero-width space'],
+  ['\ufeffalice', 'byte order mark'],
+  ['alice\u{e0041}', 'tag character'],
+  ['ali\ud800ce', 'lone surrogate'],
+  [' alice', 'leading space'],
+  ['alice ', 'trailing space'],
+  ['alice\u3000', 'trailing ideographic space'],
+  ['\u00a0', 'only a no-break space'],
+  ['x'.repeat(129), '129 characters'],
+  ['😀'.repeat(129), '129 astral characters']
+]
+
+t.test('refuses a token whose sub is not a printable name of at most 128 characters', async (t) => {
+  for (const [sub, what] of SPOOFED_SUBS) {
+    const err = authError(() => withSecret.verifyToken(hs256({ sub, ...VALID }), NOW))
+    t.match(err.message, /^token sub (is too long|has a control, format|has whitespace at its start or end)/, what)
+    t.notOk(err.message.includes('alice') || err.message.includes('mal'), `${what}: the message does not echo the sub`)
+  }
+})
+
+t.test('accepts a sub of printable characters, spaces and non-Latin scripts included', async (t) => {
+  for (const sub of ['José Smith', 'user@example.com', '用户一', 'علي', '👩‍💻 dev', 'نیم‌فاصله', '😀'.repeat(128), 'x'.repeat(128), 'a']) {
+    t.equal(withSecret.verifyToken(hs256({ sub, ...VALID }), NOW).userId, sub, JSON.stringify(sub))
+  }
+})
+
+t.test('says why a user id is refused, for any source', async (t) => {
+  t.equal(userIdProblem('alice'), undefined)
+  t.equal(userIdProblem(undefined), 'is missing')
+  t.equal(userIdProblem(42), 'is missing')
+  t.equal(userIdProblem(''), 'is missing')
+  t.equal(userIdProblem('a'.repeat(10_000)), 'is too long (over 128 characters)')
+  t.equal(userIdProblem('a\nb'), 'has a control, format (bidi, zero-width) or line separator character')
+  t.equal(userIdProblem('a '), 'has whitespace at its start or end')
 })
 
 t.test('recognises only the configured API key, whatever the candidate length', async (t) => {
@@ -369,5 +536,5 @@ t.test('throws at creation for an empty secret', async (t) => {
 
 t.test('accepts a PEM whose newlines were escaped as \\n in one line', async (t) => {
   const auth = createAuthenticator({ jwtPublicKey: RSA_PEM.replaceAll('\n', '\\n') })
-  t.equal(auth.verifyToken(rs256({ sub: 'a' }), NOW).userId, 'a')
+  t.equal(auth.verifyToken(rs256({ sub: 'a', ...VALID }), NOW).userId, 'a')
 })

@@ -1,5 +1,9 @@
-import t from 'tap'
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import t, { type Test } from 'tap'
+import { request } from 'node:http'
+import { randomBytes } from 'node:crypto'
+import { Writable } from 'node:stream'
+import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
+import flow from '../../app.js'
 import { startServer } from '../helpers/server.js'
 import { connect } from '../helpers/client.js'
 import { refusedUpgrade } from '../helpers/upgrade.js'
@@ -166,4 +170,188 @@ t.test('/health, /ws/stats and /metrics need no token with auth on', async (t) =
   for (const url of ['/health', '/ws/stats', '/metrics']) {
     t.equal((await app.inject({ method: 'GET', url })).statusCode, 200, url)
   }
+})
+
+interface Refusal {
+  readonly status: number
+  readonly body: { code?: string, message?: string }
+}
+
+/** The status and JSON body of a refused upgrade; rejects when the upgrade is accepted. */
+async function refusal (url: string, headers: Record<string, string> = {}): Promise<Refusal> {
+  return await new Promise((resolve, reject) => {
+    const req = request(url.replace(/^ws:/, 'http:'), {
+      agent: false,
+      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': randomBytes(16).toString('base64'), ...headers }
+    })
+    req.once('upgrade', (_res, socket) => {
+      socket.destroy()
+      reject(new Error('the upgrade was accepted'))
+    })
+    req.once('response', (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => { chunks.push(chunk) })
+      res.once('end', () => { resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Refusal['body'] }) })
+    })
+    req.once('error', reject)
+    req.end()
+  })
+}
+
+t.test('with FLOW_JWT_AUDIENCE and FLOW_JWT_ISSUER set, a token for another service gets 401 naming the claim', async (t) => {
+  const env = { FLOW_JWT_SECRET: SECRET, FLOW_JWT_AUDIENCE: 'flow-rt', FLOW_JWT_ISSUER: 'https://id.example.com' }
+  const server = await startServer(t, { env })
+  const ours = { aud: 'flow-rt', iss: 'https://id.example.com' }
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [{ iss: ours.iss }, 'token has no aud'],
+    [{ ...ours, aud: 'billing-service' }, 'token aud does not match'],
+    [{ aud: ours.aud }, 'token has no iss'],
+    [{ ...ours, iss: 'https://billing.example.com' }, 'token iss does not match']
+  ]
+  for (const [claims, message] of cases) {
+    const token = hs256({ sub: 'mallory', ...claims })
+    t.same(await refusal(`${server.ws}?token=${token}`), { status: 401, body: { statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message } }, `upgrade: ${message}`)
+    const read = await call(server.app, 'GET', '/projects/doc-1/ops', bearer(token))
+    t.equal(read.statusCode, 401, `HTTP: ${message}`)
+    t.equal(read.json<{ message: string }>().message, message)
+    t.notMatch(read.body, /billing|mallory/, 'the answer does not echo the token')
+  }
+  t.equal(await connectionsOpened(server.app), 0)
+  const alice = await connect(t, `${server.ws}?token=${hs256({ sub: 'alice', ...ours })}`)
+  t.equal((await alice.join('doc-1')).userId, 'alice')
+  const both = hs256({ sub: 'alice', aud: ['billing-service', 'flow-rt'], iss: ours.iss })
+  t.equal((await call(server.app, 'POST', '/projects/doc-1/ops', bearer(both))).statusCode, 201, 'an aud array holding the audience')
+})
+
+t.test('a token without exp gets 401 unless FLOW_JWT_REQUIRE_EXP=false', async (t) => {
+  const server = await startServer(t, { jwtSecret: SECRET })
+  const forever = hs256({ sub: 'alice', exp: undefined })
+  t.same(await refusal(`${server.ws}?token=${forever}`), { status: 401, body: { statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: 'token has no exp' } })
+  t.match((await call(server.app, 'GET', '/projects/doc-1/ops', bearer(forever))).json(), { statusCode: 401, message: 'token has no exp' })
+
+  const lenient = await startServer(t, { env: { FLOW_JWT_SECRET: SECRET, FLOW_JWT_REQUIRE_EXP: 'false' } })
+  const alice = await connect(t, `${lenient.ws}?token=${forever}`)
+  t.equal((await alice.join('doc-1')).userId, 'alice')
+  t.equal(await refusedUpgrade(`${lenient.ws}?token=${hs256({ sub: 'alice', exp: nowSeconds() - 3600 })}`), 401, 'an exp a token carries is still honoured')
+})
+
+t.test('a token without a projects claim gets 401 at the upgrade and over HTTP unless FLOW_JWT_DEFAULT_PROJECTS is set', async (t) => {
+  const server = await startServer(t, { jwtSecret: SECRET })
+  const unscoped = hs256({ sub: 'alice', projects: undefined })
+  const message = 'token has no projects claim, and FLOW_JWT_DEFAULT_PROJECTS is not set'
+  t.same(await refusal(server.ws, bearer(unscoped)), { status: 401, body: { statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message } })
+  for (const [method, url] of [['GET', '/projects/doc-1/members'], ['GET', '/projects/doc-1/ops'], ['POST', '/projects/doc-1/ops']] as const) {
+    const res = await call(server.app, method, url, bearer(unscoped))
+    t.equal(res.statusCode, 401, `${method} ${url}`)
+    t.match(res.json(), { code: 'unauthorized', message })
+  }
+  t.equal(await connectionsOpened(server.app), 0)
+  const none = await connect(t, `${server.ws}?token=${hs256({ sub: 'bob', projects: [] })}`)
+  t.match(await none.request({ type: 'join', project: 'doc-1' }), { type: 'error', code: 'forbidden' }, 'an empty claim still connects and joins nothing')
+})
+
+t.test('FLOW_JWT_DEFAULT_PROJECTS gives a token without a projects claim those projects only', async (t) => {
+  const server = await startServer(t, { env: { FLOW_JWT_SECRET: SECRET, FLOW_JWT_DEFAULT_PROJECTS: 'lobby,team-*' } })
+  const unscoped = hs256({ sub: 'alice', projects: undefined })
+  const alice = await connect(t, `${server.ws}?token=${unscoped}`)
+  t.equal((await alice.join('lobby')).userId, 'alice')
+  t.equal((await alice.join('team-red')).project, 'team-red')
+  t.match(await alice.request({ type: 'join', project: 'doc-1' }), { type: 'error', code: 'forbidden', project: 'doc-1' })
+  t.equal((await call(server.app, 'GET', '/projects/lobby/ops', bearer(unscoped))).statusCode, 200)
+  t.equal((await call(server.app, 'GET', '/projects/doc-1/ops', bearer(unscoped))).statusCode, 403)
+  const scoped = await connect(t, `${server.ws}?token=${hs256({ sub: 'bob', projects: ['doc-1'] })}`)
+  t.match(await scoped.request({ type: 'join', project: 'lobby' }), { type: 'error', code: 'forbidden' }, 'a projects claim is not widened by the defaults')
+})
+
+t.test('a bad FLOW_JWT_DEFAULT_PROJECTS pattern stops start-up naming the variable', async (t) => {
+  for (const setting of ['lobby,', 'doc 1', 'a*b']) {
+    const app = Fastify({ logger: false })
+    t.teardown(async () => { await app.close() })
+    void app.register(flow, { env: { FLOW_JWT_SECRET: SECRET, FLOW_JWT_DEFAULT_PROJECTS: setting } })
+    await t.rejects(async () => { await app.ready() }, { code: 'FLOW_ERR_CONFIG_INVALID', message: /^invalid configuration: FLOW_JWT_DEFAULT_PROJECTS: / }, setting)
+  }
+})
+
+t.test('a token whose sub could spoof a name gets 401, and its sub is never shown', async (t) => {
+  const server = await startServer(t, { jwtSecret: SECRET })
+  const watcher = await connect(t, `${server.ws}?token=${hs256({ sub: 'watcher' })}`)
+  await watcher.join('doc-1')
+  for (const sub of ['mallory\nalice joined', '\u202e'.repeat(100) + 'ecila', 'ali\u2066ce', ' alice', 'x'.repeat(129)]) {
+    const token = hs256({ sub })
+    const refused = await refusal(`${server.ws}?token=${token}`)
+    t.equal(refused.status, 401, JSON.stringify(sub).slice(0, 30))
+    t.match(refused.body.message, /^token sub (has a control, format|has whitespace|is too long)/)
+    t.equal((await call(server.app, 'POST', '/projects/doc-1/ops', bearer(token))).statusCode, 401)
+  }
+  t.equal(await connectionsOpened(server.app), 1, 'only the watcher connected')
+  const members = await call(server.app, 'GET', '/projects/doc-1/members', bearer(hs256({ sub: 'watcher' })))
+  t.same(members.json<{ members: Array<{ userId: string }> }>().members.map((m) => m.userId), ['watcher'])
+  t.equal(watcher.all('member').length, 0, 'no one else joined')
+  const named = await connect(t, `${server.ws}?token=${hs256({ sub: 'José Smith 👩‍💻' })}`)
+  t.equal((await named.join('doc-1')).userId, 'José Smith 👩‍💻', 'printable names, spaces and emoji get in')
+})
+
+t.test('without auth, a ?userId= that is not a plain id connects as anonymous', async (t) => {
+  const server = await startServer(t)
+  for (const userId of ['mallory\nalice', '\u202e'.repeat(100) + 'ecila', 'ali\u2066ce', ' alice', 'x'.repeat(129)]) {
+    const client = await connect(t, `${server.ws}?userId=${encodeURIComponent(userId)}`)
+    t.equal((await client.join('doc-1')).userId, 'anonymous', JSON.stringify(userId).slice(0, 30))
+    client.close()
+  }
+  const alice = await connect(t, `${server.ws}?userId=alice`)
+  t.equal((await alice.join('doc-1')).userId, 'alice')
+})
+
+t.test('a host authenticate hook whose userId could spoof a name gets 401 saying so', async (t) => {
+  const authenticate: AuthenticateHook = async (request) => {
+    const user = request.headers['x-user']
+    return { userId: typeof user === 'string' ? decodeURIComponent(user) : (undefined as unknown as string), allows: () => true }
+  }
+  const server = await startServer(t, { authenticate })
+  for (const [user, reason] of [
+    ['mallory%0Aalice', /has a control, format/],
+    ['%E2%80%AE'.repeat(100) + 'ecila', /has a control, format/],
+    ['%20alice', /has whitespace at its start or end/],
+    ['x'.repeat(129), /is too long/]
+  ] as const) {
+    const refused = await refusal(server.ws, { 'x-user': user })
+    t.equal(refused.status, 401, user.slice(0, 30))
+    t.match(refused.body, { code: 'unauthorized', message: reason })
+    t.match(refused.body.message, /^the authenticate hook's userId /)
+    const read = await call(server.app, 'GET', '/projects/doc-1/ops', { 'x-user': user })
+    t.equal(read.statusCode, 401)
+    t.match(read.json(), { code: 'unauthorized', message: /^the authenticate hook's userId / })
+  }
+  t.match((await refusal(server.ws)).body, { message: 'the authenticate hook\'s userId is missing' }, 'a hook that returns no userId')
+  t.equal(await connectionsOpened(server.app), 0)
+  const named = await connect(t, server.ws, { headers: { 'x-user': encodeURIComponent('José Smith') } })
+  t.equal((await named.join('doc-1')).userId, 'José Smith')
+})
+
+/** Warnings flow-auth logs when the app boots with `env`. */
+async function bootWarnings (t: Test, env: Record<string, string>): Promise<string[]> {
+  const lines: string[] = []
+  const stream = new Writable({
+    write (chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (line !== '') lines.push((JSON.parse(line) as { msg: string }).msg)
+      }
+      callback()
+    }
+  })
+  const app = Fastify({ logger: { level: 'warn', stream } })
+  t.teardown(async () => { await app.close() })
+  await app.register(flow, { env, maxEventLoopDelayMs: 0 })
+  await app.ready()
+  return lines
+}
+
+t.test('with NODE_ENV=production and JWT auth, boot warns when neither FLOW_JWT_AUDIENCE nor FLOW_JWT_ISSUER is set', async (t) => {
+  const unbound = /tokens are not bound to this service.*FLOW_JWT_AUDIENCE or FLOW_JWT_ISSUER/
+  const production = { NODE_ENV: 'production', FLOW_JWT_SECRET: SECRET }
+  t.match(await bootWarnings(t, production), [unbound])
+  t.notMatch((await bootWarnings(t, { ...production, FLOW_JWT_AUDIENCE: 'flow-rt' })).join('\n'), unbound, 'an audience binds them')
+  t.notMatch((await bootWarnings(t, { ...production, FLOW_JWT_ISSUER: 'id' })).join('\n'), unbound, 'an issuer binds them')
+  t.notMatch((await bootWarnings(t, { FLOW_JWT_SECRET: SECRET })).join('\n'), unbound, 'not outside production')
+  t.notMatch((await bootWarnings(t, { NODE_ENV: 'production', FLOW_AUTH: 'none' })).join('\n'), unbound, 'not without JWT auth')
 })

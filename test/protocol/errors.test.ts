@@ -243,7 +243,8 @@ t.test('a token that does not allow the project gets forbidden on join', async (
   const secret = 'protocol-test-secret-0123456789abcdef'
   const server = await startServer(t, { jwtSecret: secret })
   const part = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url')
-  const input = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub: 'carol', projects: ['team-*', 'lobby'] })}`
+  const exp = Math.floor(Date.now() / 1000) + 3600
+  const input = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub: 'carol', exp, projects: ['team-*', 'lobby'] })}`
   const token = `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`
   const client = await connect(t, `${server.ws}?token=${token}`)
   for (const project of ['other', 'team', 'lobby-2']) {
