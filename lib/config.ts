@@ -253,7 +253,7 @@ export const SETTINGS = {
   jwtDefaultProjects: {
     env: 'FLOW_JWT_DEFAULT_PROJECTS', kind: 'string',
     doc: 'projects (comma-separated ids, `prefix*` or `*`) a token without a `projects` claim may join or ' +
-      'read; unset: none'
+      'read; unset: such a token is refused (401)'
   },
   jwtPublicKey: {
     env: 'FLOW_JWT_PUBLIC_KEY', kind: 'secret',
