@@ -29,12 +29,16 @@ export class Outbox {
     this.#closed = closed
   }
 
-  /** Sends one frame; a connection with too much unsent data is closed instead (slow consumer). */
+  /**
+   * Sends one frame; a connection with too much unsent data is closed instead
+   * (slow consumer), its close frame ahead of that data: a client that reads
+   * again learns why at once (docs/protocol.md, Close codes).
+   */
   send (conn: Connection, frame: string | SharedFrame): void {
     if (conn.closed) return
     if (conn.transport.bufferedAmount > this.#config.maxBufferedBytes) {
       this.#stats.slowConsumersClosed++
-      this.close(conn, CLOSE.policy, 'slow consumer: too much unsent data')
+      this.close(conn, CLOSE.policy, 'slow consumer: too much unsent data', { discardQueued: true })
       return
     }
     this.#stats.framesOut++

@@ -3,6 +3,7 @@ import { startServer } from '../helpers/server.js'
 import { connect, type Frame } from '../helpers/client.js'
 import { assertAlive, expectError, fetchMembers, fetchOps, opsOf, range, until } from '../helpers/protocol.js'
 import { withDeadline } from '../helpers/wait.js'
+import { closeCode, FrameReader, rawConnect, readSlowly, textFrame } from '../helpers/raw-socket.js'
 
 /** An op frame of exactly `size` bytes. */
 function opOfSize (size: number, ref: string): string {
@@ -146,6 +147,43 @@ t.test('a connection that does not read is closed with 1008 and its sessions lea
   slow.socket.resume()
   t.equal((await withDeadline(slow.closed, 'the close', 5000)).code, 1008, 'closed for policy once it reads again')
   t.ok(opsOf(slow, 'doc').length < sent, 'it did not get every op')
+  await assertAlive(t, writer, 'the writer is untouched')
+  await assertAlive(t, watcher, 'the watcher is untouched')
+})
+
+t.test('a client that stops reading gets close code 1008 ahead of its backlog when it reads again, slowly; the others are unaffected', async (t) => {
+  // The default bound (8 MiB): the close frame must not wait behind it.
+  const server = await startServer(t)
+  const writer = await connect(t, server.ws + '?userId=writer', { timeoutMs: 10_000 })
+  const watcher = await connect(t, server.ws + '?userId=watcher', { timeoutMs: 10_000 })
+  await writer.join('doc')
+  await watcher.join('doc')
+  // A raw client: joined, then it reads nothing until the server has closed it.
+  const slow = await rawConnect(t, server.ws + '?userId=slow')
+  const joined = watcher.next((f) => f.type === 'member' && f.event === 'join')
+  slow.write(textFrame({ type: 'join', project: 'doc', ref: 'join' }))
+  await joined
+  const isLeave = (f: Frame): boolean => f.type === 'member' && f.event === 'leave'
+  const data = 'x'.repeat(60 * 1024)
+  let sent = 0
+  while (!watcher.received.some(isLeave) && sent < 1000) {
+    for (let i = 0; i < 10; i++) writer.send({ type: 'op', project: 'doc', data })
+    sent += 10
+    await until(writer, () => writer.all('ack').length >= sent, `${sent} acks`, 10_000)
+  }
+  t.ok(watcher.received.some(isLeave), `the slow session left (after ${sent} ops of 60 KiB)`)
+  // 2 MiB a second: the 8 MiB backlog alone would take 4 s to read, past the close handshake's 2 s.
+  const reader = new FrameReader()
+  const ended = await withDeadline(readSlowly(slow, reader, 2 * 1024 * 1024), 'the slow client to read to the end', 30_000)
+  const close = reader.close
+  t.ok(close !== undefined, `the client got a close frame (it read ${reader.bytes} bytes, then the connection saw '${ended}')`)
+  t.equal(close === undefined ? null : closeCode(close), 1008, 'with code 1008')
+  const ops = reader.json().filter((f) => f.type === 'op')
+  t.ok(ops.length < sent, `it got part of the ops (${ops.length} of ${sent}), then the close`)
+  t.same(ops.map((op) => op.seq), range(1, ops.length), 'those it got are the first ones, in order, intact')
+  // The others got everything, in order.
+  const seen = await until(watcher, () => opsOf(watcher, 'doc').length >= sent ? opsOf(watcher, 'doc') : undefined, `${sent} ops at the watcher`, 10_000)
+  t.same(seen.map((op) => op.seq), range(1, sent), 'the watcher got every op, in order')
   await assertAlive(t, writer, 'the writer is untouched')
   await assertAlive(t, watcher, 'the watcher is untouched')
 })
