@@ -6,12 +6,15 @@
  * lint rule keeps it so. test/adapters/ws-transport.test.ts pins down their
  * shape and fails naming the internal that changed after an upgrade of `ws`,
  * `@fastify/websocket` or Node: without it the direct path would silently
- * fall back to `ws.send` (slower), and the release would keep the upgrade's
- * objects (more memory per connection) or throw.
+ * fall back to `ws.send` (slower), the release would keep the upgrade's
+ * objects (more memory per connection) or throw, and a refused frame would
+ * drop the connection before its close code reached the client.
  *
  * - `WebSocket#_socket` (net.Socket) and `WebSocket#_sender` with `_queue`
  *   (array) and `_state` (number, 0 when idle): prebuilt frames are written
  *   straight to the TCP socket while ws has nothing queued ({@link directSocket}).
+ * - the `status-code` symbol ws puts on the errors of its receiver: the close
+ *   code ws has started the close handshake with ({@link closeCodeOf}).
  * - `net.Socket#_httpMessage` with `detachSocket`: the ServerResponse
  *   @fastify/websocket leaves on an upgraded socket ({@link releaseUpgrade}).
  */
@@ -97,6 +100,19 @@ export function directSocket (socket: WebSocket): Direct | null {
   if (socket.extensions !== '' || tcp === undefined || sender === undefined) return null
   if (!Array.isArray(sender._queue) || typeof sender._state !== 'number') return null
   return { tcp, sender: sender as WsSender }
+}
+
+/**
+ * The close code on an error of ws's receiver (a frame over `maxPayload`,
+ * a protocol violation): ws has then started the close handshake with it,
+ * stopped reading frames and discards what the peer still sends. Null for
+ * any other error (the socket failed: drop it).
+ */
+export function closeCodeOf (err: unknown): number | null {
+  if (typeof err !== 'object' || err === null) return null
+  const key = Object.getOwnPropertySymbols(err).find((symbol) => symbol.description === 'status-code')
+  const code = key === undefined ? undefined : (err as Record<symbol, unknown>)[key]
+  return typeof code === 'number' ? code : null
 }
 
 /**

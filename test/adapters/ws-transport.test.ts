@@ -14,7 +14,7 @@ import type { FastifyInstance } from 'fastify'
 import websocket from '@fastify/websocket'
 import WebSocket from 'ws'
 import { SharedFrame } from '../../lib/hub/transport.js'
-import { directSocket, HIGH_WATER_BYTES, textFrame, WsTransport } from '../../adapters/ws/transport.js'
+import { closeCodeOf, directSocket, HIGH_WATER_BYTES, textFrame, WsTransport } from '../../adapters/ws/transport.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { nextEvent, Recorder, waitFor, withDeadline } from '../helpers/wait.js'
 
@@ -389,4 +389,20 @@ t.test('close with discardQueued sends the close frame ahead of the queued frame
   const [afterCode] = await withDeadline(afterClosed, 'the client to see the close', 10_000)
   t.equal(afterCode, 4002, 'the client gets the close code')
   t.same(after.inbox.items, expected, 'after every frame sent before the close, and none sent after it')
+})
+
+t.test('an error of ws\'s receiver carries the close code ws started the handshake with (closeCodeOf); other errors carry none', async (t) => {
+  const { accept } = await flowSockets(t)
+  const { socket, client } = await accept()
+  const errors = new Recorder<{ err: unknown, readyState: number }>()
+  socket.on('error', (err) => { errors.push({ err, readyState: socket.readyState }) })
+  // Over Flow's maxPayload (64 KiB by default).
+  client.send('x'.repeat(70 * 1024))
+  const [first] = await errors.until((items) => items.length > 0, 'the receiver error')
+  const symbols = Object.getOwnPropertySymbols(first?.err ?? {}).map((symbol) => symbol.description)
+  t.ok(symbols.includes('status-code'), 'ws internal: a receiver error carries a symbol described \'status-code\'; if not, adapters/ws/transport.ts (closeCodeOf) finds no code and Flow drops the connection before its close frame reaches the client')
+  t.equal(closeCodeOf(first?.err), 1009, 'closeCodeOf reads 1009 from an error for a frame over maxPayload')
+  t.equal(first?.readyState, WebSocket.CLOSING, 'ws internal: ws has started the close handshake when it emits the error; if not, no close frame is sent')
+  t.equal(closeCodeOf(new Error('ECONNRESET')), null, 'an error without it has no close code')
+  t.equal(closeCodeOf(undefined), null, 'nor has a non-error')
 })

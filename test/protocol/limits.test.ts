@@ -1,9 +1,10 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
+import type { Socket } from 'node:net'
 import { startServer } from '../helpers/server.js'
-import { connect, type Frame } from '../helpers/client.js'
+import { connect, type Frame, type TestClient } from '../helpers/client.js'
 import { assertAlive, expectError, fetchMembers, fetchOps, opsOf, range, until } from '../helpers/protocol.js'
-import { withDeadline } from '../helpers/wait.js'
-import { closeCode, FrameReader, rawConnect, readSlowly, textFrame } from '../helpers/raw-socket.js'
+import { waitFor, withDeadline } from '../helpers/wait.js'
+import { closeCode, FrameReader, frameHeader, rawConnect, readSlowly, textFrame, type RawOptions } from '../helpers/raw-socket.js'
 
 /** An op frame of exactly `size` bytes. */
 function opOfSize (size: number, ref: string): string {
@@ -29,6 +30,99 @@ t.test('a frame over maxPayloadBytes closes the connection with 1009 and its ses
   const leave = await alice.next((f) => f.type === 'member' && f.event === 'leave')
   t.equal((leave.member as { sessionId: string }).sessionId, bj.sessionId)
   t.same((await fetchOps(server, 'doc')).map((op) => op.seq), [1], 'the large op was not appended')
+  await assertAlive(t, alice, 'the other connection is untouched')
+})
+
+/**
+ * Writes `chunks()` to a raw socket as fast as it takes them, until the
+ * socket is gone or `limit` bytes went: a client that does not stop
+ * sending whatever the server does.
+ */
+function keepSending (socket: Socket, chunks: () => Buffer, limit: number): void {
+  let sent = 0
+  const more = (): void => {
+    while (!socket.destroyed && socket.writable && sent < limit) {
+      const chunk = chunks()
+      sent += chunk.length
+      if (!socket.write(chunk)) {
+        socket.once('drain', more)
+        return
+      }
+    }
+  }
+  more()
+}
+
+/** A raw client joined to `project` (seen joining by `watcher`), reading everything from now on into a FrameReader. */
+async function rawMember (t: Test, url: string, project: string, watcher: TestClient, userId: string,
+  options?: RawOptions): Promise<{ socket: Socket, reader: FrameReader, closed: Promise<unknown> }> {
+  const socket = await rawConnect(t, `${url}?userId=${userId}`, options)
+  const joined = watcher.next((f) => f.type === 'member' && f.event === 'join' && (f.member as { userId: string }).userId === userId)
+  socket.write(textFrame({ type: 'join', project, ref: 'join' }))
+  await joined
+  const reader = new FrameReader()
+  const closed = new Promise((resolve) => { socket.once('close', resolve) })
+  socket.on('data', (chunk: Buffer) => { reader.push(chunk) })
+  socket.resume()
+  return { socket, reader, closed }
+}
+
+t.test('a client that sends a 2 MiB frame behind a ping, and keeps sending, receives close code 1009; its session leaves', async (t) => {
+  const server = await startServer(t)
+  const alice = await connect(t, server.ws + '?userId=alice')
+  await alice.join('doc')
+  const { socket, reader, closed } = await rawMember(t, server.ws, 'doc', alice, 'big')
+  const leave = alice.next((f) => f.type === 'member' && f.event === 'leave')
+  // One write: a ping (its pong is sent in the same turn as the close) and
+  // the header of a 2 MiB frame (over the 64 KiB limit); the payload then
+  // keeps coming, past the 2 MiB, until the server ends the connection.
+  socket.write(Buffer.concat([textFrame({ type: 'ping', ref: 'p' }), frameHeader(0x1, 2 * 1024 * 1024)]))
+  const payload = Buffer.alloc(64 * 1024, 0x78)
+  keepSending(socket, () => payload, 32 * 1024 * 1024)
+  await withDeadline(closed, 'the connection to end', 10_000)
+  const close = reader.close
+  t.ok(close !== undefined, `the client got a close frame (it read ${reader.bytes} bytes)`)
+  t.equal(close === undefined ? null : closeCode(close), 1009, 'with code 1009')
+  t.equal((await leave).event, 'leave', 'its session left')
+  await assertAlive(t, alice, 'the other connection is untouched')
+})
+
+t.test('a client refused with 1009 that never ends its side is dropped about 2 s after its close frame', async (t) => {
+  const server = await startServer(t)
+  const alice = await connect(t, server.ws + '?userId=alice')
+  await alice.join('doc')
+  // It keeps its sending side open when the server ends its own, and never answers the close.
+  const { socket, reader, closed } = await rawMember(t, server.ws, 'doc', alice, 'stubborn', { allowHalfOpen: true })
+  const ended = new Promise((resolve) => { socket.once('end', resolve) })
+  socket.write(Buffer.concat([textFrame({ type: 'ping', ref: 'p' }), frameHeader(0x1, 2 * 1024 * 1024)]))
+  const got = await waitFor(() => reader.close, { what: 'the close frame', timeoutMs: 5000 })
+  const at = Date.now()
+  t.equal(closeCode(got), 1009, 'the client got 1009')
+  await withDeadline(ended, 'the server to end its side after the close frame', 5000)
+  t.ok(!socket.destroyed, 'the client has not closed its side')
+  // It keeps sending a little (the server discards it): once the server
+  // has dropped the connection, the next write gets a reset.
+  const trickle = setInterval(() => { if (socket.writable) socket.write(Buffer.alloc(1024, 0x78)) }, 20)
+  t.teardown(() => { clearInterval(trickle) })
+  await withDeadline(closed, 'the server to drop the connection', 10_000)
+  clearInterval(trickle)
+  const after = Date.now() - at
+  t.ok(after >= 1500 && after < 5000, `dropped ${after} ms after the close frame (the handshake's 2 s)`)
+})
+
+t.test('a ws client that sends a 70 KiB frame right after a ping receives close code 1009', async (t) => {
+  const server = await startServer(t)
+  const alice = await connect(t, server.ws + '?userId=alice')
+  const bob = await connect(t, server.ws + '?userId=bob')
+  await alice.join('doc')
+  await bob.join('doc')
+  bob.send({ type: 'ping', ref: 'p' })
+  bob.send(opOfSize(70 * 1024, 'big'))
+  for (let i = 0; i < 10; i++) bob.send({ type: 'ping', ref: `p${i}` })
+  const closed = await withDeadline(bob.closed, 'the close', 5000)
+  t.equal(closed.code, 1009, 'the client sees 1009')
+  t.notOk(bob.received.some((f) => f.ref === 'big'), 'the large frame got no answer')
+  t.same((await fetchOps(server, 'doc')).length, 0, 'nothing was appended')
   await assertAlive(t, alice, 'the other connection is untouched')
 })
 
