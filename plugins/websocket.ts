@@ -5,7 +5,7 @@ import { ForbiddenError, RateLimitedError } from '../lib/errors.js'
 import { DEFAULT_CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS } from '../lib/auth.js'
 import type { RawData, WebSocket } from 'ws'
 import type { Connection } from '../lib/hub/connection.js'
-import { releaseUpgrade, WsTransport } from '../adapters/ws/transport.js'
+import { closeCodeOf, releaseUpgrade, WsTransport } from '../adapters/ws/transport.js'
 import { routeUpgrades } from './websocket-upgrades.js'
 
 declare module 'fastify' {
@@ -105,6 +105,18 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
   }
   function onError (this: FlowSocket, err: Error): void {
     const link = this[LINK]
+    const code = closeCodeOf(err)
+    if (code !== null && link !== undefined) {
+      // ws refused what the client sent (a frame over maxPayload) and has
+      // started the close handshake with `code`, discarding further input.
+      // Terminating now would lose the close frame (still in the socket's
+      // buffer, or cut by a reset): the transport ends the connection after
+      // the handshake or its timeout. The sessions leave at once.
+      connLog.info({ err, reqId: link.reqId, conn: link.conn.id, code }, 'frame refused: closing')
+      hub.disconnect(link.conn)
+      link.conn.transport.close(code, '', { discardQueued: true })
+      return
+    }
     connLog.info({ err, reqId: link?.reqId, conn: link?.conn.id }, 'socket error: dropping the connection')
     this.terminate()
   }

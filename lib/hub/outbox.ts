@@ -4,11 +4,8 @@ import type { Stats } from '../stats.js'
 import type { ClientFrame, Ref } from '../protocol/frames.js'
 import { wireCode } from '../errors.js'
 import type { Connection } from './connection.js'
-import { CLOSE, type SharedFrame } from './transport.js'
+import { CLOSE, type CloseOptions, type SharedFrame } from './transport.js'
 import type { HubConfig, HubLogger } from './context.js'
-
-/** How long a peer may take to answer the close handshake before it is dropped. */
-const CLOSE_HANDSHAKE_MS = 2000
 
 /**
  * Everything the hub sends to clients goes through here: frames within the
@@ -32,12 +29,16 @@ export class Outbox {
     this.#closed = closed
   }
 
-  /** Sends one frame; a connection with too much unsent data is closed instead (slow consumer). */
+  /**
+   * Sends one frame; a connection with too much unsent data is closed instead
+   * (slow consumer), its close frame ahead of that data: a client that reads
+   * again learns why at once (docs/protocol.md, Close codes).
+   */
   send (conn: Connection, frame: string | SharedFrame): void {
     if (conn.closed) return
     if (conn.transport.bufferedAmount > this.#config.maxBufferedBytes) {
       this.#stats.slowConsumersClosed++
-      this.close(conn, CLOSE.policy, 'slow consumer: too much unsent data')
+      this.close(conn, CLOSE.policy, 'slow consumer: too much unsent data', { discardQueued: true })
       return
     }
     this.#stats.framesOut++
@@ -68,12 +69,15 @@ export class Outbox {
     this.error(conn, 'internal', 'internal error', frame.ref, project)
   }
 
-  /** Starts a clean close; a peer that does not answer the handshake is dropped. */
-  close (conn: Connection, code: number, reason: string): void {
+  /**
+   * Starts a clean close (the close frame after what was sent before, or
+   * ahead of it with `discardQueued`); the transport drops a peer that does
+   * not answer the handshake.
+   */
+  close (conn: Connection, code: number, reason: string, options?: CloseOptions): void {
     if (conn.closed) return
     conn.closed = true
-    conn.transport.close(code, reason)
-    setTimeout(() => { conn.transport.terminate() }, CLOSE_HANDSHAKE_MS).unref()
+    conn.transport.close(code, reason, options)
     this.#closed(conn)
   }
 }

@@ -14,9 +14,9 @@ import type { FastifyInstance } from 'fastify'
 import websocket from '@fastify/websocket'
 import WebSocket from 'ws'
 import { SharedFrame } from '../../lib/hub/transport.js'
-import { directSocket, textFrame, WsTransport } from '../../adapters/ws/transport.js'
+import { closeCodeOf, directSocket, HIGH_WATER_BYTES, textFrame, WsTransport } from '../../adapters/ws/transport.js'
 import { startServer, type TestServer } from '../helpers/server.js'
-import { nextEvent, Recorder, withDeadline } from '../helpers/wait.js'
+import { nextEvent, Recorder, waitFor, withDeadline } from '../helpers/wait.js'
 
 /** The ws 8 internals the direct path reads, as loosely as a changed ws may have them. */
 interface WsInternals {
@@ -110,8 +110,8 @@ function spy (target: object, name: string): unknown[][] {
 /** Texts of every size form of a frame (7-bit, 16-bit, 64-bit lengths), multi-byte UTF-8 among them. */
 const TEXTS = [0, 1, 125, 126, 65_535, 65_536, 70_000].map((n, i) => `${i}:${'é'.repeat(n % 5)}${'x'.repeat(n)}`)
 
-async function received (t: Test, inbox: Recorder<Message>, expected: readonly Message[], what: string): Promise<void> {
-  const got = await inbox.until((items) => items.length >= expected.length, `${expected.length} messages ${what}`)
+async function received (t: Test, inbox: Recorder<Message>, expected: readonly Message[], what: string, timeoutMs?: number): Promise<void> {
+  const got = await inbox.until((items) => items.length >= expected.length, `${expected.length} messages ${what}`, timeoutMs)
   t.equal(got.length, expected.length, `exactly ${expected.length} messages ${what}`)
   for (const [i, message] of expected.entries()) {
     t.same(got[i], message, `message ${i} ${what} arrives intact and in order (${message.text.length} chars)`)
@@ -240,4 +240,169 @@ t.test('frames sent after the socket started closing are not written directly', 
   t.equal(writes.length, before, 'nothing is written to the TCP socket after the close frame')
   const [code] = await withDeadline(closed, 'the client to see the close')
   t.equal(code, 1000, 'the client gets the clean close, with no data frame after it')
+})
+
+/** `count` texts of about `size` bytes, each naming its index. */
+function bigTexts (count: number, size: number): string[] {
+  return Array.from({ length: count }, (_, i) => `${i}:${'y'.repeat(size)}`)
+}
+
+/** Resolves once the turn in which `tcp` was corked is over (the transports flush on setImmediate). */
+async function turnOver (tcp: Socket): Promise<void> {
+  await waitFor(() => tcp.writableCorked === 0, { what: 'the end of the turn (the TCP socket uncorked)' })
+}
+
+t.test('to a reader that does not read, the socket gets frames up to the high-water mark; the rest wait in the transport and arrive in order, intact, one write per drain', async (t) => {
+  const { accept } = await flowSockets(t)
+  const { socket, client, inbox } = await accept()
+  const tcp = internals(socket)._socket as Socket
+  const transport = new WsTransport(socket)
+  client.pause()
+  // 16 MiB: more than the kernel's buffers on both ends hold.
+  const texts = bigTexts(256, 64 * 1024)
+  const frameBytes = textFrame(texts[0] as string).length
+  const frames = texts.map((text) => new SharedFrame(text))
+  for (const frame of frames) transport.send(frame)
+  t.ok(tcp.writableLength < HIGH_WATER_BYTES + frameBytes, `the TCP socket buffers at most the high-water mark and a frame (${tcp.writableLength} bytes)`)
+  await turnOver(tcp)
+  const total = frames.length * frameBytes
+  const buffered = transport.bufferedAmount
+  t.ok(buffered > tcp.writableLength, 'bufferedAmount counts the frames waiting in the transport as well as the socket\'s buffer')
+  t.ok(buffered > total - 8 * 1024 * 1024, `most of the 16 MiB is unsent (${buffered} bytes)`)
+  const writevs = spy(tcp, '_writev')
+  const singles = spy(tcp, '_write')
+  client.resume()
+  await received(t, inbox, texts.map((text) => ({ text, binary: false })), 'once the reader reads', 10_000)
+  const writes = writevs.length + singles.length
+  t.ok(writes > 0 && writes <= frames.length / 2, `the waiting frames left several per write, as the socket drained (${writes} writes for ${frames.length} frames)`)
+  t.equal(transport.bufferedAmount, 0, 'nothing is left unsent')
+})
+
+t.test('with permessage-deflate, frames past the high-water mark wait in the transport too and arrive in order, intact', async (t) => {
+  const { accept } = await flowSockets(t, async (app) => {
+    await app.register(websocket, { options: { perMessageDeflate: { threshold: 0 } } })
+  })
+  const { socket, client, inbox } = await accept({ perMessageDeflate: true })
+  t.equal(directSocket(socket), null, 'no direct path')
+  const transport = new WsTransport(socket)
+  client.pause()
+  // Random-ish text, so compression does not shrink it to nothing.
+  const texts = Array.from({ length: 64 }, (_, i) => `${i}:` + Array.from({ length: 4096 }, (_, j) => ((i * 7919 + j * 104729) % 65521).toString(36)).join(''))
+  const sends = spy(socket, 'send')
+  for (const text of texts) transport.send(new SharedFrame(text))
+  t.ok(sends.length < texts.length, `ws was given frames only up to the high-water mark (${sends.length} of ${texts.length})`)
+  t.ok(socket.bufferedAmount < HIGH_WATER_BYTES + 64 * 1024, `ws holds at most the mark and a frame (${socket.bufferedAmount} bytes)`)
+  client.resume()
+  await received(t, inbox, texts.map((text) => ({ text, binary: false })), 'compressed by ws, after waiting in the transport', 10_000)
+  t.equal(sends.length, texts.length, 'every frame went through ws.send')
+})
+
+t.test('whenDrained resolves at once when drained, once a reader drained to the level, and when the connection closes', async (t) => {
+  const { accept } = await flowSockets(t)
+  const idle = await accept()
+  const idleTransport = new WsTransport(idle.socket)
+  let atOnce = false
+  const ready = idleTransport.whenDrained(0).then(() => { atOnce = true })
+  // Before any I/O of the event loop: only promise jobs have run.
+  await new Promise((resolve) => { setImmediate(resolve) })
+  t.ok(atOnce, 'resolves at once on a connection with nothing unsent')
+  await ready
+
+  const { socket, client, inbox } = await accept()
+  const tcp = internals(socket)._socket as Socket
+  const transport = new WsTransport(socket)
+  client.pause()
+  const texts = bigTexts(128, 64 * 1024)
+  for (const text of texts) transport.send(new SharedFrame(text))
+  await turnOver(tcp)
+  const level = 64 * 1024
+  let resolvedAt: number | null = null
+  const drained = transport.whenDrained(level).then(() => { resolvedAt = transport.bufferedAmount })
+  // The reader does not read: whatever the socket does, the level is not reached.
+  await waitFor(() => tcp.writableNeedDrain, { what: 'the TCP socket to be full' })
+  t.equal(resolvedAt, null, `not resolved while ${transport.bufferedAmount} bytes are unsent`)
+  client.resume()
+  await withDeadline(drained, 'whenDrained to resolve once the reader reads', 10_000)
+  t.ok(resolvedAt !== null && resolvedAt <= level, `resolved with ${String(resolvedAt)} bytes unsent, at most ${level}`)
+  await received(t, inbox, texts.map((text) => ({ text, binary: false })), 'to the reader')
+
+  // A reader that never reads again: the connection closing settles the wait.
+  const stuck = await accept()
+  const stuckTcp = internals(stuck.socket)._socket as Socket
+  const stuckTransport = new WsTransport(stuck.socket)
+  stuck.client.pause()
+  for (const text of texts) stuckTransport.send(new SharedFrame(text))
+  await turnOver(stuckTcp)
+  let settled = false
+  const closing = stuckTransport.whenDrained(0).then(() => { settled = true })
+  await waitFor(() => stuckTcp.writableNeedDrain, { what: 'the TCP socket to be full' })
+  t.notOk(settled, 'not resolved while the reader does not read')
+  stuck.client.terminate()
+  await withDeadline(closing, 'whenDrained to resolve when the connection closes', 5000)
+  t.equal(stuck.socket.readyState, WebSocket.CLOSED, 'the connection is closed then')
+
+  // Told to close: waits end at once, and new ones resolve at once.
+  const other = await accept()
+  const otherTcp = internals(other.socket)._socket as Socket
+  const otherTransport = new WsTransport(other.socket)
+  other.client.pause()
+  for (const text of texts) otherTransport.send(new SharedFrame(text))
+  await turnOver(otherTcp)
+  const waiting = otherTransport.whenDrained(0)
+  otherTransport.close(1001, 'bye', { discardQueued: true })
+  await withDeadline(waiting, 'whenDrained to resolve when the transport is told to close')
+  await withDeadline(otherTransport.whenDrained(0), 'whenDrained on a closing transport')
+})
+
+t.test('close with discardQueued sends the close frame ahead of the queued frames; without it, after them', async (t) => {
+  const { accept } = await flowSockets(t)
+  const texts = bigTexts(256, 64 * 1024)
+  const expected = texts.map((text) => ({ text, binary: false }))
+
+  const ahead = await accept()
+  const aheadTcp = internals(ahead.socket)._socket as Socket
+  const aheadTransport = new WsTransport(ahead.socket)
+  ahead.client.pause()
+  for (const text of texts) aheadTransport.send(new SharedFrame(text))
+  await turnOver(aheadTcp)
+  const aheadClosed = nextEvent(ahead.client, 'close', 10_000)
+  aheadTransport.close(4001, 'ahead', { discardQueued: true })
+  aheadTransport.send(new SharedFrame('after the close'))
+  t.ok(aheadTcp.writableLength < HIGH_WATER_BYTES + 80 * 1024, `the close frame follows at most the high-water mark of written bytes (${aheadTcp.writableLength})`)
+  ahead.client.resume()
+  const [aheadCode] = await withDeadline(aheadClosed, 'the client to see the close', 10_000)
+  t.equal(aheadCode, 4001, 'the client gets the close code')
+  const got = ahead.inbox.items
+  t.ok(got.length < texts.length, `it got ${got.length} of ${texts.length} frames before the close`)
+  t.same(got, expected.slice(0, got.length), 'those are the first ones, in order, intact')
+
+  const after = await accept()
+  const afterTcp = internals(after.socket)._socket as Socket
+  const afterTransport = new WsTransport(after.socket)
+  after.client.pause()
+  for (const text of texts) afterTransport.send(new SharedFrame(text))
+  await turnOver(afterTcp)
+  const afterClosed = nextEvent(after.client, 'close', 10_000)
+  afterTransport.close(4002, 'after')
+  afterTransport.send(new SharedFrame('after the close'))
+  after.client.resume()
+  const [afterCode] = await withDeadline(afterClosed, 'the client to see the close', 10_000)
+  t.equal(afterCode, 4002, 'the client gets the close code')
+  t.same(after.inbox.items, expected, 'after every frame sent before the close, and none sent after it')
+})
+
+t.test('an error of ws\'s receiver carries the close code ws started the handshake with (closeCodeOf); other errors carry none', async (t) => {
+  const { accept } = await flowSockets(t)
+  const { socket, client } = await accept()
+  const errors = new Recorder<{ err: unknown, readyState: number }>()
+  socket.on('error', (err) => { errors.push({ err, readyState: socket.readyState }) })
+  // Over Flow's maxPayload (64 KiB by default).
+  client.send('x'.repeat(70 * 1024))
+  const [first] = await errors.until((items) => items.length > 0, 'the receiver error')
+  const symbols = Object.getOwnPropertySymbols(first?.err ?? {}).map((symbol) => symbol.description)
+  t.ok(symbols.includes('status-code'), 'ws internal: a receiver error carries a symbol described \'status-code\'; if not, adapters/ws/transport.ts (closeCodeOf) finds no code and Flow drops the connection before its close frame reaches the client')
+  t.equal(closeCodeOf(first?.err), 1009, 'closeCodeOf reads 1009 from an error for a frame over maxPayload')
+  t.equal(first?.readyState, WebSocket.CLOSING, 'ws internal: ws has started the close handshake when it emits the error; if not, no close frame is sent')
+  t.equal(closeCodeOf(new Error('ECONNRESET')), null, 'an error without it has no close code')
+  t.equal(closeCodeOf(undefined), null, 'nor has a non-error')
 })

@@ -1,8 +1,10 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
+import type { Socket } from 'node:net'
 import { startServer } from '../helpers/server.js'
-import { connect, type Frame } from '../helpers/client.js'
+import { connect, type Frame, type TestClient } from '../helpers/client.js'
 import { assertAlive, expectError, fetchMembers, fetchOps, opsOf, range, until } from '../helpers/protocol.js'
-import { withDeadline } from '../helpers/wait.js'
+import { waitFor, withDeadline } from '../helpers/wait.js'
+import { closeCode, FrameReader, frameHeader, rawConnect, readSlowly, textFrame, type RawOptions } from '../helpers/raw-socket.js'
 
 /** An op frame of exactly `size` bytes. */
 function opOfSize (size: number, ref: string): string {
@@ -28,6 +30,99 @@ t.test('a frame over maxPayloadBytes closes the connection with 1009 and its ses
   const leave = await alice.next((f) => f.type === 'member' && f.event === 'leave')
   t.equal((leave.member as { sessionId: string }).sessionId, bj.sessionId)
   t.same((await fetchOps(server, 'doc')).map((op) => op.seq), [1], 'the large op was not appended')
+  await assertAlive(t, alice, 'the other connection is untouched')
+})
+
+/**
+ * Writes `chunks()` to a raw socket as fast as it takes them, until the
+ * socket is gone or `limit` bytes went: a client that does not stop
+ * sending whatever the server does.
+ */
+function keepSending (socket: Socket, chunks: () => Buffer, limit: number): void {
+  let sent = 0
+  const more = (): void => {
+    while (!socket.destroyed && socket.writable && sent < limit) {
+      const chunk = chunks()
+      sent += chunk.length
+      if (!socket.write(chunk)) {
+        socket.once('drain', more)
+        return
+      }
+    }
+  }
+  more()
+}
+
+/** A raw client joined to `project` (seen joining by `watcher`), reading everything from now on into a FrameReader. */
+async function rawMember (t: Test, url: string, project: string, watcher: TestClient, userId: string,
+  options?: RawOptions): Promise<{ socket: Socket, reader: FrameReader, closed: Promise<unknown> }> {
+  const socket = await rawConnect(t, `${url}?userId=${userId}`, options)
+  const joined = watcher.next((f) => f.type === 'member' && f.event === 'join' && (f.member as { userId: string }).userId === userId)
+  socket.write(textFrame({ type: 'join', project, ref: 'join' }))
+  await joined
+  const reader = new FrameReader()
+  const closed = new Promise((resolve) => { socket.once('close', resolve) })
+  socket.on('data', (chunk: Buffer) => { reader.push(chunk) })
+  socket.resume()
+  return { socket, reader, closed }
+}
+
+t.test('a client that sends a 2 MiB frame behind a ping, and keeps sending, receives close code 1009; its session leaves', async (t) => {
+  const server = await startServer(t)
+  const alice = await connect(t, server.ws + '?userId=alice')
+  await alice.join('doc')
+  const { socket, reader, closed } = await rawMember(t, server.ws, 'doc', alice, 'big')
+  const leave = alice.next((f) => f.type === 'member' && f.event === 'leave')
+  // One write: a ping (its pong is sent in the same turn as the close) and
+  // the header of a 2 MiB frame (over the 64 KiB limit); the payload then
+  // keeps coming, past the 2 MiB, until the server ends the connection.
+  socket.write(Buffer.concat([textFrame({ type: 'ping', ref: 'p' }), frameHeader(0x1, 2 * 1024 * 1024)]))
+  const payload = Buffer.alloc(64 * 1024, 0x78)
+  keepSending(socket, () => payload, 32 * 1024 * 1024)
+  await withDeadline(closed, 'the connection to end', 10_000)
+  const close = reader.close
+  t.ok(close !== undefined, `the client got a close frame (it read ${reader.bytes} bytes)`)
+  t.equal(close === undefined ? null : closeCode(close), 1009, 'with code 1009')
+  t.equal((await leave).event, 'leave', 'its session left')
+  await assertAlive(t, alice, 'the other connection is untouched')
+})
+
+t.test('a client refused with 1009 that never ends its side is dropped about 2 s after its close frame', async (t) => {
+  const server = await startServer(t)
+  const alice = await connect(t, server.ws + '?userId=alice')
+  await alice.join('doc')
+  // It keeps its sending side open when the server ends its own, and never answers the close.
+  const { socket, reader, closed } = await rawMember(t, server.ws, 'doc', alice, 'stubborn', { allowHalfOpen: true })
+  const ended = new Promise((resolve) => { socket.once('end', resolve) })
+  socket.write(Buffer.concat([textFrame({ type: 'ping', ref: 'p' }), frameHeader(0x1, 2 * 1024 * 1024)]))
+  const got = await waitFor(() => reader.close, { what: 'the close frame', timeoutMs: 5000 })
+  const at = Date.now()
+  t.equal(closeCode(got), 1009, 'the client got 1009')
+  await withDeadline(ended, 'the server to end its side after the close frame', 5000)
+  t.ok(!socket.destroyed, 'the client has not closed its side')
+  // It keeps sending a little (the server discards it): once the server
+  // has dropped the connection, the next write gets a reset.
+  const trickle = setInterval(() => { if (socket.writable) socket.write(Buffer.alloc(1024, 0x78)) }, 20)
+  t.teardown(() => { clearInterval(trickle) })
+  await withDeadline(closed, 'the server to drop the connection', 10_000)
+  clearInterval(trickle)
+  const after = Date.now() - at
+  t.ok(after >= 1500 && after < 5000, `dropped ${after} ms after the close frame (the handshake's 2 s)`)
+})
+
+t.test('a ws client that sends a 70 KiB frame right after a ping receives close code 1009', async (t) => {
+  const server = await startServer(t)
+  const alice = await connect(t, server.ws + '?userId=alice')
+  const bob = await connect(t, server.ws + '?userId=bob')
+  await alice.join('doc')
+  await bob.join('doc')
+  bob.send({ type: 'ping', ref: 'p' })
+  bob.send(opOfSize(70 * 1024, 'big'))
+  for (let i = 0; i < 10; i++) bob.send({ type: 'ping', ref: `p${i}` })
+  const closed = await withDeadline(bob.closed, 'the close', 5000)
+  t.equal(closed.code, 1009, 'the client sees 1009')
+  t.notOk(bob.received.some((f) => f.ref === 'big'), 'the large frame got no answer')
+  t.same((await fetchOps(server, 'doc')).length, 0, 'nothing was appended')
   await assertAlive(t, alice, 'the other connection is untouched')
 })
 
@@ -146,6 +241,43 @@ t.test('a connection that does not read is closed with 1008 and its sessions lea
   slow.socket.resume()
   t.equal((await withDeadline(slow.closed, 'the close', 5000)).code, 1008, 'closed for policy once it reads again')
   t.ok(opsOf(slow, 'doc').length < sent, 'it did not get every op')
+  await assertAlive(t, writer, 'the writer is untouched')
+  await assertAlive(t, watcher, 'the watcher is untouched')
+})
+
+t.test('a client that stops reading gets close code 1008 ahead of its backlog when it reads again, slowly; the others are unaffected', async (t) => {
+  // The default bound (8 MiB): the close frame must not wait behind it.
+  const server = await startServer(t)
+  const writer = await connect(t, server.ws + '?userId=writer', { timeoutMs: 10_000 })
+  const watcher = await connect(t, server.ws + '?userId=watcher', { timeoutMs: 10_000 })
+  await writer.join('doc')
+  await watcher.join('doc')
+  // A raw client: joined, then it reads nothing until the server has closed it.
+  const slow = await rawConnect(t, server.ws + '?userId=slow')
+  const joined = watcher.next((f) => f.type === 'member' && f.event === 'join')
+  slow.write(textFrame({ type: 'join', project: 'doc', ref: 'join' }))
+  await joined
+  const isLeave = (f: Frame): boolean => f.type === 'member' && f.event === 'leave'
+  const data = 'x'.repeat(60 * 1024)
+  let sent = 0
+  while (!watcher.received.some(isLeave) && sent < 1000) {
+    for (let i = 0; i < 10; i++) writer.send({ type: 'op', project: 'doc', data })
+    sent += 10
+    await until(writer, () => writer.all('ack').length >= sent, `${sent} acks`, 10_000)
+  }
+  t.ok(watcher.received.some(isLeave), `the slow session left (after ${sent} ops of 60 KiB)`)
+  // 2 MiB a second: the 8 MiB backlog alone would take 4 s to read, past the close handshake's 2 s.
+  const reader = new FrameReader()
+  const ended = await withDeadline(readSlowly(slow, reader, 2 * 1024 * 1024), 'the slow client to read to the end', 30_000)
+  const close = reader.close
+  t.ok(close !== undefined, `the client got a close frame (it read ${reader.bytes} bytes, then the connection saw '${ended}')`)
+  t.equal(close === undefined ? null : closeCode(close), 1008, 'with code 1008')
+  const ops = reader.json().filter((f) => f.type === 'op')
+  t.ok(ops.length < sent, `it got part of the ops (${ops.length} of ${sent}), then the close`)
+  t.same(ops.map((op) => op.seq), range(1, ops.length), 'those it got are the first ones, in order, intact')
+  // The others got everything, in order.
+  const seen = await until(watcher, () => opsOf(watcher, 'doc').length >= sent ? opsOf(watcher, 'doc') : undefined, `${sent} ops at the watcher`, 10_000)
+  t.same(seen.map((op) => op.seq), range(1, sent), 'the watcher got every op, in order')
   await assertAlive(t, writer, 'the writer is untouched')
   await assertAlive(t, watcher, 'the watcher is untouched')
 })
