@@ -228,7 +228,8 @@ export class Hub {
       await new Promise((resolve) => setTimeout(resolve, 10))
     }
     const conns = [...this.#connections]
-    for (const conn of conns) this.#outbox.close(conn, CLOSE.goingAway, 'server shutting down')
+    // The drain gave unsent data its time: what is still queued is dropped, and 1001 goes out at once.
+    for (const conn of conns) this.#outbox.close(conn, CLOSE.goingAway, 'server shutting down', { discardQueued: true })
     await Promise.race([
       Promise.all(conns.map(async (c) => { await c.chain })),
       new Promise((resolve) => setTimeout(resolve, Math.max(100, deadline - Date.now())).unref())

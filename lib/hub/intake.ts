@@ -43,7 +43,7 @@ export class Intake {
     if (!conn.bucket.take(now)) {
       stats.rateLimited++
       if (conn.abuse.drop(now)) {
-        outbox.close(conn, CLOSE.policy, 'rate limit exceeded')
+        outbox.close(conn, CLOSE.policy, 'rate limit exceeded', { discardQueued: true })
         return
       }
       // Read only for the ref and project, so the client knows which frame was dropped.
