@@ -1,11 +1,39 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { pathToFileURL } from 'node:url'
 import flow, { type FlowOptions } from './app.js'
+import { isIP } from 'node:net'
 import { resolveConfig } from './lib/config.js'
+import { ConfigError } from './lib/errors.js'
 
 /** Redacts credentials from request URLs in logs (`?token=`, `?apiKey=`). */
 export function redactUrl (url: string): string {
   return url.replace(/([?&](?:token|access_token|api_key|apiKey)=)[^&#]*/gi, '$1[REDACTED]')
+}
+
+/**
+ * FLOW_TRUST_PROXY as Fastify's `trustProxy`: `true` (any proxy), or the
+ * list of proxies' addresses and CIDRs (and proxy-addr's names `loopback`,
+ * `linklocal`, `uniquelocal`); unset or `false`: the TCP peer is the client.
+ */
+export function trustProxyOption (value: string | undefined): boolean | string[] {
+  if (value === undefined || value.trim().toLowerCase() === 'false') return false
+  if (value.trim().toLowerCase() === 'true') return true
+  const entries = value.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')
+  for (const entry of entries) {
+    if (!isProxyEntry(entry)) {
+      throw new ConfigError(`FLOW_TRUST_PROXY must be true or comma-separated addresses or CIDRs, got ${JSON.stringify(entry)}`)
+    }
+  }
+  if (entries.length === 0) throw new ConfigError('FLOW_TRUST_PROXY must be true or comma-separated addresses or CIDRs')
+  return entries
+}
+
+function isProxyEntry (entry: string): boolean {
+  if (entry === 'loopback' || entry === 'linklocal' || entry === 'uniquelocal') return true
+  const [address = '', bits, extra] = entry.split('/')
+  const kind = isIP(address)
+  if (kind === 0 || extra !== undefined) return false
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (kind === 4 ? 32 : 128))
 }
 
 /** A Fastify app serving Flow at the root, logging with pino, with the demo board unless `demo: false`. */
@@ -34,7 +62,8 @@ export async function buildServer (options: FlowOptions & { readonly logLevel?: 
     routerOptions: { maxParamLength: 256 },
     // WebSocket clients and HTTP keep-alive must not hold the close forever.
     forceCloseConnections: 'idle',
-    trustProxy: false
+    // Behind a proxy the client's address (per-address limits) is the one X-Forwarded-For gives.
+    trustProxy: trustProxyOption(config.trustProxy)
   })
   await app.register(flow, flowOptions)
   return app

@@ -2,6 +2,7 @@ import t from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { startServer } from '../helpers/server.js'
 import { hs256, SECRET } from '../helpers/jwt.js'
+import { buildServer } from '../../server.js'
 
 const API_KEY = 'flow-test-api-key-rate-limit-0001'
 
@@ -95,4 +96,24 @@ t.test('without a credential (open mode), requests count per address', async (t)
     app.inject({ url, remoteAddress: '2001:db8:1:2:ffff::3' })
   ])
   t.same(statuses(v6), [200, 200, 429], 'IPv6 addresses count by their /64')
+})
+
+t.test('behind a trusted proxy (FLOW_TRUST_PROXY) requests count per X-Forwarded-For address', async (t) => {
+  const app = await buildServer({ env: { FLOW_TRUST_PROXY: '127.0.0.1' }, logLevel: 'silent', demo: false, httpRateLimit: 2, maxEventLoopDelayMs: 0 })
+  t.teardown(async () => { await app.close() })
+  const url = '/projects/doc/members'
+  const [one, two] = await Promise.all([
+    burst(app, 3, { url, headers: { 'x-forwarded-for': '203.0.113.1' } }),
+    burst(app, 3, { url, headers: { 'x-forwarded-for': '203.0.113.2' } })
+  ])
+  t.same(statuses(one), [200, 200, 429])
+  t.same(statuses(two), [200, 200, 429], 'another client behind the same proxy has its own budget')
+
+  const direct = await buildServer({ env: {}, logLevel: 'silent', demo: false, httpRateLimit: 2, maxEventLoopDelayMs: 0 })
+  t.teardown(async () => { await direct.close() })
+  const [three, four] = await Promise.all([
+    burst(direct, 2, { url, headers: { 'x-forwarded-for': '203.0.113.3' } }),
+    burst(direct, 2, { url, headers: { 'x-forwarded-for': '203.0.113.4' } })
+  ])
+  t.same(statuses([...three, ...four]), [200, 200, 429, 429], 'without FLOW_TRUST_PROXY, X-Forwarded-For is not believed')
 })
