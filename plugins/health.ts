@@ -28,9 +28,14 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
     const degraded = redisPorts.some((p) => p.circuit !== 'closed')
     const sharedLog = ports.log.adapter === 'redis'
     const seqScope = sharedLog ? 'cluster' : (ports.broadcaster.adapter === 'redis' ? 'instance' : 'cluster')
-    const policy = fastify.flowRedis?.maxmemoryPolicy ?? null
+    const memory = fastify.flowRedis?.memory ?? null
+    const policy = memory?.policy ?? null
     const warnings: string[] = []
     if (policy?.startsWith('allkeys-') === true) warnings.push(`Redis maxmemory-policy is ${policy}: it may evict the op log (use noeviction)`)
+    if (memory !== null && memory.ratio !== null && memory.ratio > config.redisMemoryWarnRatio) {
+      warnings.push(`Redis memory is at ${Math.round(memory.ratio * 100)}% of maxmemory (over FLOW_REDIS_MEMORY_WARN_RATIO ` +
+        `${config.redisMemoryWarnRatio}): at maxmemory Redis refuses writes (OOM) and every instance falls back to memory`)
+    }
     if (seqScope === 'instance') warnings.push('seqs are per instance: the op log is not shared (USE_REDIS_EVENT_ORDERING=false)')
     if (sharedLog && ports.broadcaster.adapter !== 'redis') warnings.push('ops of other instances reach members only on sync or when a gap shows (USE_REDIS_WEBSOCKETS=false)')
     if (fastify.flowAuth.mode === 'open') warnings.push('authentication is off')
@@ -44,6 +49,9 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
         configured: redisPorts.length > 0,
         connected: redisPorts.length > 0 ? !degraded : null,
         maxmemoryPolicy: policy,
+        usedMemory: memory?.usedMemory ?? null,
+        maxMemory: memory?.maxMemory ?? null,
+        memoryRatio: memory?.ratio ?? null,
         lastError: fastify.flowRedis?.lastError ?? null
       },
       seqScope,
@@ -69,7 +77,18 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
         uptime: { type: 'number' },
         auth: { type: 'string' },
         ports: { type: 'object', properties: { sessions: port, broadcaster: port, log: port } },
-        redis: { type: 'object', properties: { configured: { type: 'boolean' }, connected: { type: ['boolean', 'null'] }, maxmemoryPolicy: { type: ['string', 'null'] }, lastError: { type: ['string', 'null'] } } },
+        redis: {
+          type: 'object',
+          properties: {
+            configured: { type: 'boolean' },
+            connected: { type: ['boolean', 'null'] },
+            maxmemoryPolicy: { type: ['string', 'null'] },
+            usedMemory: { type: ['number', 'null'] },
+            maxMemory: { type: ['number', 'null'] },
+            memoryRatio: { type: ['number', 'null'] },
+            lastError: { type: ['string', 'null'] }
+          }
+        },
         seqScope: { type: 'string' },
         warnings: { type: 'array', items: { type: 'string' } },
         draining: { type: 'boolean' }
@@ -78,4 +97,4 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
   })
 }
 
-export default fp(healthPlugin, { name: 'flow-health', fastify: '5.x', dependencies: ['flow-config', 'flow-ports', 'flow-hub', 'flow-auth'] })
+export default fp(healthPlugin, { name: 'flow-health', fastify: '5.x', dependencies: ['flow-config', 'flow-redis', 'flow-ports', 'flow-hub', 'flow-auth'] })
