@@ -5,6 +5,7 @@ import { refusedUpgrade } from '../helpers/upgrade.js'
 import { hs256, nowSeconds } from '../helpers/jwt.js'
 import { ensureBuilt, freePort, spawnNode, startEntry } from '../helpers/process.js'
 import { redactUrl } from '../../server.js'
+import { startRedis } from '../helpers/redis.js'
 
 t.before(ensureBuilt)
 
@@ -49,6 +50,20 @@ t.test('npm start exits non-zero with a message naming the variable of a bad val
     t.match(proc.stderr, /^flow: cannot start: /, `${name}: one line saying it cannot start`)
     t.notMatch(proc.stdout, /Server listening/, `${name}: never listened`)
   }))
+})
+
+t.test('npm start will not run the op log on a Redis that may evict it: it exits naming FLOW_REDIS_ALLOW_EVICTION', async (t) => {
+  const redis = await startRedis(t, { args: ['--maxmemory-policy', 'allkeys-lru'] })
+  const env = { PORT: '0', REDIS_URL: redis.url, USE_REDIS_EVENT_ORDERING: 'true' }
+  const refused = spawnNode(t, ['dist/server.js'], env)
+  t.equal((await refused.exited).code, 1)
+  t.match(refused.stderr, /^flow: cannot start: invalid configuration: Redis maxmemory-policy is allkeys-lru: .*FLOW_REDIS_ALLOW_EVICTION=true/m)
+  t.notMatch(refused.stdout, /Server listening/)
+
+  const allowed = await startEntry(t, { ...env, FLOW_REDIS_ALLOW_EVICTION: 'true' })
+  t.match(allowed.proc.stdout, /Redis may evict keys of any kind/, 'accepted, with a warning')
+  allowed.proc.kill('SIGTERM')
+  t.same(await allowed.proc.exited, { code: 0, signal: null })
 })
 
 t.test('npm start listens on PORT and HOST, serves /health and exits 0 on SIGINT', async (t) => {
