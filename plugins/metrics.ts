@@ -80,6 +80,12 @@ export function createFlowMetrics (flow: StatsSources, loop: LoopMonitor): FlowM
   counter('flow_slow_consumers_closed_total', 'Connections closed for not reading', () => stats.slowConsumersClosed)
   counter('flow_connections_opened_total', 'Connections opened', () => stats.connectionsOpened)
   counterBy('flow_port_errors_total', 'Failed port calls (Redis command errors and timeouts) by port', 'port', () => stats.portErrors)
+  const { redisMemory } = flow
+  if (redisMemory !== undefined) {
+    // Read every FLOW_HEALTH_CHECK_INTERVAL_MS (0 until the first read); alert on their ratio.
+    gauge('flow_redis_used_memory_bytes', 'Memory Redis uses (INFO memory used_memory) at the last read', () => redisMemory()?.usedMemory ?? 0)
+    gauge('flow_redis_maxmemory_bytes', 'Redis maxmemory at the last read (0: no limit)', () => redisMemory()?.maxMemory ?? 0)
+  }
   gauge('flow_eventloop_delay_p99_seconds', 'Event-loop delay p99 over the last window', () => loop.current.p99 / 1000)
   gauge('flow_eventloop_utilization', 'Event-loop utilisation over the last window', () => loop.current.utilization)
 

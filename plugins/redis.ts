@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
-import { createClient } from 'redis'
+import { EventEmitter } from 'node:events'
+import { createClient, ErrorReply } from 'redis'
 import type { FastifyInstance } from 'fastify'
 import type { RedisClient } from '../adapters/redis/client.js'
 import type { FlowConfig } from '../lib/config.js'
@@ -7,6 +8,20 @@ import { ConfigError } from '../lib/errors.js'
 import { readFileSync } from 'node:fs'
 
 export type { RedisClient }
+
+/** What Redis said of its memory at the last read. */
+export interface RedisMemory {
+  /** bytes in use (`INFO memory` used_memory) */
+  readonly usedMemory: number
+  /** the limit (`maxmemory`, bytes); 0: none */
+  readonly maxMemory: number
+  /** usedMemory / maxMemory; null without a limit */
+  readonly ratio: number | null
+  /** maxmemory-policy (`CONFIG GET`, or `INFO` where CONFIG is disabled); null when neither tells */
+  readonly policy: string | null
+  /** when it was read (ms since the epoch) */
+  readonly readAt: number
+}
 
 /** Flow's Redis connections. */
 export interface FlowRedis {
@@ -17,7 +32,13 @@ export interface FlowRedis {
   /** both connections are up */
   readonly ready: () => boolean
   /** Redis' maxmemory-policy once read; an `allkeys-*` policy may evict the op log */
-  maxmemoryPolicy: string | null
+  readonly maxmemoryPolicy: string | null
+  /** Redis' memory and policy, read at connect and every FLOW_HEALTH_CHECK_INTERVAL_MS; null until read */
+  readonly memory: RedisMemory | null
+  /** Reads them now; resolves null when Redis does not answer (the last read stays). */
+  readonly checkMemory: () => Promise<RedisMemory | null>
+  /** Calls `listener` after every read. */
+  readonly onMemory: (listener: (memory: RedisMemory) => void) => void
   /** the last connection error while not connected (e.g. `WRONGPASS ...`), for /health */
   readonly lastError: string | null
 }
@@ -87,6 +108,16 @@ export function tlsOptions (config: FlowConfig): { tls?: true, ca?: Buffer, cert
   return { tls: true, ...(ca === undefined ? {} : { ca }), ...(cert === undefined ? {} : { cert, key }) }
 }
 
+/** The fields of an `INFO` reply (`name:value` lines). */
+export function parseInfo (reply: string): Map<string, string> {
+  const fields = new Map<string, string>()
+  for (const line of reply.split(/\r?\n/)) {
+    const colon = line.indexOf(':')
+    if (colon > 0 && !line.startsWith('#')) fields.set(line.slice(0, colon), line.slice(colon + 1).trim())
+  }
+  return fields
+}
+
 /** Client options that make failures visible fast (STYLE.md trap 4). */
 export const CLIENT_OPTIONS = {
   // Commands fail at once while disconnected: no unbounded offline queue.
@@ -140,11 +171,16 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
   }
   owned.push(subscriber)
 
+  let memory: RedisMemory | null = null
+  const memoryEvents = new EventEmitter<{ memory: [RedisMemory] }>()
   const redis: FlowRedis = {
     client,
     subscriber,
     ready: () => client.isReady && subscriber.isReady,
-    maxmemoryPolicy: null,
+    get maxmemoryPolicy () { return memory?.policy ?? null },
+    get memory () { return memory },
+    checkMemory: async () => await checkMemory(),
+    onMemory: (listener) => { memoryEvents.on('memory', listener) },
     get lastError () { return status.lastError }
   }
   fastify.decorate('flowRedis', redis)
@@ -154,18 +190,59 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
   })
   if (opts.client !== undefined && !client.isOpen) log.warn('the Redis client passed to Flow is not connected; Flow does not connect it')
 
-  const checkPolicy = async (): Promise<void> => {
+  const warnRatio = config.redisMemoryWarnRatio
+  let configRefused = false
+  const readPolicy = async (info: Map<string, string>): Promise<string | null> => {
     try {
       const reply = await client.configGet('maxmemory-policy')
-      redis.maxmemoryPolicy = reply['maxmemory-policy'] ?? null
-      if (redis.maxmemoryPolicy?.startsWith('allkeys-') === true) {
-        log.warn({ policy: redis.maxmemoryPolicy }, 'Redis may evict keys of any kind under memory pressure, the op log included: use noeviction or volatile-*')
-      }
+      const policy = reply['maxmemory-policy']
+      if (policy !== undefined) return String(policy)
     } catch (err) {
-      log.debug({ err }, 'cannot read maxmemory-policy (CONFIG may be disabled)')
+      if (!(err instanceof ErrorReply)) throw err
+      // Managed Redis often disables CONFIG (rename-command, ACL): INFO tells the policy too.
+      if (!configRefused) log.debug({ err }, 'cannot read maxmemory-policy with CONFIG GET (CONFIG may be disabled); reading it from INFO')
+      configRefused = true
+    }
+    return info.get('maxmemory_policy') ?? null
+  }
+  let reading: Promise<RedisMemory | null> | null = null
+  const read = async (): Promise<RedisMemory | null> => {
+    try {
+      const info = parseInfo(String(await client.info('memory')))
+      const usedMemory = Number(info.get('used_memory') ?? Number.NaN)
+      const maxMemory = Number(info.get('maxmemory') ?? 0)
+      const policy = await readPolicy(info)
+      if (!Number.isFinite(usedMemory)) throw new Error('INFO memory has no used_memory')
+      const ratio = Number.isFinite(maxMemory) && maxMemory > 0 ? usedMemory / maxMemory : null
+      const next: RedisMemory = { usedMemory, maxMemory: Number.isFinite(maxMemory) ? maxMemory : 0, ratio, policy, readAt: Date.now() }
+      const before = memory
+      memory = next
+      if (policy !== (before?.policy ?? null) && policy !== null) {
+        const evicts = policy.startsWith('allkeys-')
+        log[evicts ? 'warn' : 'info']({ policy, was: before?.policy ?? null },
+          evicts ? 'Redis may evict keys of any kind under memory pressure, the op log included: use noeviction or volatile-*' : 'Redis maxmemory-policy read')
+      }
+      const over = ratio !== null && ratio > warnRatio
+      const wasOver = before?.ratio !== null && before?.ratio !== undefined && before.ratio > warnRatio
+      if (over && !wasOver) {
+        log.warn({ usedMemory, maxMemory, ratio, warnRatio }, 'Redis memory is over FLOW_REDIS_MEMORY_WARN_RATIO of maxmemory: at maxmemory its writes fail (or it evicts)')
+      } else if (!over && wasOver) log.info({ usedMemory, maxMemory, ratio }, 'Redis memory is back under FLOW_REDIS_MEMORY_WARN_RATIO')
+      memoryEvents.emit('memory', next)
+      return next
+    } catch (err) {
+      log.debug({ err }, 'cannot read Redis memory')
+      return null
     }
   }
-  client.on('ready', () => { void checkPolicy() })
+  // One read at a time: a slow Redis does not pile reads up.
+  const checkMemory = async (): Promise<RedisMemory | null> => {
+    if (!client.isReady) return null
+    reading ??= read().finally(() => { reading = null })
+    return await reading
+  }
+  client.on('ready', () => { void checkMemory() })
+  const memoryTimer = setInterval(() => { void checkMemory() }, config.healthCheckIntervalMs)
+  memoryTimer.unref()
 
   const wait = opts.connectWaitMs ?? config.redisConnectWaitMs
   let timer: NodeJS.Timeout | undefined
@@ -174,9 +251,10 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
     new Promise<void>((resolve) => { timer = setTimeout(resolve, wait) })
   ])
   clearTimeout(timer)
-  if (client.isReady) await checkPolicy()
+  if (client.isReady) await checkMemory()
 
   fastify.addHook('onClose', async () => {
+    clearInterval(memoryTimer)
     await Promise.all(owned.map(async (c) => {
       try {
         if (c.isReady) await c.close()

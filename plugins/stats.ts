@@ -5,6 +5,7 @@ import type { CircuitBreaker } from '../lib/breaker.js'
 import type { Hub } from '../lib/hub/hub.js'
 import type { Stats } from '../lib/stats.js'
 import type { PortReport } from './ports.js'
+import type { RedisMemory } from './redis.js'
 import { createFlowMetrics } from './metrics.js'
 
 /** What /ws/stats and /metrics read. */
@@ -16,6 +17,8 @@ export interface StatsSources {
   /** the Redis connection's breaker; null when no port is on Redis */
   readonly breaker: CircuitBreaker | null
   readonly portReports: () => Readonly<Record<'sessions' | 'broadcaster' | 'log', PortReport>>
+  /** Redis' memory at the last read (null until read); absent when no port is on Redis */
+  readonly redisMemory?: () => RedisMemory | null
 }
 
 /** The figures of /ws/stats, as plain JSON. */
@@ -54,7 +57,16 @@ export function snapshot (flow: StatsSources, loop: LoopMonitor): Record<string,
 async function statsPlugin (fastify: FastifyInstance): Promise<void> {
   const { instanceId, startedAt, stats } = fastify.flowConfig
   const { health, reports } = fastify.flowPorts
-  const sources: StatsSources = { instanceId, startedAt, stats, hub: fastify.flowHub, breaker: health?.breaker ?? null, portReports: reports }
+  const redis = fastify.flowRedis
+  const sources: StatsSources = {
+    instanceId,
+    startedAt,
+    stats,
+    hub: fastify.flowHub,
+    breaker: health?.breaker ?? null,
+    portReports: reports,
+    ...(redis === null ? {} : { redisMemory: () => redis.memory })
+  }
   const loop = new LoopMonitor(5000)
   const metrics = createFlowMetrics(sources, loop)
   fastify.addHook('onClose', async () => {
@@ -68,4 +80,4 @@ async function statsPlugin (fastify: FastifyInstance): Promise<void> {
   })
 }
 
-export default fp(statsPlugin, { name: 'flow-stats', fastify: '5.x', dependencies: ['flow-config', 'flow-ports', 'flow-hub'] })
+export default fp(statsPlugin, { name: 'flow-stats', fastify: '5.x', dependencies: ['flow-config', 'flow-redis', 'flow-ports', 'flow-hub'] })

@@ -78,13 +78,20 @@ export class ConnectionHealth extends EventEmitter<ConnectionHealthEvents> {
   readonly #probe: () => Promise<void>
   #timer: NodeJS.Timeout | undefined
   #started = false
+  #refusal: Error | null = null
 
   constructor (options: ConnectionHealthOptions) {
     super()
     this.#options = options
     this.watchdog = new Watchdog(options.timeoutMs)
     this.subscriberWatchdog = new Watchdog(options.timeoutMs * SUBSCRIBER_TIMEOUT_FACTOR)
-    this.#probe = createRedisProbe({ ...options, watchdog: this.watchdog, subscriberWatchdog: this.subscriberWatchdog })
+    const probe = createRedisProbe({ ...options, watchdog: this.watchdog, subscriberWatchdog: this.subscriberWatchdog })
+    // A refusal fails the probe before it runs, and after: it may come while the probe runs.
+    this.#probe = async () => {
+      this.#checkRefusal()
+      await probe()
+      this.#checkRefusal()
+    }
     this.breaker = new CircuitBreaker({
       probe: this.#probe,
       recover: options.recover,
@@ -92,6 +99,29 @@ export class ConnectionHealth extends EventEmitter<ConnectionHealthEvents> {
       maxProbeDelayMs: MAX_PROBE_DELAY_MS,
       probeTimeoutMs: Math.max(MIN_RECOVERY_TIMEOUT_MS, options.timeoutMs * RECOVERY_TIMEOUT_FACTOR)
     })
+  }
+
+  /** Why Redis is refused though it answers (see {@link refuse}); null when it is not. */
+  get refusal (): Error | null {
+    return this.#refusal
+  }
+
+  /**
+   * Holds the ports off a Redis that answers but must not be used (an
+   * eviction policy that may evict the op log): with a reason, trips the
+   * breaker now (the ports fall back to memory) and fails every probe with
+   * that reason, so the circuit stays open; with null, lifts the refusal
+   * and probes at once (the ports come back after the re-sync). Idempotent.
+   */
+  refuse (reason: Error | null): void {
+    const refused = this.#refusal !== null
+    this.#refusal = reason
+    if (reason !== null) this.breaker.trip(reason)
+    else if (refused) this.breaker.probeNow()
+  }
+
+  #checkRefusal (): void {
+    if (this.#refusal !== null) throw this.#refusal
   }
 
   /** Told of every Pub/Sub message: the subscriber is there. */
@@ -115,6 +145,8 @@ export class ConnectionHealth extends EventEmitter<ConnectionHealthEvents> {
       c.on('ready', () => { b.probeNow() })
     }
     subscriber.on('ready', () => { if (b.state === 'closed') this.emit('resubscribed') })
+    // Refused while the re-sync ran: the circuit closed past the probe's check (after the failover's own listeners).
+    b.on('close', () => { if (this.#refusal !== null) b.trip(this.#refusal) })
     let probing = false
     this.#timer = setInterval(() => {
       if (b.state !== 'closed' || probing) return

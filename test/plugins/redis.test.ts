@@ -67,12 +67,12 @@ t.test('the server boots while Redis is down, serves from memory, and moves to R
   t.match(await client.request({ type: 'op', project: 'p', data: 2 }), { type: 'ack', seq: 2 })
 })
 
-t.test('an allkeys eviction policy is warned about in /health', async (t) => {
+t.test('an allkeys eviction policy that FLOW_REDIS_ALLOW_EVICTION accepts is warned about in /health', async (t) => {
   const redis = await startRedis(t)
   const { redisClient } = await import('../helpers/redis.js')
   const admin = await redisClient(t, redis.url)
   await admin.configSet('maxmemory-policy', 'allkeys-lru')
-  const server = await startServer(t, { redisUrl: redis.url, useRedisEventOrdering: true, useRedisWebsockets: true })
+  const server = await startServer(t, { redisUrl: redis.url, useRedisEventOrdering: true, useRedisWebsockets: true, redisAllowEviction: true })
   const health = (await server.app.inject({ url: '/health' })).json<{ redis: { maxmemoryPolicy: string }, warnings: string[] }>()
   t.equal(health.redis.maxmemoryPolicy, 'allkeys-lru')
   t.match(health.warnings, [/maxmemory-policy is allkeys-lru/])
