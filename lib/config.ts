@@ -164,7 +164,7 @@ export const SETTINGS = {
   },
   healthCheckIntervalMs: {
     env: 'FLOW_HEALTH_CHECK_INTERVAL_MS', kind: 'int', default: 5000, min: 100, max: 600_000,
-    doc: 'how often the health check and pressure sampling run'
+    doc: 'how often the health check, pressure sampling and the Redis memory and eviction-policy reads run'
   },
   redisUrl: {
     env: 'REDIS_URL', kind: 'url', default: 'redis://127.0.0.1:6379',
@@ -240,8 +240,8 @@ export const SETTINGS = {
   },
   redisAllowEviction: {
     env: 'FLOW_REDIS_ALLOW_EVICTION', kind: 'bool', default: false,
-    doc: '`true` lets the Redis op log run under an allkeys-* eviction policy, which may evict idempotency ids ' +
-      'and history (ops could then be appended twice); without it the op log refuses such a Redis'
+    doc: '`true` lets the Redis op log run under an eviction policy other than noeviction, which may evict ' +
+      'idempotency ids and history (ops could then be appended twice); without it the op log refuses such a Redis'
   },
   jwtSecret: { env: 'FLOW_JWT_SECRET', kind: 'secret', doc: 'HS256 secret; turns authentication on' },
   jwtAudience: { env: 'FLOW_JWT_AUDIENCE', kind: 'string', doc: 'the `aud` a token must name (checked when set)' },

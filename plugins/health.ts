@@ -14,22 +14,28 @@ const port = {
   }
 }
 
+/** Whether Redis may evict Flow's keys under memory pressure: every policy but `noeviction` (the op log's keys carry an idle TTL, so `volatile-*` may take them too). */
+export function evicts (policy: string | null): boolean {
+  return policy !== null && policy !== 'noeviction'
+}
+
 /**
  * Why the op log must not run on a Redis with this maxmemory-policy, or
- * null: under `allkeys-*` Redis may evict a project's op-id set alone (then
- * a resent op is appended twice) or its history, unless
- * FLOW_REDIS_ALLOW_EVICTION accepts it.
+ * null: under any policy but `noeviction` Redis may evict a project's op-id
+ * hash alone (then a resent op is appended twice) or its history, unless
+ * FLOW_REDIS_ALLOW_EVICTION accepts it. `volatile-*` counts: the op log's
+ * keys carry an idle TTL (FLOW_PROJECT_IDLE_TTL).
  */
 export function evictionRefusal (policy: string | null, config: FlowConfig): string | null {
-  if (policy === null || !policy.startsWith('allkeys-') || config.redisAllowEviction) return null
-  return `Redis maxmemory-policy is ${policy}: it may evict the op log's keys (USE_REDIS_EVENT_ORDERING), and a resent op ` +
-    'would then be appended twice; set maxmemory-policy to noeviction (or volatile-*) in Redis, or ' +
+  if (!evicts(policy) || config.redisAllowEviction) return null
+  return `Redis maxmemory-policy is ${String(policy)}: it may evict the op log's keys (USE_REDIS_EVENT_ORDERING), and a resent op ` +
+    'would then be appended twice; set maxmemory-policy to noeviction in Redis, or ' +
     'FLOW_REDIS_ALLOW_EVICTION=true to accept the risk'
 }
 
 /**
  * No op log on an evicting Redis: when the op log is on Redis and Redis'
- * policy is `allkeys-*` (and FLOW_REDIS_ALLOW_EVICTION is not set), start-up
+ * policy evicts (anything but `noeviction`, and FLOW_REDIS_ALLOW_EVICTION is not set), start-up
  * stops when the policy is known now; when a later read finds it (a runtime
  * `CONFIG SET`, or Redis reached after boot), the Redis ports are refused
  * (they serve from memory, /health is degraded) until the policy is fixed.
@@ -72,7 +78,7 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
     const refused = fastify.flowPorts.health?.refusal?.message ?? null
     const warnings: string[] = []
     if (refused !== null) warnings.push(`the Redis ports serve from memory: ${refused}`)
-    else if (policy?.startsWith('allkeys-') === true) warnings.push(`Redis maxmemory-policy is ${policy}: it may evict the op log (use noeviction)`)
+    else if (evicts(policy)) warnings.push(`Redis maxmemory-policy is ${String(policy)}: it may evict Flow's keys (use noeviction)`)
     if (memory !== null && memory.ratio !== null && memory.ratio > config.redisMemoryWarnRatio) {
       warnings.push(`Redis memory is at ${Math.round(memory.ratio * 100)}% of maxmemory (over FLOW_REDIS_MEMORY_WARN_RATIO ` +
         `${config.redisMemoryWarnRatio}): at maxmemory Redis refuses writes (OOM) and every instance falls back to memory`)

@@ -31,7 +31,7 @@ export interface FlowRedis {
   readonly subscriber: RedisClient
   /** both connections are up */
   readonly ready: () => boolean
-  /** Redis' maxmemory-policy once read; an `allkeys-*` policy may evict the op log */
+  /** Redis' maxmemory-policy once read; any but `noeviction` may evict the op log */
   readonly maxmemoryPolicy: string | null
   /** Redis' memory and policy, read at connect and every FLOW_HEALTH_CHECK_INTERVAL_MS; null until read */
   readonly memory: RedisMemory | null
@@ -218,9 +218,9 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
       const before = memory
       memory = next
       if (policy !== (before?.policy ?? null) && policy !== null) {
-        const evicts = policy.startsWith('allkeys-')
+        const evicts = policy !== 'noeviction'
         log[evicts ? 'warn' : 'info']({ policy, was: before?.policy ?? null },
-          evicts ? 'Redis may evict keys of any kind under memory pressure, the op log included: use noeviction or volatile-*' : 'Redis maxmemory-policy read')
+          evicts ? 'Redis may evict Flow\'s keys under memory pressure (the op log\'s carry an idle TTL): use noeviction' : 'Redis maxmemory-policy read')
       }
       const over = ratio !== null && ratio > warnRatio
       const wasOver = before?.ratio !== null && before?.ratio !== undefined && before.ratio > warnRatio

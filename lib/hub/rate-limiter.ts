@@ -48,3 +48,33 @@ export class AbuseTracker {
     return now - this.#streakStart >= this.#windowMs
   }
 }
+
+/**
+ * The bytes of history a connection may be sent per second by its replays
+ * (join with `since`, `sync`): a bucket of one second's worth that refills
+ * continuously. A replay takes what a page cost and, when the bucket is
+ * empty, waits the time it takes to refill; one connection's replays never
+ * take more than the budget, however many it asks for.
+ */
+export class ReplayBudget {
+  readonly #rate: number
+  #available: number
+  #last: number
+
+  constructor (bytesPerSecond: number, now: number) {
+    this.#rate = bytesPerSecond / 1000
+    this.#available = bytesPerSecond
+    this.#last = now
+  }
+
+  /** Takes `bytes` sent; resolves how long (ms) to wait before sending more (0: at once). */
+  spend (bytes: number, now: number): number {
+    const elapsed = now - this.#last
+    if (elapsed > 0) {
+      this.#available = Math.min(this.#rate * 1000, this.#available + elapsed * this.#rate)
+      this.#last = now
+    }
+    this.#available -= bytes
+    return this.#available >= 0 ? 0 : Math.ceil(-this.#available / this.#rate)
+  }
+}

@@ -73,9 +73,19 @@ t.test('a maxmemory-policy set at runtime is noticed within an interval; without
     const h = await health(server)
     return h.redis.maxmemoryPolicy === 'allkeys-lru' ? h : undefined
   }, { what: 'the runtime CONFIG SET to be noticed', timeoutMs: NOTICED_MS })
-  t.match(changed.warnings, [/maxmemory-policy is allkeys-lru: it may evict the op log/])
+  t.match(changed.warnings, [/maxmemory-policy is allkeys-lru: it may evict Flow's keys/])
   t.equal(changed.status, 'ok', 'sessions and Pub/Sub stay on Redis: the op log is not there')
   t.equal(changed.redis.refused, null)
+})
+
+t.test('with the op log on Redis, start-up stops on a volatile-* policy too: the op log\'s keys carry an idle TTL', async (t) => {
+  const redis = await startRedis(t)
+  const admin = await redisClient(t, redis.url)
+  await admin.configSet('maxmemory-policy', 'volatile-lru')
+  const app = Fastify({ logger: false })
+  app.register(flow, { env: {}, maxEventLoopDelayMs: 0, ...onRedis(redis.url, { useRedisEventOrdering: true }) })
+  await t.rejects(async () => { await app.ready() }, /maxmemory-policy is volatile-lru.*FLOW_REDIS_ALLOW_EVICTION=true/)
+  await app.close()
 })
 
 t.test('with the op log on Redis, start-up stops on an allkeys-* policy, naming FLOW_REDIS_ALLOW_EVICTION', async (t) => {
@@ -91,7 +101,7 @@ t.test('with the op log on Redis, start-up stops on an allkeys-* policy, naming 
   const allowed = await startServer(t, onRedis(redis.url, { useRedisEventOrdering: true, redisAllowEviction: true }))
   const h = await health(allowed)
   t.equal(h.status, 'ok', 'FLOW_REDIS_ALLOW_EVICTION=true accepts the risk')
-  t.match(h.warnings, [/maxmemory-policy is allkeys-lfu: it may evict the op log/])
+  t.match(h.warnings, [/maxmemory-policy is allkeys-lfu: it may evict Flow's keys/])
 })
 
 t.test('where CONFIG is disabled, the policy is read from INFO, and still stops start-up', async (t) => {
