@@ -11,7 +11,8 @@
  * | --------------------------- | ------- | ---------------------------------------------------------------- |
  * | `flow:{board-1}:ops`        | stream  | op log: entry id `<seq>-0`, field `op` = JSON                    |
  * | `flow:{board-1}:meta`       | hash    | `epoch` (the log's life), `seq` (its head)                       |
- * | `flow:{board-1}:ids`        | zset    | op id -> seq, for idempotency, bounded retention                 |
+ * | `flow:{board-1}:ids`        | hash    | op id -> seq, for idempotency: the newest generation             |
+ * | `flow:{board-1}:ids:old`    | hash    | op id -> seq: the generation before (replaced whole)             |
  * | `flow:{board-1}:ch`         | channel | the project's Pub/Sub channel                                    |
  * | `flow:{T}:sessions:board-1` | hash    | session id -> `<instance>\n<member JSON without presence>\n<presence version>\n<presence JSON>` |
  * | `flow:{T}:expiry`           | zset    | session ref `<project>\n<session id>` -> expiry (ms, Redis clock), every session of partition T |
@@ -77,8 +78,10 @@ export interface OpLogKeys {
   readonly ops: string
   /** hash: `epoch`, `seq` */
   readonly meta: string
-  /** sorted set: op id -> seq */
+  /** hash: op id -> seq, the newest generation of remembered ids */
   readonly ids: string
+  /** hash: op id -> seq, the generation before `ids` */
+  readonly oldIds: string
 }
 
 /** Default number of session partitions (RedisSessionStore's `partitions`). */
@@ -218,7 +221,7 @@ export function redisKeys (prefix: string): RedisKeys {
     instanceId: assertInstanceId,
     opLog: (project) => {
       const base = tagged(project)
-      return { ops: `${base}:ops`, meta: `${base}:meta`, ids: `${base}:ids` }
+      return { ops: `${base}:ops`, meta: `${base}:meta`, ids: `${base}:ids`, oldIds: `${base}:ids:old` }
     },
     channel: (project) => `${tagged(project)}:ch`,
     sessionKeys,

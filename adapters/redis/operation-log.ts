@@ -13,7 +13,11 @@ export interface RedisOperationLogOptions {
   readonly keyPrefix?: string
   /** ops kept per project, at least (default 10,000: docs/protocol.md guarantee 6) */
   readonly historyLimit?: number
-  /** op ids remembered per project for idempotency (default max(historyLimit, 10,000); at least historyLimit) */
+  /**
+   * op ids remembered per project for idempotency: the last idRetention at
+   * least, 2 x idRetention at most (default max(historyLimit, 10,000); at
+   * least historyLimit)
+   */
   readonly idRetention?: number
   /**
    * When set, the append script also PUBLISHes each appended op on the
@@ -41,10 +45,11 @@ const DEFAULT_ID_RETENTION = 10_000
  *
  * - Keys (see keys.ts): `{prefix}:{project}:ops` (stream, entry id
  *   `<seq>-0`, field `op` = the op as JSON without project and seq),
- *   `:meta` (hash: `epoch`, `seq` = head) and `:ids` (sorted set: op id ->
- *   seq, the last `idRetention` ids).
+ *   `:meta` (hash: `epoch`, `seq` = head), `:ids` and `:ids:old` (hashes:
+ *   op id -> seq, two generations of at most `idRetention` ids).
  * - append() is one script: epoch, id check, XADD with the next seq and
- *   `MAXLEN ~ historyLimit`, head, id, id trim (and PUBLISH with
+ *   `MAXLEN ~ historyLimit`, head, id (the ids generation turned by RENAME
+ *   when full, instead of a trim per append) (and PUBLISH with
  *   `publishOrigin`). Redis runs scripts one at a time, so seqs are contiguous
  *   cluster-wide, and calls sent in order on one client run in that order
  *   (one exception, when Redis' script cache is emptied while calls are in
@@ -106,7 +111,7 @@ export class RedisOperationLog implements OperationLog {
     const publish = this.#origin === undefined
       ? ['', '', '', '']
       : [this.#keys.channel(input.project), ...envelopeParts(this.#origin, input.project)]
-    const reply = await runScript(this.#client, APPEND, [keys.meta, keys.ops, keys.ids], [
+    const reply = await runScript(this.#client, APPEND, [keys.meta, keys.ops, keys.ids, keys.oldIds], [
       this.#candidate(),
       input.id,
       body,
@@ -126,7 +131,7 @@ export class RedisOperationLog implements OperationLog {
     if (!Number.isSafeInteger(since) || since < 0) throw new RangeError('since must be an integer >= 0')
     if (Number.isNaN(limit)) throw new RangeError('limit must be a number >= 1')
     const count = Math.max(1, Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER))
-    const reply = await runScript(this.#client, READ, [keys.meta, keys.ops, keys.ids], [
+    const reply = await runScript(this.#client, READ, [keys.meta, keys.ops, keys.ids, keys.oldIds], [
       this.#candidate(),
       String(since),
       String(count),
@@ -150,7 +155,7 @@ export class RedisOperationLog implements OperationLog {
   async head (project: string): Promise<LogPosition> {
     this.#assertOpen()
     const keys = this.#opLog(project)
-    const reply = await runScript(this.#client, HEAD, [keys.meta, keys.ops, keys.ids], [this.#candidate()])
+    const reply = await runScript(this.#client, HEAD, [keys.meta, keys.ops, keys.ids, keys.oldIds], [this.#candidate()])
     const [epoch, seq] = tuple(reply, 2, 'head')
     return { epoch: text(epoch), seq: integer(seq) }
   }

@@ -37,17 +37,27 @@ function defineLua (name: string, numberOfKeys: number, source: string): LuaScri
 
 /**
  * Shared by the op log scripts. KEYS[1] meta hash, KEYS[2] ops stream,
- * KEYS[3] ids sorted set.
+ * KEYS[3] ids hash (op id -> seq, the newest generation), KEYS[4] ids:old
+ * hash (the generation before).
  *
  * position(candidate) returns the project's epoch and head. When the meta hash
  * has no epoch (a project never touched, or its keys were lost), `candidate`
  * becomes the epoch, and the head continues above anything the other keys
- * still hold (the stream's last generated id, the highest remembered op id),
+ * still hold (the stream's last generated id, the highest remembered op id:
+ * HVALS of both generations, a rare path),
  * so a seq is never given to two different ops while a trace of the first one
  * remains, and XADD never meets an id below the stream's top.
  */
 const POSITION = `
 local function int(n) return string.format('%d', n) end
+
+local function highestId(i, seq)
+  for _, v in ipairs(redis.call('HVALS', KEYS[i])) do
+    local n = tonumber(v)
+    if n and n > seq then seq = n end
+  end
+  return seq
+end
 
 local function position(candidate)
   local stored = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
@@ -62,18 +72,19 @@ local function position(candidate)
       end
     end
   end
-  local newest = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-  if newest[2] and tonumber(newest[2]) > seq then seq = tonumber(newest[2]) end
+  seq = highestId(4, highestId(3, seq))
   redis.call('HSET', KEYS[1], 'epoch', candidate, 'seq', int(seq))
   return candidate, seq
 end
 `
 
 /**
- * APPEND. KEYS: meta, ops, ids.
+ * APPEND. KEYS: meta, ops, ids, ids:old.
  * ARGV: [1] candidate epoch, [2] op id, [3] the op as JSON without `project`
  * and `seq`, [4] history limit (stream MAXLEN ~), [5] id retention (>= history
- * limit), [6] channel to PUBLISH the sequenced op on, '' for none, [7] [8] [9]
+ * limit): when `ids` holds that many, it becomes `ids:old` by RENAME (the
+ * generation before is dropped whole), so between [5] and 2 x [5] ids are
+ * remembered without a trim per append; both generations are checked, [6] channel to PUBLISH the sequenced op on, '' for none, [7] [8] [9]
  * the message around the two values only the script knows and the op's JSON
  * (sent once, not twice): `[7] .. epoch .. [8] .. seq .. [9] .. [3] without
  * its opening brace .. '}}'` (codec.ts, opEnvelopeParts).
@@ -84,15 +95,15 @@ end
  * XADD leaves the head where it was. The PUBLISH happens in the script, so
  * the messages of a project go out in seq order.
  */
-export const APPEND = defineLua('append', 3, POSITION + `
+export const APPEND = defineLua('append', 4, POSITION + `
 local epoch, head = position(ARGV[1])
-local seen = redis.call('ZSCORE', KEYS[3], ARGV[2])
+local seen = redis.call('HGET', KEYS[3], ARGV[2]) or redis.call('HGET', KEYS[4], ARGV[2])
 if seen then return {0, epoch, tonumber(seen)} end
 local seq = head + 1
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], int(seq) .. '-0', 'op', ARGV[3])
 redis.call('HSET', KEYS[1], 'seq', int(seq))
-redis.call('ZADD', KEYS[3], int(seq), ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', int(seq - tonumber(ARGV[5])))
+if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[5]) then redis.call('RENAME', KEYS[3], KEYS[4]) end
+redis.call('HSET', KEYS[3], ARGV[2], int(seq))
 if ARGV[6] ~= '' then
   redis.call('PUBLISH', ARGV[6], ARGV[7] .. epoch .. ARGV[8] .. int(seq) .. ARGV[9] .. string.sub(ARGV[3], 2) .. '}}')
 end
@@ -100,7 +111,7 @@ return {1, epoch, seq}
 `)
 
 /**
- * READ. KEYS: meta, ops, ids.
+ * READ. KEYS: meta, ops, ids, ids:old.
  * ARGV: [1] candidate epoch, [2] since, [3] limit, [4] '1' when the caller
  * gave an epoch, [5] that epoch.
  *
@@ -109,7 +120,7 @@ return {1, epoch, seq}
  * caller's epoch is not the current one, since > head, or the entry since + 1
  * is no longer kept.
  */
-export const READ = defineLua('read', 3, POSITION + `
+export const READ = defineLua('read', 4, POSITION + `
 local epoch, head = position(ARGV[1])
 local since = tonumber(ARGV[2])
 if (ARGV[4] == '1' and ARGV[5] ~= epoch) or since > head then return {epoch, head, 1} end
@@ -125,8 +136,8 @@ end
 return out
 `)
 
-/** HEAD. KEYS: meta, ops, ids. ARGV: [1] candidate epoch. Returns {epoch, head}. */
-export const HEAD = defineLua('head', 3, POSITION + `
+/** HEAD. KEYS: meta, ops, ids, ids:old. ARGV: [1] candidate epoch. Returns {epoch, head}. */
+export const HEAD = defineLua('head', 4, POSITION + `
 local epoch, head = position(ARGV[1])
 return {epoch, head}
 `)

@@ -5,7 +5,7 @@ import { createRedisOperationLog, type RedisOperationLog } from '../../adapters/
 import { redisKeys } from '../../adapters/redis/keys.js'
 import { decodeEnvelope } from '../../adapters/redis/codec.js'
 import { opFrame } from '../../lib/protocol/op-frame.js'
-import type { RedisCommandClient } from '../../adapters/redis/scripts.js'
+import { APPEND, type RedisCommandClient } from '../../adapters/redis/scripts.js'
 import type { AppendResult, NewOp } from '../../ports/operation-log.js'
 import type { Op } from '../../lib/types.js'
 import { operationLogContract } from '../contracts/operation-log.js'
@@ -132,15 +132,16 @@ t.test('keeps the stream near historyLimit and the ids near idRetention while th
   }
   const length = await shared.xLen(keys.ops)
   t.ok(length >= historyLimit && length <= historyLimit + nodeEntries, `the stream holds ${length} entries at the end`)
-  t.equal(await shared.zCard(keys.ids), idRetention, 'the ids of the last idRetention ops are remembered')
+  const ids = await shared.hLen(keys.ids) + await shared.hLen(keys.oldIds)
+  t.ok(ids >= idRetention && ids <= 2 * idRetention, `${ids} ids are remembered, in two generations of at most idRetention`)
   const read = await log.read(project, total - historyLimit, total)
   t.equal(read.reset, false)
   t.strictSame(read.ops, acked.slice(-historyLimit), 'the last historyLimit ops are readable')
   t.equal((await log.read(project, 0, 10)).reset, true, 'the first ops are gone')
-  const old = acked[total - idRetention - 1] as Op
+  const old = acked[total - 2 * idRetention - 1] as Op
   const recent = acked[total - idRetention] as Op
   t.equal((await log.append(newOp(project, null, recent.id))).duplicate, true, 'an id within the retention is a duplicate')
-  t.equal(accepted(await log.append(newOp(project, null, old.id))).seq, total + 1, 'an id beyond the retention is appended again')
+  t.equal(accepted(await log.append(newOp(project, null, old.id))).seq, total + 1, 'an id beyond twice the retention is appended again')
 })
 
 t.test('stores a project under exactly the documented keys, all in one hash slot', async t => {
@@ -155,7 +156,8 @@ t.test('stores a project under exactly the documented keys, all in one hash slot
   t.strictSame(await keysUnder(shared, prefix), [keys.ids, keys.meta, keys.ops].sort(), 'an append writes the three op log keys')
   t.strictSame([keys.ops, keys.meta, keys.ids], [`${prefix}:{${project}}:ops`, `${prefix}:{${project}}:meta`, `${prefix}:{${project}}:ids`])
   t.equal(redisKeys(prefix).channel(project), `${prefix}:{${project}}:ch`)
-  t.strictSame(await Promise.all([keys.ops, keys.meta, keys.ids].map(async key => await shared.type(key))), ['stream', 'hash', 'zset'])
+  t.strictSame(await Promise.all([keys.ops, keys.meta, keys.ids].map(async key => await shared.type(key))), ['stream', 'hash', 'hash'])
+  t.equal(keys.oldIds, `${prefix}:{${project}}:ids:old`)
   t.strictSame([keys.ops, keys.meta, keys.ids].map(hashTag), [project, project, project], 'the project is the hash tag of every key: one slot')
   const meta = await shared.hGetAll(keys.meta)
   t.strictSame(Object.keys(meta).sort(), ['epoch', 'seq'])
@@ -166,7 +168,7 @@ t.test('stores a project under exactly the documented keys, all in one hash slot
   t.strictSame(Object.keys(entries[0]?.message ?? {}), ['op'], 'one field, op')
   t.strictSame(JSON.parse(entries[0]?.message.op ?? 'null'), { id: first.id, userId: 'user-1', sessionId: 'session-1', data: { a: 1 }, ts: first.ts },
     'the op as JSON, without project and seq')
-  t.equal(await shared.zScore(keys.ids, first.id), 1, 'the op id maps to its seq')
+  t.equal(await shared.hGet(keys.ids, first.id), '1', 'the op id maps to its seq')
 })
 
 t.test('rejects an invalid project id, op id or key prefix before any command reaches Redis', async t => {
@@ -403,4 +405,18 @@ t.test('rejects calls after close and leaves the client open', async t => {
   await t.rejects(log.head(project), /closed/)
   t.equal(shared.isReady, true, 'the client is still connected')
   t.equal(await shared.ping(), 'PONG')
+})
+
+t.test('turns the ids into a new generation by RENAME instead of trimming them on each append', async t => {
+  t.notMatch(APPEND.source, /ZREMRANGEBYSCORE|ZADD|ZSCORE/, 'no sorted set work per append')
+  t.match(APPEND.source, /RENAME', KEYS\[3\], KEYS\[4\]/, 'the ids turn generation by RENAME')
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix, historyLimit: 2, idRetention: 3 })
+  const project = uniqueProject()
+  const keys = redisKeys(prefix).opLog(project)
+  const acked = await Promise.all(range(1, 7).map(async () => accepted(await log.append(newOp(project)))))
+  t.strictSame({ ...await shared.hGetAll(keys.oldIds) }, Object.fromEntries(acked.slice(3, 6).map(op => [op.id, String(op.seq)])), 'ids:old: the full generation before')
+  t.strictSame({ ...await shared.hGetAll(keys.ids) }, { [(acked[6] as Op).id]: '7' }, 'ids: the newest')
+  t.equal((await log.append(newOp(project, null, acked[3]?.id))).duplicate, true, 'the old generation is checked too')
+  t.equal((await log.append(newOp(project, null, acked[0]?.id))).duplicate, false, 'the generation before it is gone')
 })
