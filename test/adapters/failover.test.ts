@@ -41,18 +41,18 @@ function openBreaker (t: Test): CircuitBreaker {
 }
 
 // While the circuit is closed, a failover port is its Redis port.
-operationLogContract(t, 'FailoverOperationLog on Redis', async ({ historyLimit }) => {
-  const primary = new RedisOperationLog({ client: await redisClient(t, redis.url), keyPrefix: uniquePrefix(), historyLimit })
-  const log = FailoverOperationLog.create({ ...shared(breaker(t)), fallback: memoryLog(historyLimit), primary }).port
+operationLogContract(t, 'FailoverOperationLog on Redis', async (options) => {
+  const primary = new RedisOperationLog({ client: await redisClient(t, redis.url), keyPrefix: uniquePrefix(), ...options })
+  const log = FailoverOperationLog.create({ ...shared(breaker(t)), fallback: () => new MemoryOperationLog(options), primary }).port
   return { log, close: async () => { await log.close() } }
 })
 
-// While it is open, it is a memory port.
-operationLogContract(t, 'FailoverOperationLog on its fallback', async ({ historyLimit }) => {
+// While it is open, it is a memory port (that cannot tell which projects the primary has).
+operationLogContract(t, 'FailoverOperationLog on its fallback', async (options) => {
   const primary = new ControlledLog()
   primary.mode = 'down'
-  const log = FailoverOperationLog.create({ ...shared(openBreaker(t)), fallback: memoryLog(historyLimit), primary }).port
-  return { log, close: async () => { await log.close() } }
+  const log = FailoverOperationLog.create({ ...shared(openBreaker(t)), fallback: () => new MemoryOperationLog(options), primary }).port
+  return { log, close: async () => { await log.close() }, createsAnyway: true }
 })
 
 sessionStoreContract(t, 'FailoverSessionStore on Redis', async ({ ttlMs }) => {

@@ -4,10 +4,10 @@ import { readFile } from 'node:fs/promises'
 import { createRedisOperationLog, type RedisOperationLog } from '../../adapters/redis/operation-log.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
 import { decodeEnvelope } from '../../adapters/redis/codec.js'
-import { opFrame } from '../../lib/protocol/op-frame.js'
-import { APPEND, type RedisCommandClient } from '../../adapters/redis/scripts.js'
+import { opFrame, storedOpJson } from '../../lib/protocol/op-frame.js'
+import { APPEND, OPERATION_LOG_SCRIPTS, type RedisCommandClient } from '../../adapters/redis/scripts.js'
 import type { AppendResult, NewOp } from '../../ports/operation-log.js'
-import type { Op } from '../../lib/types.js'
+import { NO_EPOCH, type Op } from '../../lib/types.js'
 import { operationLogContract } from '../contracts/operation-log.js'
 import { keysUnder, redisClient, startRedis, uniquePrefix, type TestRedisClient } from '../helpers/redis.js'
 import { Recorder, waitFor } from '../helpers/wait.js'
@@ -15,8 +15,8 @@ import { Recorder, waitFor } from '../helpers/wait.js'
 const redis = await startRedis(t)
 const shared = await redisClient(t, redis.url)
 
-operationLogContract(t, 'RedisOperationLog', async ({ historyLimit }) => {
-  const log = createRedisOperationLog({ client: shared, keyPrefix: uniquePrefix(), historyLimit })
+operationLogContract(t, 'RedisOperationLog', async (options) => {
+  const log = createRedisOperationLog({ client: shared, keyPrefix: uniquePrefix(), ...options })
   return { log, close: async () => { await log.close() } }
 })
 
@@ -46,15 +46,19 @@ function isIncreasing (values: readonly number[]): boolean {
   return values.every((value, i) => i === 0 || value > (values[i - 1] as number))
 }
 
+interface LogOptions {
+  prefix?: string
+  historyLimit?: number
+  historyBytes?: number
+  idRetention?: number
+  publishOrigin?: string
+  idleTtlMs?: number
+}
+
 /** A log on `client` under a prefix of its own, closed at the end of `t`. */
-function openLog (t: Test, client: RedisCommandClient, options: { prefix?: string, historyLimit?: number, idRetention?: number, publishOrigin?: string } = {}): RedisOperationLog {
-  const log = createRedisOperationLog({
-    client,
-    keyPrefix: options.prefix ?? uniquePrefix(),
-    historyLimit: options.historyLimit ?? 1000,
-    ...(options.idRetention === undefined ? {} : { idRetention: options.idRetention }),
-    ...(options.publishOrigin === undefined ? {} : { publishOrigin: options.publishOrigin })
-  })
+function openLog (t: Test, client: RedisCommandClient, options: LogOptions = {}): RedisOperationLog {
+  const { prefix, ...rest } = options
+  const log = createRedisOperationLog({ client, keyPrefix: prefix ?? uniquePrefix(), historyLimit: 1000, ...rest })
   t.teardown(async () => { await log.close() })
   return log
 }
@@ -104,14 +108,15 @@ t.test('gives two instances sharing one Redis one contiguous seq sequence under 
   t.strictSame(read?.ops, perInstance.flat().sort((a, b) => a.seq - b.seq), 'either instance reads every op at its seq')
 })
 
-t.test('creates one epoch for a project when instances ask for it at the same time', async t => {
+t.test('creates one epoch for a project when instances open it at the same time', async t => {
   const prefix = uniquePrefix()
   const other = await redisClient(t, redis.url)
   const logs = [openLog(t, shared, { prefix }), openLog(t, other, { prefix })]
   const project = uniqueProject()
-  const heads = await Promise.all(range(1, 50).flatMap(() => logs.map(async log => await log.head(project))))
-  t.equal(new Set(heads.map(head => head.epoch)).size, 1, 'one epoch')
-  t.strictSame(new Set(heads.map(head => head.seq)), new Set([0]), 'head 0')
+  const opened = await Promise.all(range(1, 50).flatMap(() => logs.map(async log => await log.open(project))))
+  t.equal(new Set(opened.map(head => head.epoch)).size, 1, 'one epoch')
+  t.equal(opened.filter(head => head.created).length, 1, 'created once')
+  t.strictSame(new Set(opened.map(head => head.seq)), new Set([0]), 'head 0')
 })
 
 t.test('keeps the stream near historyLimit and the ids near idRetention while the last historyLimit ops stay readable', async t => {
@@ -132,6 +137,7 @@ t.test('keeps the stream near historyLimit and the ids near idRetention while th
   }
   const length = await shared.xLen(keys.ops)
   t.ok(length >= historyLimit && length <= historyLimit + nodeEntries, `the stream holds ${length} entries at the end`)
+  t.equal(await shared.lLen(keys.sizes), historyLimit, 'the sizes count exactly the kept ops')
   const ids = await shared.hLen(keys.ids) + await shared.hLen(keys.oldIds)
   t.ok(ids >= idRetention && ids <= 2 * idRetention, `${ids} ids are remembered, in two generations of at most idRetention`)
   const read = await log.read(project, total - historyLimit, total)
@@ -150,18 +156,28 @@ t.test('stores a project under exactly the documented keys, all in one hash slot
   const project = uniqueProject()
   t.strictSame(await keysUnder(shared, prefix), [], 'nothing before the first call')
   await log.head(project)
+  await log.read(project, 0, 10)
+  await log.read(project, 5, 10, 'some-epoch')
+  await log.touch([project])
+  t.equal((await log.append({ ...newOp(project), create: false })).missing, true)
+  t.strictSame(await keysUnder(shared, prefix), [], 'head, read, touch and an append with create: false create nothing')
+  await log.open(project)
   const keys = redisKeys(prefix).opLog(project)
-  t.strictSame(await keysUnder(shared, prefix), [keys.meta], 'head() creates the epoch only')
+  t.strictSame(await keysUnder(shared, prefix), [keys.meta], 'open() creates the meta hash only')
   const first = accepted(await log.append(newOp(project, { a: 1 })))
-  t.strictSame(await keysUnder(shared, prefix), [keys.ids, keys.meta, keys.ops].sort(), 'an append writes the three op log keys')
-  t.strictSame([keys.ops, keys.meta, keys.ids], [`${prefix}:{${project}}:ops`, `${prefix}:{${project}}:meta`, `${prefix}:{${project}}:ids`])
+  t.strictSame(await keysUnder(shared, prefix), [keys.ids, keys.meta, keys.ops, keys.sizes].sort(), 'an append writes the ops, their sizes and the ids')
+  const base = `${prefix}:{${project}}`
+  t.strictSame(keys.all, [`${base}:meta`, `${base}:ops`, `${base}:sizes`, `${base}:ids`, `${base}:ids:old`])
+  t.strictSame([keys.meta, keys.ops, keys.sizes, keys.ids, keys.oldIds], keys.all)
   t.equal(redisKeys(prefix).channel(project), `${prefix}:{${project}}:ch`)
-  t.strictSame(await Promise.all([keys.ops, keys.meta, keys.ids].map(async key => await shared.type(key))), ['stream', 'hash', 'hash'])
-  t.equal(keys.oldIds, `${prefix}:{${project}}:ids:old`)
-  t.strictSame([keys.ops, keys.meta, keys.ids].map(hashTag), [project, project, project], 'the project is the hash tag of every key: one slot')
+  t.strictSame(await Promise.all([keys.meta, keys.ops, keys.sizes, keys.ids].map(async key => await shared.type(key))), ['hash', 'stream', 'list', 'hash'])
+  t.strictSame(keys.all.map(hashTag), keys.all.map(() => project), 'the project is the hash tag of every key: one slot')
   const meta = await shared.hGetAll(keys.meta)
-  t.strictSame(Object.keys(meta).sort(), ['epoch', 'seq'])
+  t.strictSame(Object.keys(meta).sort(), ['bytes', 'epoch', 'seq'])
   t.equal(meta.seq, '1')
+  const size = Buffer.byteLength(storedOpJson(first))
+  t.equal(meta.bytes, String(size), 'bytes: the size of the kept ops')
+  t.strictSame(await shared.lRange(keys.sizes, 0, -1), [String(size)], 'one size per kept op')
   const entries = await shared.xRange(keys.ops, '-', '+')
   t.equal(entries.length, 1)
   t.equal(entries[0]?.id, '1-0', 'the entry id is the seq')
@@ -180,6 +196,8 @@ t.test('rejects an invalid project id, op id or key prefix before any command re
     await t.rejects(log.append(newOp(project)), TypeError, `append to ${JSON.stringify(project)}`)
     await t.rejects(log.read(project, 0, 10), TypeError, `read of ${JSON.stringify(project)}`)
     await t.rejects(log.head(project), TypeError, `head of ${JSON.stringify(project)}`)
+    await t.rejects(log.open(project), TypeError, `open of ${JSON.stringify(project)}`)
+    await t.rejects(log.touch([uniqueProject(), project]), TypeError, `touch of ${JSON.stringify(project)}`)
   }
   for (const id of ['', 'with space', 'a'.repeat(65), 'a.b']) {
     await t.rejects(log.append(newOp(uniqueProject(), null, id)), TypeError, `op id ${JSON.stringify(id)}`)
@@ -193,6 +211,9 @@ t.test('rejects an invalid project id, op id or key prefix before any command re
   }
   t.throws(() => createRedisOperationLog({ client: spy.client, historyLimit: 0 }), RangeError, 'historyLimit 0')
   t.throws(() => createRedisOperationLog({ client: spy.client, historyLimit: 100, idRetention: 99 }), RangeError, 'idRetention below historyLimit')
+  for (const name of ['historyBytes', 'pageBytes', 'idleTtlMs', 'idRetention']) {
+    t.throws(() => createRedisOperationLog({ client: spy.client, [name]: 0 }), RangeError, `${name} 0`)
+  }
   const good = uniqueProject()
   await log.head(good)
   t.match(spy.commands[0]?.[0], /^EVAL(SHA)?$/, 'a valid project does reach Redis')
@@ -220,12 +241,13 @@ t.test('starts a new epoch when the keys are lost, so a read with the old epoch 
   await log.append(newOp(project))
   const old = await log.head(project)
   const keys = redisKeys(prefix).opLog(project)
-  t.equal(await shared.del([keys.ops, keys.meta, keys.ids]), 3)
+  t.equal(await shared.del([...keys.all]), 4)
   const read = await log.read(project, 2, 10, old.epoch)
-  t.not(read.epoch, old.epoch, 'a new epoch')
-  t.strictSame(read, { epoch: read.epoch, head: 0, ops: [], reset: true }, 'the old epoch resets')
-  t.strictSame(await log.head(project), { epoch: read.epoch, seq: 0 })
-  t.equal(accepted(await log.append(newOp(project))).seq, 1, 'the new epoch counts from 1')
+  t.strictSame(read, { epoch: NO_EPOCH, head: 0, ops: [], reset: true }, 'no log: the old epoch resets')
+  t.strictSame(await log.head(project), { epoch: NO_EPOCH, seq: 0 })
+  const next = await log.append(newOp(project))
+  t.equal(accepted(next).seq, 1, 'the new epoch counts from 1')
+  t.not(next.epoch, old.epoch, 'a new epoch')
 })
 
 t.test('continues seqs above the ops still stored when only the epoch is lost', async t => {
@@ -250,7 +272,7 @@ t.test('continues seqs above the ops still stored when only the epoch is lost', 
 
   // Only the ids survive: seqs continue above them, so a duplicate never names another op's seq.
   await shared.del([keys.meta, keys.ops])
-  t.strictSame(await log.head(project), { epoch: (await log.head(project)).epoch, seq: 5 }, 'the head continues above the remembered ids')
+  t.match(await log.open(project), { seq: 5, created: true }, 'the head continues above the remembered ids')
 })
 
 t.test('formats large seqs as integers in stream ids', async t => {
@@ -403,13 +425,16 @@ t.test('rejects calls after close and leaves the client open', async t => {
   await t.rejects(log.append(newOp(project)), /closed/)
   await t.rejects(log.read(project, 0, 10), /closed/)
   await t.rejects(log.head(project), /closed/)
+  await t.rejects(log.open(project), /closed/)
+  await t.rejects(log.touch([project]), /closed/)
   t.equal(shared.isReady, true, 'the client is still connected')
   t.equal(await shared.ping(), 'PONG')
 })
 
 t.test('turns the ids into a new generation by RENAME instead of trimming them on each append', async t => {
   t.notMatch(APPEND.source, /ZREMRANGEBYSCORE|ZADD|ZSCORE/, 'no sorted set work per append')
-  t.match(APPEND.source, /RENAME', KEYS\[3\], KEYS\[4\]/, 'the ids turn generation by RENAME')
+  t.match(APPEND.source, /RENAME', KEYS\[4\], KEYS\[5\]/, 'the ids turn generation by RENAME')
+  for (const script of OPERATION_LOG_SCRIPTS) t.notMatch(script.source, /MAXLEN/, `${script.name}: no trim by count that the byte counter would not see`)
   const prefix = uniquePrefix()
   const log = openLog(t, shared, { prefix, historyLimit: 2, idRetention: 3 })
   const project = uniqueProject()
