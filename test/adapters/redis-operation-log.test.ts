@@ -275,6 +275,25 @@ t.test('continues seqs above the ops still stored when only the epoch is lost', 
   t.match(await log.open(project), { seq: 5, created: true }, 'the head continues above the remembered ids')
 })
 
+t.test('starts a new epoch when a key of a log with ops is lost alone, so its readers reset', async t => {
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix })
+  for (const lost of ['ops', 'sizes', 'ids'] as const) {
+    const project = uniqueProject()
+    const k = redisKeys(prefix).opLog(project)
+    const acked = [accepted(await log.append(newOp(project))), accepted(await log.append(newOp(project)))]
+    const old = await log.head(project)
+    t.equal(await shared.del(k[lost]), 1)
+    const next = await log.append(newOp(project))
+    t.match(next, { duplicate: false, created: true, op: { seq: 3 } }, `${lost} lost: the seqs go on, in a new log`)
+    t.not(next.epoch, old.epoch, `${lost} lost: a new epoch`)
+    t.equal((await log.read(project, 2, 10, old.epoch)).reset, true, `${lost} lost: readers of the old epoch reset`)
+    t.equal((await log.read(project, 0, 10, next.epoch)).reset, true, `${lost} lost: the old history is not served in the new epoch`)
+    t.strictSame((await log.read(project, 2, 10, next.epoch)).ops, [accepted(next)], `${lost} lost: the new op is`)
+    if (lost !== 'ids') t.equal((await log.append(newOp(project, null, acked[0]?.id))).duplicate, true, `${lost} lost: the ids still hold`)
+  }
+})
+
 t.test('formats large seqs as integers in stream ids', async t => {
   const prefix = uniquePrefix()
   const log = openLog(t, shared, { prefix })
@@ -429,6 +448,115 @@ t.test('rejects calls after close and leaves the client open', async t => {
   await t.rejects(log.touch([project]), /closed/)
   t.equal(shared.isReady, true, 'the client is still connected')
   t.equal(await shared.ping(), 'PONG')
+})
+
+/** An op whose stored JSON is about `bytes` long. */
+function bigOp (project: string, bytes: number): NewOp {
+  return newOp(project, 'x'.repeat(bytes - 120))
+}
+
+/** Appends `count` ops of about `bytes` each, `batch` at a time (pipelined, in order). */
+async function appendBig (log: RedisOperationLog, project: string, count: number, bytes: number, each?: () => Promise<void>): Promise<void> {
+  for (let done = 0; done < count;) {
+    const n = Math.min(50, count - done)
+    await Promise.all(range(1, n).map(async () => accepted(await log.append(bigOp(project, bytes)))))
+    done += n
+    await each?.()
+  }
+}
+
+t.test('serves 1,400 ops of 63 KB read with limit 1,000 in pages of at most 1 MiB, each one script call', async t => {
+  const pageBytes = 1024 * 1024
+  const spy = recording(shared)
+  const log = openLog(t, spy.client, { historyLimit: 2000, historyBytes: 128 * 1024 * 1024 })
+  const project = uniqueProject()
+  const opBytes = 63 * 1024
+  await appendBig(log, project, 1400, opBytes)
+  spy.commands.length = 0
+  const sizes: number[] = []
+  let since = 0
+  let reads = 0
+  for (;;) {
+    const page = await log.read(project, since, 1000)
+    reads++
+    t.equal(page.reset, false)
+    const bytes = page.ops.reduce((total, op) => total + Buffer.byteLength(storedOpJson(op)), 0)
+    sizes.push(bytes)
+    if (bytes > pageBytes) t.fail(`a page of ${bytes} bytes`)
+    const last = page.ops.at(-1)
+    if (last === undefined) break
+    t.equal(last.seq, since + page.ops.length, 'contiguous')
+    since = last.seq
+    if (since >= page.head) break
+  }
+  t.equal(since, 1400, 'every op was read')
+  t.equal(spy.commands.length, reads, 'one command (EVALSHA) per page: one round trip')
+  t.ok(Math.max(...sizes) > pageBytes - opBytes - 200, `pages are filled up to the budget (largest ${Math.max(...sizes)})`)
+  t.equal(reads, Math.ceil(1400 / Math.floor(pageBytes / (opBytes + 100))), `${reads} pages of ${Math.floor(pageBytes / (opBytes + 100))} ops`)
+  const huge = await log.read(project, 0, 1000, undefined, 10)
+  t.equal(huge.ops.length, 1, 'a budget smaller than one op still serves that op')
+})
+
+t.test('keeps a project\'s history under historyBytes while 2,000 ops of 60 KB are appended', async t => {
+  const historyBytes = 1024 * 1024
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix, historyLimit: 10_000, historyBytes })
+  const project = uniqueProject()
+  const keys = redisKeys(prefix).opLog(project)
+  const opBytes = 60 * 1024
+  const fit = Math.floor(historyBytes / opBytes)
+  const seen = { bytes: 0, entries: 0, memory: 0 }
+  await appendBig(log, project, 2000, opBytes, async () => {
+    seen.bytes = Math.max(seen.bytes, Number(await shared.hGet(keys.meta, 'bytes')))
+    seen.entries = Math.max(seen.entries, await shared.xLen(keys.ops))
+    seen.memory = Math.max(seen.memory, Number(await shared.sendCommand(['MEMORY', 'USAGE', keys.ops, 'SAMPLES', '0'])))
+  })
+  t.ok(seen.bytes <= historyBytes, `the byte counter never passed historyBytes (at most ${seen.bytes})`)
+  t.ok(seen.bytes > historyBytes - opBytes - 200, 'and filled it')
+  t.ok(seen.entries <= fit + 1, `the stream never held more than ${fit + 1} entries (at most ${seen.entries})`)
+  t.ok(seen.memory < 1.25 * historyBytes, `nor more than 1.25 x historyBytes of memory (at most ${seen.memory})`)
+  t.equal(await shared.lLen(keys.sizes), fit, 'the sizes count the kept ops')
+  t.equal((await log.read(project, 2000 - fit, 1, undefined, 10)).reset, false, 'the newest ops that fit are readable')
+  t.equal((await log.read(project, 2000 - fit - 1, 1)).reset, true, 'the one before is gone')
+})
+
+t.test('lets every key of an idle project expire after idleTtlMs, and keeps those of a touched one', async t => {
+  const server = await startRedis(t)
+  const client = await redisClient(t, server.url)
+  const idleTtlMs = 1500
+  const prefix = uniquePrefix()
+  const log = openLog(t, client, { prefix, idleTtlMs, idRetention: 1000, historyLimit: 3 })
+  const [idle, touched] = [uniqueProject(), uniqueProject()]
+  for (let i = 0; i < 2001; i++) await log.append(newOp(idle, i))
+  await log.append(newOp(touched))
+  const keys = redisKeys(prefix).opLog(idle)
+  t.equal(await client.dbSize(), 9, 'the five keys of the idle project (both id generations) and four of the other')
+  for (const key of keys.all) {
+    const ttl = await client.pTTL(key)
+    t.ok(ttl > 0 && ttl <= idleTtlMs, `${key} expires in ${ttl} ms`)
+  }
+  t.ok(Number(await client.sendCommand(['MEMORY', 'USAGE', keys.ids])) > 0)
+  await waitFor(async () => {
+    await log.touch([touched])
+    return await client.dbSize() === 4
+  }, { what: 'the idle project\'s keys to expire', timeoutMs: 20_000, intervalMs: 50 })
+  t.strictSame(await Promise.all(keys.all.map(async key => await client.sendCommand(['MEMORY', 'USAGE', key]))), keys.all.map(() => null), 'gone, all of them')
+  t.equal((await log.head(touched)).seq, 1, 'the touched project is still there')
+  t.match(await log.append(newOp(idle)), { created: true, op: { seq: 1 } }, 'the idle one comes back as a new log')
+})
+
+t.test('touches many projects in one round trip, and none without an idle TTL', async t => {
+  const spy = recording(shared)
+  const log = openLog(t, spy.client, { idleTtlMs: 60_000 })
+  const projects = range(1, 20).map(() => uniqueProject())
+  for (const project of projects.slice(0, 10)) await log.open(project)
+  spy.commands.length = 0
+  const touching = log.touch([...projects, ...projects])
+  t.equal(spy.commands.length, 20, 'one script call per project, all sent before any answer')
+  await touching
+  const untimed = recording(shared)
+  await openLog(t, untimed.client).touch(projects)
+  t.equal(untimed.commands.length, 0, 'nothing to extend without an idle TTL')
 })
 
 t.test('turns the ids into a new generation by RENAME instead of trimming them on each append', async t => {
