@@ -12,3 +12,11 @@ export interface LogPosition {
   /** last assigned seq, 0 when none */
   readonly seq: number
 }
+
+/**
+ * The epoch of a project that has no op log: `head()` and `read()` answer it
+ * (with head 0) for a project nothing has created yet, or whose log was
+ * forgotten (idle past its TTL, lost with Redis' data). Real epochs are
+ * longer random strings, so it never names one life of a log.
+ */
+export const NO_EPOCH = 'none'

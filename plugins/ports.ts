@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { HubPorts } from '../lib/hub/hub.js'
 import { createMemoryBroadcaster } from '../adapters/memory/broadcaster.js'
-import { createMemoryOperationLog } from '../adapters/memory/operation-log.js'
+import { createMemoryOperationLog, type MemoryOperationLog } from '../adapters/memory/operation-log.js'
 import { createMemorySessionStore } from '../adapters/memory/session-store.js'
 import { createRedisBroadcaster } from '../adapters/redis/broadcaster.js'
 import { createRedisOperationLog } from '../adapters/redis/operation-log.js'
@@ -60,6 +60,11 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
   const given = opts.ports ?? {}
   const { keyPrefix } = config
   const ttlMs = config.sessionTtlSeconds * 1000
+  // The op logs' bounds: per project (ops, bytes), per read, idle expiry; the memory ones' budget.
+  const history = { historyBytes: config.historyBytes, pageBytes: config.replayPageBytes, idleTtlMs: config.projectIdleTtl * 1000 }
+  const memoryLog = (): MemoryOperationLog => createMemoryOperationLog({
+    ...history, historyLimit: config.historyMemory, totalBytes: config.memoryHistoryBytes
+  })
   const onRedis = (flag: boolean, port: keyof HubPorts): boolean => redis !== null && flag && given[port] === undefined
   const useSessions = onRedis(config.useRedisCollaboration, 'sessions')
   const useBroadcaster = onRedis(config.useRedisWebsockets, 'broadcaster')
@@ -87,12 +92,12 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
       primary: {
         broadcaster: useBroadcaster ? make(createRedisBroadcaster({ client, subscriber, keyPrefix, origin: instanceId, onMessage: health.onMessage })) : undefined,
         // With Pub/Sub too, the append script publishes: publish order is seq order.
-        log: useLog ? make(createRedisOperationLog({ client, keyPrefix, historyLimit: config.historyRedis, publishOrigin: useBroadcaster ? instanceId : undefined })) : undefined,
+        log: useLog ? make(createRedisOperationLog({ client, keyPrefix, ...history, historyLimit: config.historyRedis, publishOrigin: useBroadcaster ? instanceId : undefined })) : undefined,
         sessions: useSessions ? make(createRedisSessionStore({ client, keyPrefix, instanceId, ttlMs, leaseMs: config.instanceLeaseMs })) : undefined
       },
       fallback: {
         sessions: () => createMemorySessionStore({ ttlMs }),
-        log: () => createMemoryOperationLog({ historyLimit: config.historyMemory })
+        log: memoryLog
       }
     })
   }
@@ -100,7 +105,7 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
   const ports: HubPorts = {
     sessions: given.sessions ?? make(failover?.sessions ?? createMemorySessionStore({ ttlMs })),
     broadcaster: given.broadcaster ?? make(failover?.broadcaster ?? createMemoryBroadcaster()),
-    log: given.log ?? make(failover?.log ?? createMemoryOperationLog({ historyLimit: config.historyMemory }))
+    log: given.log ?? make(failover?.log ?? memoryLog())
   }
   const report = (port: keyof HubPorts): PortReport => {
     if (given[port] !== undefined) return { adapter: 'custom', circuit: null, since: null, serving: 'custom' }

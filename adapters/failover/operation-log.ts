@@ -1,4 +1,6 @@
-import type { AppendResult, NewOp, OperationLog, ReadResult } from '../../ports/operation-log.js'
+import type {
+  AppendResult, LogMissing, NewOp, NewOpIfLogExists, OpenedLog, OperationLog, ReadResult
+} from '../../ports/operation-log.js'
 import type { LogPosition } from '../../lib/types.js'
 import { UnavailableError } from '../../lib/errors.js'
 import { withTimeout } from '../../lib/watchdog.js'
@@ -27,6 +29,11 @@ export interface OperationLogControl extends PortControl {
  * they were accepted, in the outage buffer. `resync` appends the buffer to the
  * primary in that order, idempotently by op id (an op whose timed-out append
  * did land is not appended twice), and only then switches back.
+ *
+ * The fallback cannot tell which projects the primary has: an append with
+ * `create: false` is taken as any other there (and creates the project's
+ * log in the primary at re-sync), rather than refused for a project that
+ * does exist.
  */
 export class FailoverOperationLog implements OperationLog {
   readonly #switch: PortSwitch
@@ -38,7 +45,7 @@ export class FailoverOperationLog implements OperationLog {
   /** while `resync` appends the buffer's last batch: appends wait for it, then go where the log serves from */
   #gate: Promise<void> | null = null
   /** appends sent to the primary and not settled yet */
-  readonly #onPrimary = new Set<Promise<AppendResult>>()
+  readonly #onPrimary = new Set<Promise<AppendResult | LogMissing>>()
   /** resolves when #onPrimary empties: one promise for all the appends that wait for it */
   #primaryDrained: { promise: Promise<void>, resolve: () => void } | null = null
 
@@ -86,7 +93,9 @@ export class FailoverOperationLog implements OperationLog {
     return this.#fallback
   }
 
-  async append (op: NewOp): Promise<AppendResult> {
+  append (op: NewOp): Promise<AppendResult>
+  append (op: NewOp | NewOpIfLogExists): Promise<AppendResult | LogMissing>
+  async append (op: NewOp | NewOpIfLogExists): Promise<AppendResult | LogMissing> {
     for (;;) {
       if (this.#gate !== null) await this.#gate
       // Fell back while earlier appends are still in flight on the primary:
@@ -119,8 +128,8 @@ export class FailoverOperationLog implements OperationLog {
     await this.#primaryDrained.promise
   }
 
-  async #append (op: NewOp): Promise<AppendResult> {
-    const taken = await this.#switch.call<{ by: 'primary' | 'fallback', result: AppendResult }>('op log append',
+  async #append (op: NewOp | NewOpIfLogExists): Promise<AppendResult | LogMissing> {
+    const taken = await this.#switch.call<{ by: 'primary' | 'fallback', result: AppendResult | LogMissing }>('op log append',
       async () => ({ by: 'primary', result: await this.#primary.append(op) }),
       async () => ({ by: 'fallback', result: await this.#appendFallback(op) }))
     // The primary took it, but the port fell back while the call was in flight:
@@ -131,10 +140,11 @@ export class FailoverOperationLog implements OperationLog {
     return taken.result
   }
 
-  async #appendFallback (op: NewOp): Promise<AppendResult> {
+  async #appendFallback (input: NewOp | NewOpIfLogExists): Promise<AppendResult> {
     if (this.#buffer.length >= this.#maxBuffered) {
       throw new UnavailableError('the op log is away and the outage buffer is full; try again')
     }
+    const op: NewOp = input.create === false ? { ...input, create: true } : input
     // Its place in the buffer is taken now, in the order of the fallback's
     // seqs, so a re-sync that is finishing cannot miss it. A duplicate stays
     // too: the primary answers it as one by id.
@@ -142,14 +152,24 @@ export class FailoverOperationLog implements OperationLog {
     return await this.#log().append(op)
   }
 
-  async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> {
-    return await this.#switch.call('op log read', async () => await this.#primary.read(project, since, limit, epoch),
-      async () => await this.#log().read(project, since, limit, epoch))
+  async read (project: string, since: number, limit: number, epoch?: string, maxBytes?: number): Promise<ReadResult> {
+    return await this.#switch.call('op log read', async () => await this.#primary.read(project, since, limit, epoch, maxBytes),
+      async () => await this.#log().read(project, since, limit, epoch, maxBytes))
   }
 
   async head (project: string): Promise<LogPosition> {
     return await this.#switch.call('op log head', async () => await this.#primary.head(project),
       async () => await this.#log().head(project))
+  }
+
+  async open (project: string): Promise<OpenedLog> {
+    return await this.#switch.call('op log open', async () => await this.#primary.open(project),
+      async () => await this.#log().open(project))
+  }
+
+  async touch (projects: readonly string[]): Promise<void> {
+    await this.#switch.call('op log touch', async () => { await this.#primary.touch(projects) },
+      async () => { await this.#log().touch(projects) })
   }
 
   async #resync (): Promise<void> {

@@ -1,5 +1,5 @@
 import type { BroadcastMessage } from '../../ports/broadcaster.js'
-import { withOpFrame } from '../../lib/protocol/op-frame.js'
+import { withOpFrame, storedOpJson, opJsonFromStored, withStoredFrame } from '../../lib/protocol/op-frame.js'
 import type { Op } from '../../lib/types.js'
 
 /**
@@ -23,28 +23,13 @@ export function envelopePrefix (origin: string): string {
   return `{"o":${JSON.stringify(origin)},`
 }
 
-/** The op's fields after `seq`, as they follow it in the op object: `,"project":…,"ts":…}`. */
-function fieldsAfterSeq (project: string, stored: string): string {
-  return `,"project":${JSON.stringify(project)},${stored.slice(1)}`
-}
-
-/** The op as the JSON object that ends an op message: `seq` first, then the frame's order. */
-function opJson (seq: number, project: string, stored: string): string {
-  return `{"seq":${seq}${fieldsAfterSeq(project, stored)}`
-}
-
-/**
- * The op's fields other than `project` and `seq`, as JSON: what the op log
- * stores, and the rest of what it publishes.
- */
-export function storedOpJson (op: { id: string, userId: string, sessionId: string | null, data: unknown, ts: number }): string {
-  return JSON.stringify({ id: op.id, userId: op.userId, sessionId: op.sessionId, data: op.data, ts: op.ts })
-}
+/** The op's stored JSON and its frame (lib/protocol/op-frame.ts), for the Redis adapters. */
+export { storedOpJson, withStoredFrame }
 
 export function encodeEnvelope (origin: string, message: BroadcastMessage): string {
   if (message.kind !== 'op') return JSON.stringify({ o: origin, m: message })
   const { op } = message
-  return `${envelopePrefix(origin)}"m":{"kind":"op"${message.relay === true ? ',"relay":true' : ''},"epoch":${JSON.stringify(message.epoch)},"op":${opJson(op.seq, op.project, storedOpJson(op))}}}`
+  return `${envelopePrefix(origin)}"m":{"kind":"op"${message.relay === true ? ',"relay":true' : ''},"epoch":${JSON.stringify(message.epoch)},"op":${opJsonFromStored(op.seq, op.project, storedOpJson(op))}}}`
 }
 
 const KINDS = new Set(['op', 'member', 'presence'])
@@ -85,9 +70,4 @@ export function opEnvelopeParts (origin: string, project: string): { head: strin
     middle: '","op":{"seq":',
     beforeStored: `,"project":${JSON.stringify(project)},`
   }
-}
-
-/** Records the frame of an op the log appended or read, made from the JSON it stored (no second serialisation). */
-export function withStoredFrame (op: Op, stored: string): Op {
-  return withOpFrame(op, opJson(op.seq, op.project, stored))
 }

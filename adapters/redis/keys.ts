@@ -9,9 +9,11 @@
  *
  * | name                        | type    | holds                                                            |
  * | --------------------------- | ------- | ---------------------------------------------------------------- |
+ * | `flow:{board-1}:meta`       | hash    | `epoch` (the log's life), `seq` (its head), `bytes` (kept ops' size) |
  * | `flow:{board-1}:ops`        | stream  | op log: entry id `<seq>-0`, field `op` = JSON                    |
- * | `flow:{board-1}:meta`       | hash    | `epoch` (the log's life), `seq` (its head)                       |
- * | `flow:{board-1}:ids`        | zset    | op id -> seq, for idempotency, bounded retention                 |
+ * | `flow:{board-1}:sizes`      | list    | the size of each kept op, oldest first (its length: ops kept)    |
+ * | `flow:{board-1}:ids`        | hash    | op id -> seq, for idempotency: the newest generation             |
+ * | `flow:{board-1}:ids:old`    | hash    | op id -> seq: the generation before (replaced whole)             |
  * | `flow:{board-1}:ch`         | channel | the project's Pub/Sub channel                                    |
  * | `flow:{T}:sessions:board-1` | hash    | session id -> `<instance>\n<member JSON without presence>\n<presence version>\n<presence JSON>` |
  * | `flow:{T}:expiry`           | zset    | session ref `<project>\n<session id>` -> expiry (ms, Redis clock), every session of partition T |
@@ -23,7 +25,7 @@
  *
  * The op log's keys use the project id as hash tag (`{...}`), so one
  * project's keys share a cluster slot and one Lua script may touch all of
- * them. Sessions are spread over a fixed number of partitions (16 by
+ * them; with an idle TTL they all carry the same expiry (scripts.ts). Sessions are spread over a fixed number of partitions (16 by
  * default); a project's partition is a stable hash of its id (FNV-1a), and
  * every key of a partition carries the partition's tag, so a script that
  * touches several projects' sessions of one partition stays in one slot.
@@ -73,12 +75,18 @@ export function assertInstanceId (id: unknown): string {
 
 /** The op log keys of one project (one cluster slot). */
 export interface OpLogKeys {
-  /** stream: the ops */
-  readonly ops: string
-  /** hash: `epoch`, `seq` */
+  /** hash: `epoch`, `seq` (head), `bytes` (the kept ops' size) */
   readonly meta: string
-  /** sorted set: op id -> seq */
+  /** stream: the ops, entry id `<seq>-0` */
+  readonly ops: string
+  /** list: the size of each kept op, oldest first */
+  readonly sizes: string
+  /** hash: op id -> seq, the newest generation of remembered ids */
   readonly ids: string
+  /** hash: op id -> seq, the generation before `ids` */
+  readonly oldIds: string
+  /** every key above, in the order the op log scripts take them as KEYS */
+  readonly all: readonly [meta: string, ops: string, sizes: string, ids: string, oldIds: string]
 }
 
 /** Default number of session partitions (RedisSessionStore's `partitions`). */
@@ -218,7 +226,9 @@ export function redisKeys (prefix: string): RedisKeys {
     instanceId: assertInstanceId,
     opLog: (project) => {
       const base = tagged(project)
-      return { ops: `${base}:ops`, meta: `${base}:meta`, ids: `${base}:ids` }
+      const keys = [`${base}:meta`, `${base}:ops`, `${base}:sizes`, `${base}:ids`, `${base}:ids:old`] as const
+      const [meta, ops, sizes, ids, oldIds] = keys
+      return { meta, ops, sizes, ids, oldIds, all: keys }
     },
     channel: (project) => `${tagged(project)}:ch`,
     sessionKeys,

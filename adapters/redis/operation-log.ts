@@ -1,9 +1,11 @@
-import type { AppendResult, NewOp, OperationLog, ReadResult } from '../../ports/operation-log.js'
-import type { LogPosition, Op } from '../../lib/types.js'
+import type {
+  AppendResult, LogMissing, NewOp, NewOpIfLogExists, OpenedLog, OperationLog, ReadResult
+} from '../../ports/operation-log.js'
+import { NO_EPOCH, type LogPosition, type Op } from '../../lib/types.js'
 import { isOpId, randomId } from '../../lib/ids.js'
 import { opEnvelopeParts, storedOpJson, withStoredFrame } from './codec.js'
 import { DEFAULT_KEY_PREFIX, redisKeys, type OpLogKeys, type RedisKeys } from './keys.js'
-import { APPEND, HEAD, READ, runScript, type RedisCommandClient } from './scripts.js'
+import { APPEND, HEAD, OPEN, READ, TOUCH, runScript, type RedisCommandClient } from './scripts.js'
 import { ClosedError, RedisReplyError } from '../../lib/errors.js'
 
 export interface RedisOperationLogOptions {
@@ -11,10 +13,23 @@ export interface RedisOperationLogOptions {
   readonly client: RedisCommandClient
   /** prefix of every key (`FLOW_KEY_PREFIX`, default `flow`) */
   readonly keyPrefix?: string
-  /** ops kept per project, at least (default 10,000: docs/protocol.md guarantee 6) */
+  /** ops kept per project, at most (default 10,000: docs/protocol.md guarantee 6) */
   readonly historyLimit?: number
-  /** op ids remembered per project for idempotency (default max(historyLimit, 10,000); at least historyLimit) */
+  /** bytes of ops kept per project, at most; the newest op is always kept (default 8 MiB) */
+  readonly historyBytes?: number
+  /**
+   * op ids remembered per project for idempotency: the last idRetention at
+   * least, 2 x idRetention at most (default max(historyLimit, 10,000); at
+   * least historyLimit)
+   */
   readonly idRetention?: number
+  /** the default `maxBytes` of a read (default 1 MiB) */
+  readonly pageBytes?: number
+  /**
+   * every key of a project's log expires this long after its last append,
+   * open or touch (default: never)
+   */
+  readonly idleTtlMs?: number
   /**
    * When set, the append script also PUBLISHes each appended op on the
    * project's channel, as the broadcaster's envelope (codec.ts) from this
@@ -33,28 +48,44 @@ interface StoredOp {
 }
 
 const DEFAULT_HISTORY_LIMIT = 10_000
+const DEFAULT_HISTORY_BYTES = 8 * 1024 * 1024
 const DEFAULT_ID_RETENTION = 10_000
+const DEFAULT_PAGE_BYTES = 1024 * 1024
 
 /**
  * The shared op log: one Redis stream per project, written only by Lua
  * scripts, so every instance of the cluster sees one sequence per project.
  *
- * - Keys (see keys.ts): `{prefix}:{project}:ops` (stream, entry id
- *   `<seq>-0`, field `op` = the op as JSON without project and seq),
- *   `:meta` (hash: `epoch`, `seq` = head) and `:ids` (sorted set: op id ->
- *   seq, the last `idRetention` ids).
- * - append() is one script: epoch, id check, XADD with the next seq and
- *   `MAXLEN ~ historyLimit`, head, id, id trim (and PUBLISH with
- *   `publishOrigin`). Redis runs scripts one at a time, so seqs are contiguous
- *   cluster-wide, and calls sent in order on one client run in that order
- *   (one exception, when Redis' script cache is emptied while calls are in
- *   flight: see runScript in scripts.ts).
- * - read() and head() are scripts too, so head, epoch and ops come from one
- *   moment. Both create the epoch of a project that has none: a project with
- *   no op still has a stable epoch.
- * - The epoch changes only when the meta hash is lost (Redis lost its data,
- *   or the keys were deleted); the new head then continues above the seqs
- *   still stored, and callers holding the old epoch get `reset`.
+ * - Keys (see keys.ts and scripts.ts): `{prefix}:{project}:meta` (hash:
+ *   `epoch`, `seq` = head, `bytes` = size of the kept ops), `:ops` (stream,
+ *   entry id `<seq>-0`, field `op` = the op as JSON without project and seq),
+ *   `:sizes` (list: each kept op's size, oldest first), `:ids` and `:ids:old`
+ *   (hashes: op id -> seq, two generations of `idRetention` ids at most).
+ * - append() is one script: the log (created when it has none, unless
+ *   `create: false`), the id check, XADD with the next seq, the history
+ *   trimmed to `historyLimit` ops and `historyBytes` bytes from its oldest
+ *   op (sizes popped, XTRIM MINID ~), head and bytes, the id (the ids
+ *   generation turned by RENAME when full), the idle TTL on every key (and
+ *   PUBLISH with `publishOrigin`). Redis runs scripts one at a time, so seqs
+ *   are contiguous cluster-wide, and calls sent in order on one client run
+ *   in that order (one exception, when Redis' script cache is emptied while
+ *   calls are in flight: see runScript in scripts.ts).
+ * - read() and head() are read-only scripts, so head, epoch and ops come
+ *   from one moment, and they create nothing: a project without a log is
+ *   NO_EPOCH at head 0. read() serves at most `maxBytes` (`pageBytes`) after
+ *   the first op, deciding the page from the sizes list before it reads the
+ *   stream: neither the script nor the reply holds more than that page.
+ * - open() creates the log (a script); touch() runs a small script per
+ *   project, all sent at once (one round trip): each extends the TTL of a
+ *   project's keys when it has a log.
+ * - With `idleTtlMs` every key of a project's log gets that TTL at each
+ *   append, open and touch, so the keys of an active project stay and those
+ *   of an idle one expire together; the project then comes back with a new
+ *   epoch.
+ * - The epoch also changes when a key is lost alone (the meta hash, or the
+ *   stream, sizes or ids of a log with kept ops: Redis lost data, a key was
+ *   evicted or deleted); the new head then continues above the seqs still
+ *   stored, and callers holding the old epoch get `reset`.
  * - Project ids are validated before any command is sent; a Redis failure
  *   rejects with Redis' error (the op may or may not have been appended: a
  *   retry with the same id is safe).
@@ -68,7 +99,11 @@ export class RedisOperationLog implements OperationLog {
   readonly #client: RedisCommandClient
   readonly #keys: RedisKeys
   readonly #historyLimit: number
+  readonly #historyBytes: number
   readonly #idRetention: number
+  readonly #pageBytes: number
+  /** the idle TTL as the scripts take it: ms, '0' for none */
+  readonly #ttl: string
   readonly #origin: string | undefined
   #closed = false
   /** random once per log; candidates add a counter (no random bytes per call on the hot path) */
@@ -78,16 +113,14 @@ export class RedisOperationLog implements OperationLog {
   constructor (options: RedisOperationLogOptions) {
     this.#client = options.client
     this.#keys = redisKeys(options.keyPrefix ?? DEFAULT_KEY_PREFIX)
-    this.#historyLimit = options.historyLimit ?? DEFAULT_HISTORY_LIMIT
-    this.#idRetention = options.idRetention ?? Math.max(this.#historyLimit, DEFAULT_ID_RETENTION)
+    this.#historyLimit = positiveInteger(options.historyLimit ?? DEFAULT_HISTORY_LIMIT, 'historyLimit')
+    this.#historyBytes = positiveInteger(options.historyBytes ?? DEFAULT_HISTORY_BYTES, 'historyBytes')
+    this.#idRetention = positiveInteger(options.idRetention ?? Math.max(this.#historyLimit, DEFAULT_ID_RETENTION), 'idRetention')
+    this.#pageBytes = positiveInteger(options.pageBytes ?? DEFAULT_PAGE_BYTES, 'pageBytes')
+    this.#ttl = options.idleTtlMs === undefined ? '0' : String(positiveInteger(options.idleTtlMs, 'idleTtlMs'))
     this.#origin = options.publishOrigin
     this.publishesOps = options.publishOrigin !== undefined
-    if (!Number.isSafeInteger(this.#historyLimit) || this.#historyLimit < 1) {
-      throw new RangeError('historyLimit must be an integer >= 1')
-    }
-    if (!Number.isSafeInteger(this.#idRetention) || this.#idRetention < this.#historyLimit) {
-      throw new RangeError('idRetention must be an integer >= historyLimit')
-    }
+    if (this.#idRetention < this.#historyLimit) throw new RangeError('idRetention must be an integer >= historyLimit')
   }
 
   /**
@@ -99,43 +132,52 @@ export class RedisOperationLog implements OperationLog {
     return `${this.#epochBase}${this.#epochCount.toString(36)}`
   }
 
-  async append (input: NewOp): Promise<AppendResult> {
+  append (op: NewOp): Promise<AppendResult>
+  append (op: NewOp | NewOpIfLogExists): Promise<AppendResult | LogMissing>
+  async append (input: NewOp | NewOpIfLogExists): Promise<AppendResult | LogMissing> {
     this.#assertOpen()
     const keys = this.#opLog(input.project)
     const body = encodeOp(input)
     const publish = this.#origin === undefined
       ? ['', '', '', '']
       : [this.#keys.channel(input.project), ...envelopeParts(this.#origin, input.project)]
-    const reply = await runScript(this.#client, APPEND, [keys.meta, keys.ops, keys.ids], [
+    const reply = list(await runScript(this.#client, APPEND, keys.all, [
       this.#candidate(),
       input.id,
       body,
       String(this.#historyLimit),
+      String(this.#historyBytes),
       String(this.#idRetention),
+      this.#ttl,
+      input.create === false ? '0' : '1',
       ...publish
-    ])
-    const [appended, epoch, seq] = tuple(reply, 3, 'append')
+    ]), 'append')
+    if (reply.length === 1 && integer(reply[0]) === 2) return { duplicate: false, created: false, missing: true }
+    const [appended, epoch, seq, created] = tuple(reply, 4, 'append')
     const result = { epoch: text(epoch), seq: integer(seq) }
     if (integer(appended) === 0) return { duplicate: true, ...result, id: input.id }
-    return { duplicate: false, epoch: result.epoch, op: decodeOp(input.project, result.seq, body) }
+    return { duplicate: false, created: integer(created) === 1, epoch: result.epoch, op: decodeOp(input.project, result.seq, body) }
   }
 
-  async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> {
+  async read (project: string, since: number, limit: number, epoch?: string, maxBytes = this.#pageBytes): Promise<ReadResult> {
     this.#assertOpen()
     const keys = this.#opLog(project)
     if (!Number.isSafeInteger(since) || since < 0) throw new RangeError('since must be an integer >= 0')
     if (Number.isNaN(limit)) throw new RangeError('limit must be a number >= 1')
+    if (Number.isNaN(maxBytes)) throw new RangeError('maxBytes must be a number')
     const count = Math.max(1, Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER))
-    const reply = await runScript(this.#client, READ, [keys.meta, keys.ops, keys.ids], [
-      this.#candidate(),
+    const budget = Math.max(0, Math.min(Math.floor(maxBytes), Number.MAX_SAFE_INTEGER))
+    const reply = await runScript(this.#client, READ, keys.all.slice(0, 3), [
       String(since),
       String(count),
+      String(budget),
       epoch === undefined ? '0' : '1',
-      epoch ?? ''
+      // The script names "no log" ''.
+      epoch === undefined || epoch === NO_EPOCH ? '' : epoch
     ])
     const items = list(reply, 'read')
     const [current, head, reset] = tuple(items.slice(0, 3), 3, 'read')
-    const position = { epoch: text(current), head: integer(head) }
+    const position = { epoch: epochOf(current), head: integer(head) }
     if (integer(reset) === 1) return { ...position, ops: [], reset: true }
     const ops: Op[] = []
     for (let i = 3; i + 1 < items.length; i += 2) {
@@ -150,9 +192,24 @@ export class RedisOperationLog implements OperationLog {
   async head (project: string): Promise<LogPosition> {
     this.#assertOpen()
     const keys = this.#opLog(project)
-    const reply = await runScript(this.#client, HEAD, [keys.meta, keys.ops, keys.ids], [this.#candidate()])
-    const [epoch, seq] = tuple(reply, 2, 'head')
-    return { epoch: text(epoch), seq: integer(seq) }
+    const [epoch, seq] = tuple(await runScript(this.#client, HEAD, [keys.meta], []), 2, 'head')
+    return { epoch: epochOf(epoch), seq: integer(seq) }
+  }
+
+  async open (project: string): Promise<OpenedLog> {
+    this.#assertOpen()
+    const keys = this.#opLog(project)
+    const reply = await runScript(this.#client, OPEN, keys.all, [this.#candidate(), this.#ttl])
+    const [epoch, seq, created] = tuple(reply, 3, 'open')
+    return { epoch: text(epoch), seq: integer(seq), created: integer(created) === 1 }
+  }
+
+  /** One TOUCH script per project, sent together (one round trip); nothing to do without an idle TTL. */
+  async touch (projects: readonly string[]): Promise<void> {
+    this.#assertOpen()
+    const all = [...new Set(projects)].map((project) => this.#opLog(project))
+    if (this.#ttl === '0') return
+    await Promise.all(all.map(async (keys) => await runScript(this.#client, TOUCH, keys.all, [this.#ttl])))
   }
 
   /** Marks the log closed; further calls reject. The client stays open. */
@@ -173,8 +230,19 @@ export function createRedisOperationLog (options: RedisOperationLogOptions): Red
   return new RedisOperationLog(options)
 }
 
+function positiveInteger (value: number, name: string): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be an integer >= 1`)
+  return value
+}
+
+/** The scripts answer '' for a project without a log. */
+function epochOf (value: unknown): string {
+  const epoch = text(value)
+  return epoch === '' ? NO_EPOCH : epoch
+}
+
 /** The stream field of an op: its JSON without project and seq. Validates what JSON would lose. */
-function encodeOp (op: NewOp): string {
+function encodeOp (op: NewOp | NewOpIfLogExists): string {
   if (!isOpId(op.id)) throw new TypeError('op id must be 1 to 64 characters of A-Z a-z 0-9 _ -')
   if (typeof op.userId !== 'string') throw new TypeError('op userId must be a string')
   if (op.sessionId !== null && typeof op.sessionId !== 'string') throw new TypeError('op sessionId must be a string or null')

@@ -35,87 +35,174 @@ function defineLua (name: string, numberOfKeys: number, source: string): LuaScri
   return { name, source, sha1: createHash('sha1').update(source).digest('hex'), numberOfKeys }
 }
 
+// ---------------------------------------------------------------- op log
+//
+// The keys of one project's log (keys.ts), always in this order, all with the
+// project's hash tag: KEYS[1] meta (hash: `epoch`, `seq` = head, `bytes` =
+// size of the kept ops), KEYS[2] ops (stream: entry `<seq>-0`, field `op`),
+// KEYS[3] sizes (list: the size of each kept op, oldest first; its length is
+// the number of kept ops, so the oldest kept seq is head - LLEN + 1), KEYS[4]
+// ids and KEYS[5] ids:old (hashes: op id -> seq, two generations). The
+// read-only scripts take the first keys of that list only. An op's size is
+// the byte length of its stored JSON (`#ARGV` in Lua, Buffer.byteLength in
+// Node: the same for the UTF-8 node-redis sends).
+
 /**
- * Shared by the op log scripts. KEYS[1] meta hash, KEYS[2] ops stream,
- * KEYS[3] ids sorted set.
+ * Shared by the scripts that write a log (APPEND, OPEN); they take all five
+ * keys.
  *
- * position(candidate) returns the project's epoch and head. When the meta hash
- * has no epoch (a project never touched, or its keys were lost), `candidate`
- * becomes the epoch, and the head continues above anything the other keys
- * still hold (the stream's last generated id, the highest remembered op id),
- * so a seq is never given to two different ops while a trace of the first one
- * remains, and XADD never meets an id below the stream's top.
+ * keep(ttl) gives every key of the log the idle TTL (ms; '0': none), so the
+ * keys of a project expire together and an active project keeps them all.
+ *
+ * ensure(candidate) returns the project's epoch, head, kept bytes and whether
+ * it created the log. A project without meta gets `candidate` as its epoch,
+ * its head continuing above anything the other keys still hold (the stream's
+ * last generated id, the highest remembered op id), so a seq is never given
+ * to two ops while a trace of the first remains, and XADD never meets an id
+ * below the stream's top; what is left of the stream and the sizes is
+ * dropped. A log whose ops, sizes or ids key is gone while it counts kept
+ * ops (a key evicted or deleted alone) gets a new epoch the same way: its
+ * history and its idempotency can no longer be trusted, so its readers get
+ * `reset` instead of a gap or a silent duplicate.
  */
-const POSITION = `
+const OP_LOG = `
 local function int(n) return string.format('%d', n) end
 
-local function position(candidate)
-  local stored = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
-  if stored[1] then return stored[1], tonumber(stored[2]) or 0 end
-  local seq = tonumber(stored[2]) or 0
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    local info = redis.call('XINFO', 'STREAM', KEYS[2])
-    for i = 1, #info, 2 do
-      if info[i] == 'last-generated-id' then
-        local last = tonumber(string.match(info[i + 1], '^(%d+)')) or 0
-        if last > seq then seq = last end
+local function keep(ttl)
+  if ttl ~= '0' then
+    for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+end
+
+local function highestId(i, seq)
+  for _, v in ipairs(redis.call('HVALS', KEYS[i])) do
+    local n = tonumber(v)
+    if n and n > seq then seq = n end
+  end
+  return seq
+end
+
+local function ensure(candidate)
+  local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'bytes')
+  local seq = tonumber(m[2]) or 0
+  if m[1] then
+    local bytes = tonumber(m[3]) or 0
+    if bytes == 0 or redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) == 3 then return m[1], seq, bytes, false end
+  else
+    if redis.call('EXISTS', KEYS[2]) == 1 then
+      local info = redis.call('XINFO', 'STREAM', KEYS[2])
+      for i = 1, #info, 2 do
+        if info[i] == 'last-generated-id' then
+          local last = tonumber(string.match(info[i + 1], '^(%d+)')) or 0
+          if last > seq then seq = last end
+        end
       end
     end
+    seq = highestId(5, highestId(4, seq))
   end
-  local newest = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-  if newest[2] and tonumber(newest[2]) > seq then seq = tonumber(newest[2]) end
-  redis.call('HSET', KEYS[1], 'epoch', candidate, 'seq', int(seq))
-  return candidate, seq
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'epoch', candidate, 'seq', int(seq), 'bytes', '0')
+  return candidate, seq, 0, true
 end
 `
 
 /**
- * APPEND. KEYS: meta, ops, ids.
+ * APPEND. KEYS: meta, ops, sizes, ids, ids:old.
  * ARGV: [1] candidate epoch, [2] op id, [3] the op as JSON without `project`
- * and `seq`, [4] history limit (stream MAXLEN ~), [5] id retention (>= history
- * limit), [6] channel to PUBLISH the sequenced op on, '' for none, [7] [8] [9]
- * the message around the two values only the script knows and the op's JSON
- * (sent once, not twice): `[7] .. epoch .. [8] .. seq .. [9] .. [3] without
- * its opening brace .. '}}'` (codec.ts, opEnvelopeParts).
+ * and `seq`, [4] history limit (ops), [5] history bytes, [6] id retention,
+ * [7] idle TTL ms ('0': none), [8] '0' to append only to an existing log,
+ * '1' to create it, [9] channel to PUBLISH the sequenced op on, '' for
+ * none, [10] [11] [12] the message around the two values only the script
+ * knows and the op's JSON (sent once, not twice): `[10] .. epoch .. [11] ..
+ * seq .. [12] .. [3] without its opening brace .. '}}'` (codec.ts,
+ * opEnvelopeParts).
  *
- * Returns {1, epoch, seq} when appended, {0, epoch, original seq} when the op
- * id was already accepted (nothing written then, except a new epoch, and
- * nothing published). Nothing is written before XADD succeeds, so a failing
- * XADD leaves the head where it was. The PUBLISH happens in the script, so
- * the messages of a project go out in seq order.
+ * Returns {1, epoch, seq, created} when appended, {0, epoch, original seq,
+ * created} when the op id was already accepted (nothing written then,
+ * except a new epoch, and nothing published), {2} when ARGV[8] is '0' and
+ * the project has no log (nothing written). created is 1 when the call made
+ * the log. After XADD, the history is trimmed from its oldest op while it
+ * holds more than [4] ops or [5] bytes, the newest op always kept: the sizes
+ * list pops (so no op is read back) and XTRIM MINID ~ frees the stream's
+ * nodes below the oldest kept seq (whole nodes only: a few entries may
+ * linger, which reads never serve). The op id goes into `ids`, which becomes
+ * `ids:old` by RENAME when it holds [6] ids: no per-append trim of the ids.
+ * The PUBLISH happens in the script, so the messages of a project go out in
+ * seq order.
  */
-export const APPEND = defineLua('append', 3, POSITION + `
-local epoch, head = position(ARGV[1])
-local seen = redis.call('ZSCORE', KEYS[3], ARGV[2])
-if seen then return {0, epoch, tonumber(seen)} end
-local seq = head + 1
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], int(seq) .. '-0', 'op', ARGV[3])
-redis.call('HSET', KEYS[1], 'seq', int(seq))
-redis.call('ZADD', KEYS[3], int(seq), ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', int(seq - tonumber(ARGV[5])))
-if ARGV[6] ~= '' then
-  redis.call('PUBLISH', ARGV[6], ARGV[7] .. epoch .. ARGV[8] .. int(seq) .. ARGV[9] .. string.sub(ARGV[3], 2) .. '}}')
+export const APPEND = defineLua('append', 5, OP_LOG + `
+if ARGV[8] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
+local epoch, head, bytes, created = ensure(ARGV[1])
+local made = created and 1 or 0
+local seen = redis.call('HGET', KEYS[4], ARGV[2]) or redis.call('HGET', KEYS[5], ARGV[2])
+if seen then
+  keep(ARGV[7])
+  return {0, epoch, tonumber(seen), made}
 end
-return {1, epoch, seq}
+local seq = head + 1
+redis.call('XADD', KEYS[2], int(seq) .. '-0', 'op', ARGV[3])
+local kept = redis.call('RPUSH', KEYS[3], int(#ARGV[3]))
+bytes = bytes + #ARGV[3]
+local most, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local dropped = false
+while kept > 1 and (kept > most or bytes > limit) do
+  bytes = bytes - tonumber(redis.call('LPOP', KEYS[3]))
+  kept = kept - 1
+  dropped = true
+end
+if dropped then redis.call('XTRIM', KEYS[2], 'MINID', '~', int(seq - kept + 1) .. '-0') end
+redis.call('HSET', KEYS[1], 'seq', int(seq), 'bytes', int(bytes))
+if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[6]) then redis.call('RENAME', KEYS[4], KEYS[5]) end
+redis.call('HSET', KEYS[4], ARGV[2], int(seq))
+keep(ARGV[7])
+if ARGV[9] ~= '' then
+  redis.call('PUBLISH', ARGV[9], ARGV[10] .. epoch .. ARGV[11] .. int(seq) .. ARGV[12] .. string.sub(ARGV[3], 2) .. '}}')
+end
+return {1, epoch, seq, made}
 `)
 
 /**
- * READ. KEYS: meta, ops, ids.
- * ARGV: [1] candidate epoch, [2] since, [3] limit, [4] '1' when the caller
- * gave an epoch, [5] that epoch.
+ * READ, read only. KEYS: meta, ops, sizes.
+ * ARGV: [1] since, [2] limit, [3] max bytes, [4] '1' when the caller gave an
+ * epoch, [5] that epoch ('' for none: a project without a log).
  *
- * Returns {epoch, head, reset (0 or 1), id, json, id, json, ...}: the entries
- * with since < seq, oldest first, at most limit. Reset (and no entry) when the
- * caller's epoch is not the current one, since > head, or the entry since + 1
- * is no longer kept.
+ * Returns {epoch ('' when the project has no log), head, reset (0 or 1), id,
+ * json, id, json, ...}: the entries with since < seq, oldest first, at most
+ * limit, and after the first none that would take the page past max bytes.
+ * Reset (and no entry) when the caller's epoch is not the current one, since
+ * > head, or the entry since + 1 is no longer kept. The page's length is
+ * decided from the sizes list (read in chunks of 128 numbers) before the
+ * stream is read, and XRANGE fetches exactly those entries: the script never
+ * holds more than the page, which is at most max bytes or one op.
  */
-export const READ = defineLua('read', 3, POSITION + `
-local epoch, head = position(ARGV[1])
-local since = tonumber(ARGV[2])
+export const READ = defineLua('read', 3, `
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+local epoch, head = '', 0
+if m[1] then epoch, head = m[1], tonumber(m[2]) or 0 end
+local since = tonumber(ARGV[1])
 if (ARGV[4] == '1' and ARGV[5] ~= epoch) or since > head then return {epoch, head, 1} end
 if since == head then return {epoch, head, 0} end
-local first = int(since + 1) .. '-0'
-local entries = redis.call('XRANGE', KEYS[2], first, '+', 'COUNT', ARGV[3])
+local from = since + 1 - (head - redis.call('LLEN', KEYS[3]) + 1)
+if from < 0 then return {epoch, head, 1} end
+local want = math.min(tonumber(ARGV[2]), head - since)
+local budget = tonumber(ARGV[3])
+local n, total, full = 0, 0, false
+while n < want and not full do
+  local sizes = redis.call('LRANGE', KEYS[3], from + n, from + math.min(want, n + 128) - 1)
+  if #sizes == 0 then break end
+  for _, size in ipairs(sizes) do
+    size = tonumber(size)
+    if n > 0 and total + size > budget then
+      full = true
+      break
+    end
+    total = total + size
+    n = n + 1
+  end
+end
+if n == 0 then return {epoch, head, 1} end
+local first = string.format('%d', since + 1) .. '-0'
+local entries = redis.call('XRANGE', KEYS[2], first, '+', 'COUNT', n)
 if #entries == 0 or entries[1][1] ~= first then return {epoch, head, 1} end
 local out = {epoch, head, 0}
 for _, entry in ipairs(entries) do
@@ -125,12 +212,34 @@ end
 return out
 `)
 
-/** HEAD. KEYS: meta, ops, ids. ARGV: [1] candidate epoch. Returns {epoch, head}. */
-export const HEAD = defineLua('head', 3, POSITION + `
-local epoch, head = position(ARGV[1])
-return {epoch, head}
+/** HEAD, read only. KEYS: meta. Returns {epoch ('' when the project has no log), head}. */
+export const HEAD = defineLua('head', 1, `
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+if not m[1] then return {'', 0} end
+return {m[1], tonumber(m[2]) or 0}
 `)
 
+/**
+ * OPEN. KEYS: meta, ops, sizes, ids, ids:old. ARGV: [1] candidate epoch, [2]
+ * idle TTL ms ('0': none). Creates the log when the project has none (see
+ * ensure), extends its TTL. Returns {epoch, head, created (0 or 1)}.
+ */
+export const OPEN = defineLua('open', 5, OP_LOG + `
+local epoch, head, _, created = ensure(ARGV[1])
+keep(ARGV[2])
+return {epoch, head, created and 1 or 0}
+`)
+
+/**
+ * TOUCH. KEYS: meta, ops, sizes, ids, ids:old. ARGV: [1] idle TTL ms.
+ * Extends the TTL of every key of the log when the project has one (its
+ * meta); creates nothing. Returns 1 when it did, else 0.
+ */
+export const TOUCH = defineLua('touch', 5, `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+return 1
+`)
 
 // ---------------------------------------------------------------- sessions
 //
@@ -327,7 +436,7 @@ export const SESSION_STORE_SCRIPTS: readonly LuaScript[] = [
 ]
 
 /** The scripts of the op log, for SCRIPT LOAD or inspection. */
-export const OPERATION_LOG_SCRIPTS: readonly LuaScript[] = [APPEND, READ, HEAD]
+export const OPERATION_LOG_SCRIPTS: readonly LuaScript[] = [APPEND, READ, HEAD, OPEN, TOUCH]
 
 function isNoScript (err: unknown): boolean {
   return err instanceof Error && err.message.startsWith('NOSCRIPT')

@@ -53,7 +53,7 @@ export class ProjectRegistry {
       this.#projects.set(project, created)
       created.ready = (async () => {
         await this.#ports.broadcaster.subscribe(project, (message) => { this.#events.message(created, message) })
-        const head = await this.#ports.log.head(project)
+        const head = await this.#ports.log.open(project)
         created.epoch = head.epoch
         // Ops broadcast while we read the head may be pending already.
         created.delivered = head.seq

@@ -31,3 +31,22 @@ export function withOpFrame<T extends Op> (op: T, json: string): T {
   known.set(op, `{"type":"op",${json.slice(1)}`)
   return op
 }
+
+/**
+ * The op's fields other than `project` and `seq`, as JSON: what an op log
+ * stores (its length in UTF-8 bytes is the op's size, ports/operation-log.ts),
+ * and the rest of what the Redis log publishes.
+ */
+export function storedOpJson (op: Pick<Op, 'id' | 'userId' | 'sessionId' | 'data' | 'ts'>): string {
+  return JSON.stringify({ id: op.id, userId: op.userId, sessionId: op.sessionId, data: op.data, ts: op.ts })
+}
+
+/** The op as a JSON object, `seq` first, in a frame's order, from its stored JSON. */
+export function opJsonFromStored (seq: number, project: string, stored: string): string {
+  return `{"seq":${seq},"project":${JSON.stringify(project)},${stored.slice(1)}`
+}
+
+/** Records the frame of an op a log appended or read, made from the JSON it stored (no second serialisation). */
+export function withStoredFrame<T extends Op> (op: T, stored: string): T {
+  return withOpFrame(op, opJsonFromStored(op.seq, op.project, stored))
+}

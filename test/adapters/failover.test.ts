@@ -14,7 +14,8 @@ import { RedisBroadcaster } from '../../adapters/redis/broadcaster.js'
 import { redisClient, startRedis, uniquePrefix } from '../helpers/redis.js'
 import { TestLog } from '../helpers/logs.js'
 import type { RedisClient } from '../../adapters/redis/client.js'
-import type { AppendResult, NewOp } from '../../ports/operation-log.js'
+import type { AppendResult, LogMissing, NewOp, NewOpIfLogExists, OpenedLog, ReadResult } from '../../ports/operation-log.js'
+import { NO_EPOCH } from '../../lib/types.js'
 
 const redis = await startRedis(t)
 
@@ -41,18 +42,18 @@ function openBreaker (t: Test): CircuitBreaker {
 }
 
 // While the circuit is closed, a failover port is its Redis port.
-operationLogContract(t, 'FailoverOperationLog on Redis', async ({ historyLimit }) => {
-  const primary = new RedisOperationLog({ client: await redisClient(t, redis.url), keyPrefix: uniquePrefix(), historyLimit })
-  const log = FailoverOperationLog.create({ ...shared(breaker(t)), fallback: memoryLog(historyLimit), primary }).port
+operationLogContract(t, 'FailoverOperationLog on Redis', async (options) => {
+  const primary = new RedisOperationLog({ client: await redisClient(t, redis.url), keyPrefix: uniquePrefix(), ...options })
+  const log = FailoverOperationLog.create({ ...shared(breaker(t)), fallback: () => new MemoryOperationLog(options), primary }).port
   return { log, close: async () => { await log.close() } }
 })
 
-// While it is open, it is a memory port.
-operationLogContract(t, 'FailoverOperationLog on its fallback', async ({ historyLimit }) => {
+// While it is open, it is a memory port (that cannot tell which projects the primary has).
+operationLogContract(t, 'FailoverOperationLog on its fallback', async (options) => {
   const primary = new ControlledLog()
   primary.mode = 'down'
-  const log = FailoverOperationLog.create({ ...shared(openBreaker(t)), fallback: memoryLog(historyLimit), primary }).port
-  return { log, close: async () => { await log.close() } }
+  const log = FailoverOperationLog.create({ ...shared(openBreaker(t)), fallback: () => new MemoryOperationLog(options), primary }).port
+  return { log, close: async () => { await log.close() }, createsAnyway: true }
 })
 
 sessionStoreContract(t, 'FailoverSessionStore on Redis', async ({ ttlMs }) => {
@@ -88,6 +89,32 @@ class ControlledLog extends TestLog {
   }
 }
 
+/** A log that records what reaches it. */
+class SpyLog extends TestLog {
+  readonly calls: string[] = []
+  override append (o: NewOp): Promise<AppendResult>
+  override append (o: NewOp | NewOpIfLogExists): Promise<AppendResult | LogMissing>
+  override async append (o: NewOp | NewOpIfLogExists): Promise<AppendResult | LogMissing> {
+    this.calls.push('append')
+    return await super.append(o)
+  }
+
+  override async open (project: string): Promise<OpenedLog> {
+    this.calls.push('open')
+    return await super.open(project)
+  }
+
+  override async touch (projects: readonly string[]): Promise<void> {
+    this.calls.push(`touch ${projects.join(',')}`)
+    await super.touch(projects)
+  }
+
+  override async read (project: string, since: number, limit: number, epoch?: string, maxBytes?: number): Promise<ReadResult> {
+    this.calls.push(`read ${String(maxBytes)}`)
+    return await super.read(project, since, limit, epoch, maxBytes)
+  }
+}
+
 function op (project: string, id: string): NewOp {
   return { project, id, userId: 'u', sessionId: 's', data: { id }, ts: 1 }
 }
@@ -111,6 +138,35 @@ t.test('ops accepted during an outage reach the primary in order, once, and only
   const history = await log.read('p', 0, 100)
   t.equal(history.epoch, before.epoch, 'back on the primary\'s epoch')
   t.same(history.ops.map((o) => o.id), ['before', 'd1', 'd2', 'd3'], 'in the order they were accepted, each once')
+})
+
+t.test('passes open, touch, a read\'s maxBytes and create: false to the primary', async (t) => {
+  const primary = new SpyLog()
+  const log = FailoverOperationLog.create({ ...shared(breaker(t)), fallback: memoryLog(100), primary }).port
+  t.match(await log.append({ ...op('absent', 'a'), create: false }), { missing: true }, 'create: false reaches the primary')
+  const opened = await log.open('p')
+  t.strictSame(opened, { epoch: (await primary.inner.head('p')).epoch, seq: 0, created: true }, 'open is the primary\'s')
+  await log.touch(['p', 'q'])
+  for (const id of ['x1', 'x2', 'x3']) await log.append({ ...op('p', id), data: 'd'.repeat(500) })
+  t.equal((await log.read('p', 0, 10, opened.epoch, 600)).ops.length, 1, 'maxBytes bounds the page')
+  t.strictSame(primary.calls, ['append', 'open', 'touch p,q', 'append', 'append', 'append', 'read 600'])
+})
+
+t.test('during an outage, open and touch serve from the fallback, and an op taken with create: false creates its log in the primary at re-sync', async (t) => {
+  const primary = new RedisOperationLog({ client: await redisClient(t, redis.url), keyPrefix: uniquePrefix() })
+  const b = breaker(t)
+  const { port: log, control } = FailoverOperationLog.create({ ...shared(b), fallback: memoryLog(100), primary })
+  const before = await log.open('p')
+  b.trip(new Error('outage'))
+  const during = await log.open('p')
+  t.not(during.epoch, before.epoch, 'the fallback\'s own epoch')
+  t.equal(during.created, true)
+  await log.touch(['p'])
+  t.match(await log.append({ ...op('new', 'n1'), create: false }), { duplicate: false, created: true, op: { seq: 1 } }, 'taken: the fallback cannot tell')
+  t.equal((await primary.head('new')).epoch, NO_EPOCH, 'the primary has no log for it yet')
+  await control.resync()
+  t.equal(control.serving, 'primary')
+  t.match((await log.read('new', 0, 10)).ops, [{ id: 'n1', seq: 1 }], 'the re-sync created it in the primary')
 })
 
 t.test('a primary that fails during re-sync keeps the log on its fallback with nothing lost', async (t) => {

@@ -4,10 +4,10 @@ import { readFile } from 'node:fs/promises'
 import { createRedisOperationLog, type RedisOperationLog } from '../../adapters/redis/operation-log.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
 import { decodeEnvelope } from '../../adapters/redis/codec.js'
-import { opFrame } from '../../lib/protocol/op-frame.js'
-import type { RedisCommandClient } from '../../adapters/redis/scripts.js'
+import { opFrame, storedOpJson } from '../../lib/protocol/op-frame.js'
+import { APPEND, OPERATION_LOG_SCRIPTS, type RedisCommandClient } from '../../adapters/redis/scripts.js'
 import type { AppendResult, NewOp } from '../../ports/operation-log.js'
-import type { Op } from '../../lib/types.js'
+import { NO_EPOCH, type Op } from '../../lib/types.js'
 import { operationLogContract } from '../contracts/operation-log.js'
 import { keysUnder, redisClient, startRedis, uniquePrefix, type TestRedisClient } from '../helpers/redis.js'
 import { Recorder, waitFor } from '../helpers/wait.js'
@@ -15,8 +15,8 @@ import { Recorder, waitFor } from '../helpers/wait.js'
 const redis = await startRedis(t)
 const shared = await redisClient(t, redis.url)
 
-operationLogContract(t, 'RedisOperationLog', async ({ historyLimit }) => {
-  const log = createRedisOperationLog({ client: shared, keyPrefix: uniquePrefix(), historyLimit })
+operationLogContract(t, 'RedisOperationLog', async (options) => {
+  const log = createRedisOperationLog({ client: shared, keyPrefix: uniquePrefix(), ...options })
   return { log, close: async () => { await log.close() } }
 })
 
@@ -46,15 +46,19 @@ function isIncreasing (values: readonly number[]): boolean {
   return values.every((value, i) => i === 0 || value > (values[i - 1] as number))
 }
 
+interface LogOptions {
+  prefix?: string
+  historyLimit?: number
+  historyBytes?: number
+  idRetention?: number
+  publishOrigin?: string
+  idleTtlMs?: number
+}
+
 /** A log on `client` under a prefix of its own, closed at the end of `t`. */
-function openLog (t: Test, client: RedisCommandClient, options: { prefix?: string, historyLimit?: number, idRetention?: number, publishOrigin?: string } = {}): RedisOperationLog {
-  const log = createRedisOperationLog({
-    client,
-    keyPrefix: options.prefix ?? uniquePrefix(),
-    historyLimit: options.historyLimit ?? 1000,
-    ...(options.idRetention === undefined ? {} : { idRetention: options.idRetention }),
-    ...(options.publishOrigin === undefined ? {} : { publishOrigin: options.publishOrigin })
-  })
+function openLog (t: Test, client: RedisCommandClient, options: LogOptions = {}): RedisOperationLog {
+  const { prefix, ...rest } = options
+  const log = createRedisOperationLog({ client, keyPrefix: prefix ?? uniquePrefix(), historyLimit: 1000, ...rest })
   t.teardown(async () => { await log.close() })
   return log
 }
@@ -104,14 +108,15 @@ t.test('gives two instances sharing one Redis one contiguous seq sequence under 
   t.strictSame(read?.ops, perInstance.flat().sort((a, b) => a.seq - b.seq), 'either instance reads every op at its seq')
 })
 
-t.test('creates one epoch for a project when instances ask for it at the same time', async t => {
+t.test('creates one epoch for a project when instances open it at the same time', async t => {
   const prefix = uniquePrefix()
   const other = await redisClient(t, redis.url)
   const logs = [openLog(t, shared, { prefix }), openLog(t, other, { prefix })]
   const project = uniqueProject()
-  const heads = await Promise.all(range(1, 50).flatMap(() => logs.map(async log => await log.head(project))))
-  t.equal(new Set(heads.map(head => head.epoch)).size, 1, 'one epoch')
-  t.strictSame(new Set(heads.map(head => head.seq)), new Set([0]), 'head 0')
+  const opened = await Promise.all(range(1, 50).flatMap(() => logs.map(async log => await log.open(project))))
+  t.equal(new Set(opened.map(head => head.epoch)).size, 1, 'one epoch')
+  t.equal(opened.filter(head => head.created).length, 1, 'created once')
+  t.strictSame(new Set(opened.map(head => head.seq)), new Set([0]), 'head 0')
 })
 
 t.test('keeps the stream near historyLimit and the ids near idRetention while the last historyLimit ops stay readable', async t => {
@@ -132,15 +137,17 @@ t.test('keeps the stream near historyLimit and the ids near idRetention while th
   }
   const length = await shared.xLen(keys.ops)
   t.ok(length >= historyLimit && length <= historyLimit + nodeEntries, `the stream holds ${length} entries at the end`)
-  t.equal(await shared.zCard(keys.ids), idRetention, 'the ids of the last idRetention ops are remembered')
+  t.equal(await shared.lLen(keys.sizes), historyLimit, 'the sizes count exactly the kept ops')
+  const ids = await shared.hLen(keys.ids) + await shared.hLen(keys.oldIds)
+  t.ok(ids >= idRetention && ids <= 2 * idRetention, `${ids} ids are remembered, in two generations of at most idRetention`)
   const read = await log.read(project, total - historyLimit, total)
   t.equal(read.reset, false)
   t.strictSame(read.ops, acked.slice(-historyLimit), 'the last historyLimit ops are readable')
   t.equal((await log.read(project, 0, 10)).reset, true, 'the first ops are gone')
-  const old = acked[total - idRetention - 1] as Op
+  const old = acked[total - 2 * idRetention - 1] as Op
   const recent = acked[total - idRetention] as Op
   t.equal((await log.append(newOp(project, null, recent.id))).duplicate, true, 'an id within the retention is a duplicate')
-  t.equal(accepted(await log.append(newOp(project, null, old.id))).seq, total + 1, 'an id beyond the retention is appended again')
+  t.equal(accepted(await log.append(newOp(project, null, old.id))).seq, total + 1, 'an id beyond twice the retention is appended again')
 })
 
 t.test('stores a project under exactly the documented keys, all in one hash slot', async t => {
@@ -149,24 +156,35 @@ t.test('stores a project under exactly the documented keys, all in one hash slot
   const project = uniqueProject()
   t.strictSame(await keysUnder(shared, prefix), [], 'nothing before the first call')
   await log.head(project)
+  await log.read(project, 0, 10)
+  await log.read(project, 5, 10, 'some-epoch')
+  await log.touch([project])
+  t.equal((await log.append({ ...newOp(project), create: false })).missing, true)
+  t.strictSame(await keysUnder(shared, prefix), [], 'head, read, touch and an append with create: false create nothing')
+  await log.open(project)
   const keys = redisKeys(prefix).opLog(project)
-  t.strictSame(await keysUnder(shared, prefix), [keys.meta], 'head() creates the epoch only')
+  t.strictSame(await keysUnder(shared, prefix), [keys.meta], 'open() creates the meta hash only')
   const first = accepted(await log.append(newOp(project, { a: 1 })))
-  t.strictSame(await keysUnder(shared, prefix), [keys.ids, keys.meta, keys.ops].sort(), 'an append writes the three op log keys')
-  t.strictSame([keys.ops, keys.meta, keys.ids], [`${prefix}:{${project}}:ops`, `${prefix}:{${project}}:meta`, `${prefix}:{${project}}:ids`])
+  t.strictSame(await keysUnder(shared, prefix), [keys.ids, keys.meta, keys.ops, keys.sizes].sort(), 'an append writes the ops, their sizes and the ids')
+  const base = `${prefix}:{${project}}`
+  t.strictSame(keys.all, [`${base}:meta`, `${base}:ops`, `${base}:sizes`, `${base}:ids`, `${base}:ids:old`])
+  t.strictSame([keys.meta, keys.ops, keys.sizes, keys.ids, keys.oldIds], keys.all)
   t.equal(redisKeys(prefix).channel(project), `${prefix}:{${project}}:ch`)
-  t.strictSame(await Promise.all([keys.ops, keys.meta, keys.ids].map(async key => await shared.type(key))), ['stream', 'hash', 'zset'])
-  t.strictSame([keys.ops, keys.meta, keys.ids].map(hashTag), [project, project, project], 'the project is the hash tag of every key: one slot')
+  t.strictSame(await Promise.all([keys.meta, keys.ops, keys.sizes, keys.ids].map(async key => await shared.type(key))), ['hash', 'stream', 'list', 'hash'])
+  t.strictSame(keys.all.map(hashTag), keys.all.map(() => project), 'the project is the hash tag of every key: one slot')
   const meta = await shared.hGetAll(keys.meta)
-  t.strictSame(Object.keys(meta).sort(), ['epoch', 'seq'])
+  t.strictSame(Object.keys(meta).sort(), ['bytes', 'epoch', 'seq'])
   t.equal(meta.seq, '1')
+  const size = Buffer.byteLength(storedOpJson(first))
+  t.equal(meta.bytes, String(size), 'bytes: the size of the kept ops')
+  t.strictSame(await shared.lRange(keys.sizes, 0, -1), [String(size)], 'one size per kept op')
   const entries = await shared.xRange(keys.ops, '-', '+')
   t.equal(entries.length, 1)
   t.equal(entries[0]?.id, '1-0', 'the entry id is the seq')
   t.strictSame(Object.keys(entries[0]?.message ?? {}), ['op'], 'one field, op')
   t.strictSame(JSON.parse(entries[0]?.message.op ?? 'null'), { id: first.id, userId: 'user-1', sessionId: 'session-1', data: { a: 1 }, ts: first.ts },
     'the op as JSON, without project and seq')
-  t.equal(await shared.zScore(keys.ids, first.id), 1, 'the op id maps to its seq')
+  t.equal(await shared.hGet(keys.ids, first.id), '1', 'the op id maps to its seq')
 })
 
 t.test('rejects an invalid project id, op id or key prefix before any command reaches Redis', async t => {
@@ -178,6 +196,8 @@ t.test('rejects an invalid project id, op id or key prefix before any command re
     await t.rejects(log.append(newOp(project)), TypeError, `append to ${JSON.stringify(project)}`)
     await t.rejects(log.read(project, 0, 10), TypeError, `read of ${JSON.stringify(project)}`)
     await t.rejects(log.head(project), TypeError, `head of ${JSON.stringify(project)}`)
+    await t.rejects(log.open(project), TypeError, `open of ${JSON.stringify(project)}`)
+    await t.rejects(log.touch([uniqueProject(), project]), TypeError, `touch of ${JSON.stringify(project)}`)
   }
   for (const id of ['', 'with space', 'a'.repeat(65), 'a.b']) {
     await t.rejects(log.append(newOp(uniqueProject(), null, id)), TypeError, `op id ${JSON.stringify(id)}`)
@@ -191,6 +211,9 @@ t.test('rejects an invalid project id, op id or key prefix before any command re
   }
   t.throws(() => createRedisOperationLog({ client: spy.client, historyLimit: 0 }), RangeError, 'historyLimit 0')
   t.throws(() => createRedisOperationLog({ client: spy.client, historyLimit: 100, idRetention: 99 }), RangeError, 'idRetention below historyLimit')
+  for (const name of ['historyBytes', 'pageBytes', 'idleTtlMs', 'idRetention']) {
+    t.throws(() => createRedisOperationLog({ client: spy.client, [name]: 0 }), RangeError, `${name} 0`)
+  }
   const good = uniqueProject()
   await log.head(good)
   t.match(spy.commands[0]?.[0], /^EVAL(SHA)?$/, 'a valid project does reach Redis')
@@ -218,12 +241,13 @@ t.test('starts a new epoch when the keys are lost, so a read with the old epoch 
   await log.append(newOp(project))
   const old = await log.head(project)
   const keys = redisKeys(prefix).opLog(project)
-  t.equal(await shared.del([keys.ops, keys.meta, keys.ids]), 3)
+  t.equal(await shared.del([...keys.all]), 4)
   const read = await log.read(project, 2, 10, old.epoch)
-  t.not(read.epoch, old.epoch, 'a new epoch')
-  t.strictSame(read, { epoch: read.epoch, head: 0, ops: [], reset: true }, 'the old epoch resets')
-  t.strictSame(await log.head(project), { epoch: read.epoch, seq: 0 })
-  t.equal(accepted(await log.append(newOp(project))).seq, 1, 'the new epoch counts from 1')
+  t.strictSame(read, { epoch: NO_EPOCH, head: 0, ops: [], reset: true }, 'no log: the old epoch resets')
+  t.strictSame(await log.head(project), { epoch: NO_EPOCH, seq: 0 })
+  const next = await log.append(newOp(project))
+  t.equal(accepted(next).seq, 1, 'the new epoch counts from 1')
+  t.not(next.epoch, old.epoch, 'a new epoch')
 })
 
 t.test('continues seqs above the ops still stored when only the epoch is lost', async t => {
@@ -248,7 +272,26 @@ t.test('continues seqs above the ops still stored when only the epoch is lost', 
 
   // Only the ids survive: seqs continue above them, so a duplicate never names another op's seq.
   await shared.del([keys.meta, keys.ops])
-  t.strictSame(await log.head(project), { epoch: (await log.head(project)).epoch, seq: 5 }, 'the head continues above the remembered ids')
+  t.match(await log.open(project), { seq: 5, created: true }, 'the head continues above the remembered ids')
+})
+
+t.test('starts a new epoch when a key of a log with ops is lost alone, so its readers reset', async t => {
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix })
+  for (const lost of ['ops', 'sizes', 'ids'] as const) {
+    const project = uniqueProject()
+    const k = redisKeys(prefix).opLog(project)
+    const acked = [accepted(await log.append(newOp(project))), accepted(await log.append(newOp(project)))]
+    const old = await log.head(project)
+    t.equal(await shared.del(k[lost]), 1)
+    const next = await log.append(newOp(project))
+    t.match(next, { duplicate: false, created: true, op: { seq: 3 } }, `${lost} lost: the seqs go on, in a new log`)
+    t.not(next.epoch, old.epoch, `${lost} lost: a new epoch`)
+    t.equal((await log.read(project, 2, 10, old.epoch)).reset, true, `${lost} lost: readers of the old epoch reset`)
+    t.equal((await log.read(project, 0, 10, next.epoch)).reset, true, `${lost} lost: the old history is not served in the new epoch`)
+    t.strictSame((await log.read(project, 2, 10, next.epoch)).ops, [accepted(next)], `${lost} lost: the new op is`)
+    if (lost !== 'ids') t.equal((await log.append(newOp(project, null, acked[0]?.id))).duplicate, true, `${lost} lost: the ids still hold`)
+  }
 })
 
 t.test('formats large seqs as integers in stream ids', async t => {
@@ -401,6 +444,132 @@ t.test('rejects calls after close and leaves the client open', async t => {
   await t.rejects(log.append(newOp(project)), /closed/)
   await t.rejects(log.read(project, 0, 10), /closed/)
   await t.rejects(log.head(project), /closed/)
+  await t.rejects(log.open(project), /closed/)
+  await t.rejects(log.touch([project]), /closed/)
   t.equal(shared.isReady, true, 'the client is still connected')
   t.equal(await shared.ping(), 'PONG')
+})
+
+/** An op whose stored JSON is about `bytes` long. */
+function bigOp (project: string, bytes: number): NewOp {
+  return newOp(project, 'x'.repeat(bytes - 120))
+}
+
+/** Appends `count` ops of about `bytes` each, `batch` at a time (pipelined, in order). */
+async function appendBig (log: RedisOperationLog, project: string, count: number, bytes: number, each?: () => Promise<void>): Promise<void> {
+  for (let done = 0; done < count;) {
+    const n = Math.min(50, count - done)
+    await Promise.all(range(1, n).map(async () => accepted(await log.append(bigOp(project, bytes)))))
+    done += n
+    await each?.()
+  }
+}
+
+t.test('serves 1,400 ops of 63 KB read with limit 1,000 in pages of at most 1 MiB, each one script call', async t => {
+  const pageBytes = 1024 * 1024
+  const spy = recording(shared)
+  const log = openLog(t, spy.client, { historyLimit: 2000, historyBytes: 128 * 1024 * 1024 })
+  const project = uniqueProject()
+  const opBytes = 63 * 1024
+  await appendBig(log, project, 1400, opBytes)
+  spy.commands.length = 0
+  const sizes: number[] = []
+  let since = 0
+  let reads = 0
+  for (;;) {
+    const page = await log.read(project, since, 1000)
+    reads++
+    t.equal(page.reset, false)
+    const bytes = page.ops.reduce((total, op) => total + Buffer.byteLength(storedOpJson(op)), 0)
+    sizes.push(bytes)
+    if (bytes > pageBytes) t.fail(`a page of ${bytes} bytes`)
+    const last = page.ops.at(-1)
+    if (last === undefined) break
+    t.equal(last.seq, since + page.ops.length, 'contiguous')
+    since = last.seq
+    if (since >= page.head) break
+  }
+  t.equal(since, 1400, 'every op was read')
+  t.equal(spy.commands.length, reads, 'one command (EVALSHA) per page: one round trip')
+  t.ok(Math.max(...sizes) > pageBytes - opBytes - 200, `pages are filled up to the budget (largest ${Math.max(...sizes)})`)
+  t.equal(reads, Math.ceil(1400 / Math.floor(pageBytes / (opBytes + 100))), `${reads} pages of ${Math.floor(pageBytes / (opBytes + 100))} ops`)
+  const huge = await log.read(project, 0, 1000, undefined, 10)
+  t.equal(huge.ops.length, 1, 'a budget smaller than one op still serves that op')
+})
+
+t.test('keeps a project\'s history under historyBytes while 2,000 ops of 60 KB are appended', async t => {
+  const historyBytes = 1024 * 1024
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix, historyLimit: 10_000, historyBytes })
+  const project = uniqueProject()
+  const keys = redisKeys(prefix).opLog(project)
+  const opBytes = 60 * 1024
+  const fit = Math.floor(historyBytes / opBytes)
+  const seen = { bytes: 0, entries: 0, memory: 0 }
+  await appendBig(log, project, 2000, opBytes, async () => {
+    seen.bytes = Math.max(seen.bytes, Number(await shared.hGet(keys.meta, 'bytes')))
+    seen.entries = Math.max(seen.entries, await shared.xLen(keys.ops))
+    seen.memory = Math.max(seen.memory, Number(await shared.sendCommand(['MEMORY', 'USAGE', keys.ops, 'SAMPLES', '0'])))
+  })
+  t.ok(seen.bytes <= historyBytes, `the byte counter never passed historyBytes (at most ${seen.bytes})`)
+  t.ok(seen.bytes > historyBytes - opBytes - 200, 'and filled it')
+  t.ok(seen.entries <= fit + 1, `the stream never held more than ${fit + 1} entries (at most ${seen.entries})`)
+  t.ok(seen.memory < 1.25 * historyBytes, `nor more than 1.25 x historyBytes of memory (at most ${seen.memory})`)
+  t.equal(await shared.lLen(keys.sizes), fit, 'the sizes count the kept ops')
+  t.equal((await log.read(project, 2000 - fit, 1, undefined, 10)).reset, false, 'the newest ops that fit are readable')
+  t.equal((await log.read(project, 2000 - fit - 1, 1)).reset, true, 'the one before is gone')
+})
+
+t.test('lets every key of an idle project expire after idleTtlMs, and keeps those of a touched one', async t => {
+  const server = await startRedis(t)
+  const client = await redisClient(t, server.url)
+  const idleTtlMs = 1500
+  const prefix = uniquePrefix()
+  const log = openLog(t, client, { prefix, idleTtlMs, idRetention: 1000, historyLimit: 3 })
+  const [idle, touched] = [uniqueProject(), uniqueProject()]
+  for (let i = 0; i < 2001; i++) await log.append(newOp(idle, i))
+  await log.append(newOp(touched))
+  const keys = redisKeys(prefix).opLog(idle)
+  t.equal(await client.dbSize(), 9, 'the five keys of the idle project (both id generations) and four of the other')
+  for (const key of keys.all) {
+    const ttl = await client.pTTL(key)
+    t.ok(ttl > 0 && ttl <= idleTtlMs, `${key} expires in ${ttl} ms`)
+  }
+  t.ok(Number(await client.sendCommand(['MEMORY', 'USAGE', keys.ids])) > 0)
+  await waitFor(async () => {
+    await log.touch([touched])
+    return await client.dbSize() === 4
+  }, { what: 'the idle project\'s keys to expire', timeoutMs: 20_000, intervalMs: 50 })
+  t.strictSame(await Promise.all(keys.all.map(async key => await client.sendCommand(['MEMORY', 'USAGE', key]))), keys.all.map(() => null), 'gone, all of them')
+  t.equal((await log.head(touched)).seq, 1, 'the touched project is still there')
+  t.match(await log.append(newOp(idle)), { created: true, op: { seq: 1 } }, 'the idle one comes back as a new log')
+})
+
+t.test('touches many projects in one round trip, and none without an idle TTL', async t => {
+  const spy = recording(shared)
+  const log = openLog(t, spy.client, { idleTtlMs: 60_000 })
+  const projects = range(1, 20).map(() => uniqueProject())
+  for (const project of projects.slice(0, 10)) await log.open(project)
+  spy.commands.length = 0
+  const touching = log.touch([...projects, ...projects])
+  t.equal(spy.commands.length, 20, 'one script call per project, all sent before any answer')
+  await touching
+  const untimed = recording(shared)
+  await openLog(t, untimed.client).touch(projects)
+  t.equal(untimed.commands.length, 0, 'nothing to extend without an idle TTL')
+})
+
+t.test('turns the ids into a new generation by RENAME instead of trimming them on each append', async t => {
+  t.notMatch(APPEND.source, /ZREMRANGEBYSCORE|ZADD|ZSCORE/, 'no sorted set work per append')
+  t.match(APPEND.source, /RENAME', KEYS\[4\], KEYS\[5\]/, 'the ids turn generation by RENAME')
+  for (const script of OPERATION_LOG_SCRIPTS) t.notMatch(script.source, /MAXLEN/, `${script.name}: no trim by count that the byte counter would not see`)
+  const prefix = uniquePrefix()
+  const log = openLog(t, shared, { prefix, historyLimit: 2, idRetention: 3 })
+  const project = uniqueProject()
+  const keys = redisKeys(prefix).opLog(project)
+  const acked = await Promise.all(range(1, 7).map(async () => accepted(await log.append(newOp(project)))))
+  t.strictSame({ ...await shared.hGetAll(keys.oldIds) }, Object.fromEntries(acked.slice(3, 6).map(op => [op.id, String(op.seq)])), 'ids:old: the full generation before')
+  t.strictSame({ ...await shared.hGetAll(keys.ids) }, { [(acked[6] as Op).id]: '7' }, 'ids: the newest')
+  t.equal((await log.append(newOp(project, null, acked[3]?.id))).duplicate, true, 'the old generation is checked too')
+  t.equal((await log.append(newOp(project, null, acked[0]?.id))).duplicate, false, 'the generation before it is gone')
 })

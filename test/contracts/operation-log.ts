@@ -10,15 +10,31 @@ import type { Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { isDeepStrictEqual } from 'node:util'
 import type { AppendResult, NewOp, OperationLog, ReadResult } from '../../ports/operation-log.js'
-import type { Op } from '../../lib/types.js'
+import { NO_EPOCH, type Op } from '../../lib/types.js'
+import { storedOpJson } from '../../lib/protocol/op-frame.js'
+import { waitFor } from '../helpers/wait.js'
 
 export interface OperationLogHarness {
   readonly log: OperationLog
   /** frees everything the factory made (the log and its connections) */
   readonly close: () => Promise<void>
+  /**
+   * The log cannot tell which projects exist, so `create: false` appends like
+   * any op (the failover log on its fallback, as the port says)
+   */
+  readonly createsAnyway?: boolean
 }
 
-export type OperationLogFactory = (opts: { historyLimit: number }) => Promise<OperationLogHarness>
+/** The adapter options every adapter takes; those left out keep the adapter's defaults. */
+export interface OperationLogOptions {
+  readonly historyLimit: number
+  readonly historyBytes?: number
+  readonly idRetention?: number
+  readonly pageBytes?: number
+  readonly idleTtlMs?: number
+}
+
+export type OperationLogFactory = (opts: OperationLogOptions) => Promise<OperationLogHarness>
 
 /** History bound of tests that do not exercise trimming: never reached by them. */
 const LARGE_HISTORY = 1000
@@ -75,18 +91,71 @@ async function readAll (log: OperationLog, project: string, since = 0, pageSize 
   }
 }
 
-async function appendAll (log: OperationLog, project: string, count: number): Promise<Op[]> {
+async function appendAll (log: OperationLog, project: string, count: number, data: (i: number) => unknown = (i) => ({ i })): Promise<Op[]> {
   const ops: Op[] = []
-  for (let i = 1; i <= count; i++) ops.push(accepted(await log.append(newOp(project, { i }))))
+  for (let i = 1; i <= count; i++) ops.push(accepted(await log.append(newOp(project, data(i)))))
   return ops
+}
+
+/** An op's size as the port defines it: the UTF-8 length of its stored JSON. */
+function sizeOf (op: Op): number {
+  return Buffer.byteLength(storedOpJson(op))
+}
+
+function sum (values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0)
+}
+
+/** The oldest since a read serves (without reset): head - that = the ops kept. */
+async function oldestServed (log: OperationLog, project: string): Promise<number> {
+  const { seq: head } = await log.head(project)
+  for (let since = 0; since <= head; since++) {
+    if (!(await log.read(project, since, 1)).reset) return since
+  }
+  throw new Error('even since = head resets')
+}
+
+/** The lengths of the pages a byte budget cuts ops of these sizes into: as many as fit, at least one. */
+function pageLengths (sizes: readonly number[], maxBytes: number): number[] {
+  const lengths: number[] = []
+  let length = 0
+  let bytes = 0
+  for (const size of sizes) {
+    if (length > 0 && bytes + size > maxBytes) {
+      lengths.push(length)
+      length = 0
+      bytes = 0
+    }
+    length++
+    bytes += size
+  }
+  if (length > 0) lengths.push(length)
+  return lengths
+}
+
+/** Every op after `since`, page by page, with a byte budget; the pages too. */
+async function readPages (log: OperationLog, project: string, maxBytes: number | undefined, since = 0): Promise<Op[][]> {
+  const pages: Op[][] = []
+  for (;;) {
+    const page = await log.read(project, since, 1000, undefined, maxBytes)
+    if (page.reset) throw new Error(`unexpected reset reading ${project} since ${since}`)
+    if (page.ops.length === 0) return pages
+    pages.push([...page.ops])
+    since = (page.ops.at(-1) as Op).seq
+    if (since >= page.head) return pages
+  }
 }
 
 export function operationLogContract (t: Test, name: string, factory: OperationLogFactory): void {
   t.test(`${name} fulfils the OperationLog contract`, async t => {
-    async function open (t: Test, historyLimit = LARGE_HISTORY): Promise<OperationLog> {
-      const { log, close } = await factory({ historyLimit })
-      t.teardown(close)
-      return log
+    async function open (t: Test, historyLimit = LARGE_HISTORY, options: Omit<OperationLogOptions, 'historyLimit'> = {}): Promise<OperationLog> {
+      return (await harness(t, { historyLimit, ...options })).log
+    }
+
+    async function harness (t: Test, options: OperationLogOptions): Promise<OperationLogHarness> {
+      const made = await factory(options)
+      t.teardown(made.close)
+      return made
     }
 
     t.test('assigns seqs 1, 2, 3, ... to a project and resolves the appended op', async t => {
@@ -103,8 +172,9 @@ export function operationLogContract (t: Test, name: string, factory: OperationL
     t.test('reports the head the appends reached', async t => {
       const log = await open(t)
       const project = uniqueId('project')
-      const before = await log.head(project)
-      t.equal(before.seq, 0, 'head is 0 before the first append')
+      t.strictSame(await log.head(project), { epoch: NO_EPOCH, seq: 0 }, 'no log before the first append')
+      await log.open(project)
+      t.equal((await log.head(project)).seq, 0, 'head is 0 before the first append')
       for (const seq of range(1, 3)) {
         const result = await log.append(newOp(project))
         t.strictSame(await log.head(project), { epoch: result.epoch, seq }, `head after append ${seq}`)
@@ -222,19 +292,85 @@ export function operationLogContract (t: Test, name: string, factory: OperationL
       t.strictSame(pages.flat(), acked, 'the pages together are the whole log')
     })
 
-    t.test('reads a project that never had an op as head 0 with no ops and no reset', async t => {
+    t.test('reads a project that has a log but no op as head 0 with no ops and no reset', async t => {
       const log = await open(t)
       const project = uniqueId('project')
-      const read = await log.read(project, 0, 10)
-      t.strictSame(read, { epoch: read.epoch, head: 0, ops: [], reset: false })
-      t.strictSame(await log.head(project), { epoch: read.epoch, seq: 0 })
+      const { epoch } = await log.open(project)
+      t.strictSame(await log.read(project, 0, 10), { epoch, head: 0, ops: [], reset: false })
+      t.strictSame(await log.read(project, 0, 10, epoch), { epoch, head: 0, ops: [], reset: false }, 'with its epoch')
+      t.strictSame(await log.head(project), { epoch, seq: 0 })
+    })
+
+    t.test('answers NO_EPOCH at head 0 for a project with no log, and creates nothing by head or read', async t => {
+      const log = await open(t)
+      const project = uniqueId('project')
+      t.strictSame(await log.head(project), { epoch: NO_EPOCH, seq: 0 }, 'head')
+      t.strictSame(await log.read(project, 0, 10), { epoch: NO_EPOCH, head: 0, ops: [], reset: false }, 'since 0')
+      t.strictSame(await log.read(project, 0, 10, NO_EPOCH), { epoch: NO_EPOCH, head: 0, ops: [], reset: false }, 'since 0 with NO_EPOCH')
+      t.strictSame(await log.read(project, 0, 10, 'an-old-epoch'), { epoch: NO_EPOCH, head: 0, ops: [], reset: true }, 'another epoch resets')
+      t.strictSame(await log.read(project, 3, 10, NO_EPOCH), { epoch: NO_EPOCH, head: 0, ops: [], reset: true }, 'since > 0 resets')
+      t.strictSame(await log.head(project), { epoch: NO_EPOCH, seq: 0 }, 'still no log')
+      const opened = await log.open(project)
+      t.equal(opened.created, true, 'so open creates it: nothing did before')
+    })
+
+    t.test('opens a project: a new epoch at head 0 the first time, the same position afterwards', async t => {
+      const log = await open(t)
+      const project = uniqueId('project')
+      const first = await log.open(project)
+      t.equal(first.created, true, 'created')
+      t.equal(first.seq, 0, 'head 0')
+      t.type(first.epoch, 'string')
+      t.ok(first.epoch !== NO_EPOCH && first.epoch.length > NO_EPOCH.length, `a real epoch (${first.epoch}), longer than NO_EPOCH`)
+      t.strictSame(await log.open(project), { epoch: first.epoch, seq: 0, created: false }, 'opened again: not created')
+      const op = accepted(await log.append(newOp(project)))
+      t.strictSame(await log.open(project), { epoch: first.epoch, seq: op.seq, created: false }, 'after an append: its head')
+    })
+
+    t.test('creates one epoch when a project is opened by concurrent calls, and says created to one of them', async t => {
+      const log = await open(t)
+      const project = uniqueId('project')
+      const opened = await Promise.all(range(1, 20).map(async () => await log.open(project)))
+      t.equal(new Set(opened.map(o => o.epoch)).size, 1, 'one epoch')
+      t.equal(opened.filter(o => o.created).length, 1, 'one call created it')
+      t.strictSame(new Set(opened.map(o => o.seq)), new Set([0]), 'head 0')
+    })
+
+    t.test('creates the log on the first append and says so on that append only', async t => {
+      const log = await open(t)
+      const project = uniqueId('project')
+      const first = await log.append(newOp(project))
+      t.match(first, { duplicate: false, created: true }, 'the first append created the log')
+      t.not(first.epoch, NO_EPOCH, 'with a real epoch')
+      t.match(await log.append(newOp(project)), { duplicate: false, created: false, epoch: first.epoch }, 'the next did not')
+      t.strictSame(await log.head(project), { epoch: first.epoch, seq: 2 })
+      const other = uniqueId('project')
+      await log.open(other)
+      t.match(await log.append(newOp(other)), { duplicate: false, created: false }, 'nor does the first append to an opened log')
+    })
+
+    t.test('appends with create: false only to a project that has a log', async t => {
+      const { log, createsAnyway } = await harness(t, { historyLimit: LARGE_HISTORY })
+      const project = uniqueId('project')
+      const refused = await log.append({ ...newOp(project), create: false })
+      if (createsAnyway === true) {
+        t.match(refused, { duplicate: false, created: true }, 'this log cannot tell, so it takes the op')
+        return
+      }
+      t.strictSame(refused, { duplicate: false, created: false, missing: true }, 'no log: missing')
+      t.strictSame(await log.head(project), { epoch: NO_EPOCH, seq: 0 }, 'nothing was written')
+      t.equal((await log.open(project)).created, true, 'not even the log')
+      const op = newOp(project, 'kept')
+      const appended = await log.append({ ...op, create: false })
+      t.match(appended, { duplicate: false, created: false, op: { ...op, seq: 1 } }, 'once opened, appended')
+      t.match(await log.append({ ...op, create: false }), { duplicate: true, seq: 1 }, 'and idempotent')
     })
 
     t.test('resets when since is above the head', async t => {
       const log = await open(t)
       const project = uniqueId('project')
-      const empty = await log.read(project, 1, 10)
-      t.strictSame(empty, { epoch: empty.epoch, head: 0, ops: [], reset: true }, 'since 1 on an empty project')
+      const { epoch: opened } = await log.open(project)
+      t.strictSame(await log.read(project, 1, 10), { epoch: opened, head: 0, ops: [], reset: true }, 'since 1 on an empty project')
       await appendAll(log, project, 3)
       const { epoch } = await log.head(project)
       t.strictSame(await log.read(project, 4, 10), { epoch, head: 3, ops: [], reset: true }, 'since head + 1')
@@ -304,9 +440,10 @@ export function operationLogContract (t: Test, name: string, factory: OperationL
     t.test('names the epoch with a non-empty string that stays the same across calls', async t => {
       const log = await open(t)
       const project = uniqueId('project')
-      const { epoch } = await log.head(project)
+      const { epoch } = await log.open(project)
       t.type(epoch, 'string')
       t.ok(epoch.length > 0, 'the epoch is not empty')
+      t.equal((await log.head(project)).epoch, epoch, 'head before the first op')
       t.equal((await log.read(project, 0, 10)).epoch, epoch, 'read before the first op')
       const first = await log.append(newOp(project))
       t.equal(first.epoch, epoch, 'the first append')
@@ -315,6 +452,110 @@ export function operationLogContract (t: Test, name: string, factory: OperationL
       t.equal((await log.read(project, 0, 10)).epoch, epoch, 'read')
       t.equal((await log.head(project)).epoch, epoch, 'head')
       t.equal((await log.read(project, 0, 10, epoch)).reset, false, 'reading with it is not a reset')
+    })
+
+    t.test('keeps at most historyBytes of history: the newest ops whose sizes fit, the oldest going first', async t => {
+      const historyBytes = 10_000
+      const log = await open(t, LARGE_HISTORY, { historyBytes })
+      const project = uniqueId('project')
+      // Sizes from about 300 to about 1,500 bytes, so the cut falls between ops.
+      const acked = await appendAll(log, project, 60, (i) => 'x'.repeat(250 + (i * 397) % 1250))
+      const sizes = acked.map(sizeOf)
+      // The longest run of newest ops within the bound.
+      let fits = 0
+      while (fits < sizes.length && sum(sizes.slice(sizes.length - fits - 1)) <= historyBytes) fits++
+      t.ok(fits > 1 && fits < 60, `${fits} ops fit`)
+      const since = await oldestServed(log, project)
+      t.equal(60 - since, fits, 'exactly the newest ops that fit are readable')
+      t.ok(sum(sizes.slice(since)) <= historyBytes, 'their sizes are within historyBytes')
+      t.strictSame((await log.read(project, since, 1000, undefined, Number.MAX_SAFE_INTEGER)).ops, acked.slice(since), 'and read back whole')
+    })
+
+    t.test('keeps the newest op even when it alone is larger than historyBytes', async t => {
+      const historyBytes = 2_000
+      const log = await open(t, LARGE_HISTORY, { historyBytes })
+      const project = uniqueId('project')
+      await appendAll(log, project, 3, () => 'small')
+      const big = accepted(await log.append(newOp(project, 'y'.repeat(5_000))))
+      t.ok(sizeOf(big) > historyBytes)
+      t.strictSame((await log.read(project, 3, 10)).ops, [big], 'the big op is readable')
+      t.equal((await log.read(project, 2, 10)).reset, true, 'the ops before it are gone')
+      const small = accepted(await log.append(newOp(project, 'small again')))
+      t.strictSame((await log.read(project, 4, 10)).ops, [small], 'the next op pushes the big one out')
+      t.equal((await log.read(project, 3, 10)).reset, true)
+    })
+
+    t.test('ends a page before the op that would take it past maxBytes, and serves a first op larger than maxBytes alone', async t => {
+      const log = await open(t)
+      const project = uniqueId('project')
+      const acked = await appendAll(log, project, 12, (i) => 'z'.repeat(900 + i))
+      const sizes = acked.map(sizeOf)
+      const three = sum(sizes.slice(0, 3))
+      const page = await log.read(project, 0, 100, undefined, three)
+      t.strictSame(page.ops, acked.slice(0, 3), 'exactly the ops that fit (the bound is inclusive)')
+      t.equal(page.head, 12, 'the head, beyond the page')
+      t.strictSame((await log.read(project, 0, 100, undefined, three - 1)).ops, acked.slice(0, 2), 'one byte less: one op less')
+      t.strictSame((await log.read(project, 0, 2, undefined, three)).ops, acked.slice(0, 2), 'limit still bounds the page')
+      const pages = await readPages(log, project, three)
+      t.strictSame(pages.map(p => p.length), pageLengths(sizes, three), 'continuing from the last seq pages through the whole log')
+      t.strictSame(pages.flat(), acked)
+      const single = await readPages(log, project, 10)
+      t.strictSame(single.map(p => p.length), Array(12).fill(1), 'ops larger than maxBytes come one per page')
+      t.strictSame(single.flat(), acked, 'and all of them')
+    })
+
+    t.test('bounds a read by the log\'s pageBytes when no maxBytes is given', async t => {
+      const log = await open(t, LARGE_HISTORY, { pageBytes: 2_500 })
+      const project = uniqueId('project')
+      const acked = await appendAll(log, project, 5, () => 'p'.repeat(1_000))
+      t.strictSame((await log.read(project, 0, 100)).ops, acked.slice(0, 2), 'two ops of about 1,050 bytes fit in 2,500')
+      t.strictSame((await log.read(project, 0, 100, undefined, 100_000)).ops, acked, 'maxBytes overrides it')
+    })
+
+    t.test('remembers at least the last idRetention op ids and at most twice that', async t => {
+      const log = await open(t, 2, { idRetention: 3 })
+      const project = uniqueId('project')
+      const acked = await appendAll(log, project, 7)
+      const before = await log.head(project)
+      for (const op of acked.slice(-3)) {
+        t.strictSame(await log.append(newOp(project, 'retried', op.id)), { duplicate: true, epoch: before.epoch, seq: op.seq, id: op.id },
+          `op ${op.seq}, one of the last 3, is remembered`)
+      }
+      t.strictSame(await log.head(project), before, 'the head did not move')
+      const first = acked[0] as Op
+      t.match(await log.append(newOp(project, 'again', first.id)), { duplicate: false, op: { seq: 8 } }, 'the id 7 appends back (more than 2 x 3) is forgotten')
+    })
+
+    t.test('forgets a project idle for idleTtlMs whole: it comes back with a new epoch', async t => {
+      const log = await open(t, LARGE_HISTORY, { idleTtlMs: 300 })
+      const project = uniqueId('project')
+      const acked = await appendAll(log, project, 3)
+      const { epoch } = await log.head(project)
+      // Reads neither keep it nor bring it back.
+      await waitFor(async () => (await log.read(project, 0, 10)).epoch === NO_EPOCH, { what: 'the idle project to be forgotten', timeoutMs: 10_000, intervalMs: 50 })
+      t.strictSame(await log.head(project), { epoch: NO_EPOCH, seq: 0 }, 'no log')
+      t.strictSame(await log.read(project, 3, 10, epoch), { epoch: NO_EPOCH, head: 0, ops: [], reset: true }, 'its readers reset')
+      const again = await log.append(newOp(project, 'again', (acked[0] as Op).id))
+      t.match(again, { duplicate: false, created: true, op: { seq: 1 } }, 'appended anew: the ids were forgotten too')
+      t.not(again.epoch, epoch, 'a new epoch')
+    })
+
+    t.test('keeps a project that appends, opens or touches reach within idleTtlMs, and touches nothing else', async t => {
+      const idleTtlMs = 1_000
+      const log = await open(t, LARGE_HISTORY, { idleTtlMs })
+      const [touched, opened, idle, unknown] = [uniqueId('touched'), uniqueId('opened'), uniqueId('idle'), uniqueId('unknown')]
+      for (const project of [touched, opened, idle]) await log.append(newOp(project))
+      const epochs = await Promise.all([touched, opened].map(async (project) => (await log.head(project)).epoch))
+      // The idle project is the clock: while it expires, the others are touched and opened.
+      await waitFor(async () => {
+        await log.touch([touched, unknown])
+        await log.open(opened)
+        return (await log.head(idle)).epoch === NO_EPOCH
+      }, { what: 'the idle project to be forgotten', timeoutMs: 20_000, intervalMs: 50 })
+      t.strictSame(await log.head(touched), { epoch: epochs[0], seq: 1 }, 'the touched project kept its log')
+      t.strictSame(await log.head(opened), { epoch: epochs[1], seq: 1 }, 'the opened project kept its log')
+      t.strictSame(await log.head(unknown), { epoch: NO_EPOCH, seq: 0 }, 'touch created nothing')
+      t.equal((await log.read(touched, 0, 10)).ops.length, 1, 'with its history')
     })
 
     t.test('round-trips op fields and data as JSON values', async t => {
@@ -367,7 +608,7 @@ export function operationLogContract (t: Test, name: string, factory: OperationL
 
     t.test('closes idempotently', async t => {
       const log = await open(t)
-      await log.head(uniqueId('project'))
+      await log.open(uniqueId('project'))
       await t.resolves(log.close(), 'first close')
       await t.resolves(log.close(), 'second close')
     })

@@ -1,5 +1,7 @@
 import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
-import type { AppendResult, NewOp, OperationLog, ReadResult } from '../../ports/operation-log.js'
+import type {
+  AppendResult, LogMissing, NewOp, NewOpIfLogExists, OpenedLog, OperationLog, ReadResult
+} from '../../ports/operation-log.js'
 import type { LogPosition } from '../../lib/types.js'
 
 export interface TestLogOptions {
@@ -27,16 +29,26 @@ export class TestLog implements OperationLog {
     this.inner = new MemoryOperationLog(options.historyLimit === undefined ? {} : { historyLimit: options.historyLimit })
   }
 
-  async append (op: NewOp): Promise<AppendResult> {
+  append (op: NewOp): Promise<AppendResult>
+  append (op: NewOp | NewOpIfLogExists): Promise<AppendResult | LogMissing>
+  async append (op: NewOp | NewOpIfLogExists): Promise<AppendResult | LogMissing> {
     return await this.inner.append(op)
   }
 
-  async read (project: string, since: number, limit: number, epoch?: string): Promise<ReadResult> {
-    return await this.inner.read(project, since, limit, epoch)
+  async read (project: string, since: number, limit: number, epoch?: string, maxBytes?: number): Promise<ReadResult> {
+    return await this.inner.read(project, since, limit, epoch, maxBytes)
   }
 
   async head (project: string): Promise<LogPosition> {
     return await this.inner.head(project)
+  }
+
+  async open (project: string): Promise<OpenedLog> {
+    return await this.inner.open(project)
+  }
+
+  async touch (projects: readonly string[]): Promise<void> {
+    await this.inner.touch(projects)
   }
 
   async close (): Promise<void> {
