@@ -70,6 +70,9 @@ export function createFlowMetrics (flow: StatsSources, loop: LoopMonitor): FlowM
   counter('flow_ops_duplicate_total', 'Ops answered from idempotency', () => stats.opsDuplicate)
   counter('flow_ops_shed_total', 'Ops refused because too many were waiting for the op log', () => stats.opsShed)
   gauge('flow_ops_in_flight', 'Ops waiting for the op log', () => flow.hub.opsInFlight)
+  gauge('flow_memory_history_bytes', 'Bytes of history the memory op log in use holds (memory mode, or the fallback of an outage)',
+    () => flow.memoryHistory()?.bytes ?? 0)
+  gauge('flow_memory_history_projects', 'Projects the memory op log in use holds', () => flow.memoryHistory()?.projects ?? 0)
   counter('flow_broadcasts_published_total', 'Messages published to other instances', () => stats.broadcastsPublished)
   counter('flow_broadcasts_received_total', 'Messages received from other instances', () => stats.broadcastsReceived)
   counter('flow_broadcast_errors_total', 'Publishes that failed', () => stats.broadcastErrors)

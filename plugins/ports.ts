@@ -27,6 +27,8 @@ export interface PortReport {
 export interface FlowPorts {
   readonly ports: HubPorts
   readonly reports: () => Readonly<Record<keyof HubPorts, PortReport>>
+  /** what the memory op log in use holds (memory mode, or the fallback of an outage); null when none was made */
+  readonly memoryHistory: () => { readonly bytes: number, readonly projects: number } | null
   /** the Redis connection's health (breaker, watchdogs); null when no port is on Redis */
   readonly health: ConnectionHealth | null
   /** the failover decorators of the Redis ports; null when no port is on Redis */
@@ -62,9 +64,12 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
   const ttlMs = config.sessionTtlSeconds * 1000
   // The op logs' bounds: per project (ops, bytes), per read, idle expiry; the memory ones' budget.
   const history = { historyBytes: config.historyBytes, pageBytes: config.replayPageBytes, idleTtlMs: config.projectIdleTtl * 1000 }
-  const memoryLog = (): MemoryOperationLog => createMemoryOperationLog({
-    ...history, historyLimit: config.historyMemory, totalBytes: config.memoryHistoryBytes
-  })
+  // The memory log serving now (memory mode, or the fallback of the current outage), for /ws/stats.
+  let inMemory: MemoryOperationLog | null = null
+  const memoryLog = (): MemoryOperationLog => {
+    inMemory = createMemoryOperationLog({ ...history, historyLimit: config.historyMemory, totalBytes: config.memoryHistoryBytes })
+    return inMemory
+  }
   const onRedis = (flag: boolean, port: keyof HubPorts): boolean => redis !== null && flag && given[port] === undefined
   const useSessions = onRedis(config.useRedisCollaboration, 'sessions')
   const useBroadcaster = onRedis(config.useRedisWebsockets, 'broadcaster')
@@ -89,6 +94,7 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
       isOutage: isRedisOutage,
       timeoutMs,
       maxBuffered: config.outageBufferOps,
+      maxBufferedBytes: config.outageBufferBytes,
       primary: {
         broadcaster: useBroadcaster ? make(createRedisBroadcaster({ client, subscriber, keyPrefix, origin: instanceId, onMessage: health.onMessage })) : undefined,
         // With Pub/Sub too, the append script publishes: publish order is seq order.
@@ -116,6 +122,7 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
   fastify.decorate('flowPorts', {
     ports,
     reports: () => ({ sessions: report('sessions'), broadcaster: report('broadcaster'), log: report('log') }),
+    memoryHistory: () => inMemory === null ? null : { bytes: inMemory.bytes, projects: inMemory.projects },
     health,
     failover
   })

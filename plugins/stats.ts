@@ -17,6 +17,8 @@ export interface StatsSources {
   /** the Redis connection's breaker; null when no port is on Redis */
   readonly breaker: CircuitBreaker | null
   readonly portReports: () => Readonly<Record<'sessions' | 'broadcaster' | 'log', PortReport>>
+  /** what the memory op log in use holds; null when none */
+  readonly memoryHistory: () => { readonly bytes: number, readonly projects: number } | null
   /** Redis' memory at the last read (null until read); absent when no port is on Redis */
   readonly redisMemory?: () => RedisMemory | null
 }
@@ -34,6 +36,7 @@ export function snapshot (flow: StatsSources, loop: LoopMonitor): Record<string,
     sessions: hub.sessionCount,
     frames: { in: stats.framesIn, out: stats.framesOut, rejected: stats.framesRejected, rateLimited: stats.rateLimited, inByType: stats.framesInByType },
     ops: { appended: stats.opsAppended, duplicate: stats.opsDuplicate, shed: stats.opsShed, inFlight: hub.opsInFlight },
+    history: flow.memoryHistory(),
     broadcasts: { published: stats.broadcastsPublished, received: stats.broadcastsReceived, errors: stats.broadcastErrors },
     fallbacks: stats.fallbacks,
     recoveries: stats.recoveries,
@@ -56,7 +59,7 @@ export function snapshot (flow: StatsSources, loop: LoopMonitor): Record<string,
  */
 async function statsPlugin (fastify: FastifyInstance): Promise<void> {
   const { instanceId, startedAt, stats } = fastify.flowConfig
-  const { health, reports } = fastify.flowPorts
+  const { health, reports, memoryHistory } = fastify.flowPorts
   const redis = fastify.flowRedis
   const sources: StatsSources = {
     instanceId,
@@ -65,6 +68,7 @@ async function statsPlugin (fastify: FastifyInstance): Promise<void> {
     hub: fastify.flowHub,
     breaker: health?.breaker ?? null,
     portReports: reports,
+    memoryHistory,
     ...(redis === null ? {} : { redisMemory: () => redis.memory })
   }
   const loop = new LoopMonitor(5000)

@@ -48,6 +48,8 @@ export interface FailoverPortsOptions extends SwitchOptions {
   }
   /** ops the outage buffer may hold; beyond, appends answer `unavailable` */
   readonly maxBuffered: number
+  /** bytes of ops the outage buffer may hold */
+  readonly maxBufferedBytes: number
 }
 
 export interface FailoverEvents {
@@ -76,7 +78,8 @@ export function createFailoverPorts (options: FailoverPortsOptions): FailoverPor
   const b = primary.broadcaster === undefined ? undefined : FailoverBroadcaster.create({ ...options, primary: primary.broadcaster })
   const l = primary.log === undefined
     ? undefined
-    : FailoverOperationLog.create({ ...options, primary: primary.log, fallback: fallback.log, maxBuffered: options.maxBuffered })
+    : FailoverOperationLog.create({ ...options, primary: primary.log, fallback: fallback.log, maxBuffered: options.maxBuffered,
+      maxBufferedBytes: options.maxBufferedBytes })
   const s = primary.sessions === undefined ? undefined : FailoverSessionStore.create({ ...options, primary: primary.sessions, fallback: fallback.sessions })
   // The order of the re-sync: subscriptions, then ops, then sessions.
   const controls: PortControl[] = [b?.control, l?.control, s?.control].filter((c) => c !== undefined)

@@ -3,6 +3,7 @@ import type {
 } from '../../ports/operation-log.js'
 import type { LogPosition } from '../../lib/types.js'
 import { UnavailableError } from '../../lib/errors.js'
+import { storedOpJson } from '../../lib/protocol/op-frame.js'
 import { withTimeout } from '../../lib/watchdog.js'
 import { PortSwitch, type PortControl, type SwitchOptions } from './switch.js'
 
@@ -15,6 +16,8 @@ export interface FailoverOperationLogOptions extends SwitchOptions {
   readonly fallback: () => OperationLog
   /** ops the outage buffer may hold; beyond, appends answer `unavailable` (default 100,000) */
   readonly maxBuffered?: number
+  /** bytes of ops (their stored JSON) the outage buffer may hold; beyond, appends answer `unavailable` (default 64 MiB) */
+  readonly maxBufferedBytes?: number
 }
 
 /** The op log decorator's control: where it serves from, its re-sync, and what waits in its outage buffer. */
@@ -40,6 +43,10 @@ export class FailoverOperationLog implements OperationLog {
   readonly #primary: OperationLog
   readonly #makeFallback: () => OperationLog
   readonly #maxBuffered: number
+  readonly #maxBufferedBytes: number
+  /** the size of each buffered op, and their sum */
+  #bufferSizes: number[] = []
+  #bufferBytes = 0
   #fallback: OperationLog | null = null
   #buffer: NewOp[] = []
   /** while `resync` appends the buffer's last batch: appends wait for it, then go where the log serves from */
@@ -64,9 +71,12 @@ export class FailoverOperationLog implements OperationLog {
     this.#primary = options.primary
     this.#makeFallback = options.fallback
     this.#maxBuffered = options.maxBuffered ?? 100_000
+    this.#maxBufferedBytes = options.maxBufferedBytes ?? 64 * 1024 * 1024
     this.#switch = new PortSwitch(options, () => {
       this.#fallback = this.#makeFallback()
       this.#buffer = []
+      this.#bufferSizes = []
+      this.#bufferBytes = 0
     }, () => {
       void this.#fallback?.close()
       this.#fallback = null
@@ -141,7 +151,8 @@ export class FailoverOperationLog implements OperationLog {
   }
 
   async #appendFallback (input: NewOp | NewOpIfLogExists): Promise<AppendResult> {
-    if (this.#buffer.length >= this.#maxBuffered) {
+    const size = Buffer.byteLength(storedOpJson(input))
+    if (this.#buffer.length >= this.#maxBuffered || this.#bufferBytes + size > this.#maxBufferedBytes) {
       throw new UnavailableError('the op log is away and the outage buffer is full; try again')
     }
     const op: NewOp = input.create === false ? { ...input, create: true } : input
@@ -149,6 +160,8 @@ export class FailoverOperationLog implements OperationLog {
     // seqs, so a re-sync that is finishing cannot miss it. A duplicate stays
     // too: the primary answers it as one by id.
     this.#buffer.push(op)
+    this.#bufferSizes.push(size)
+    this.#bufferBytes += size
     return await this.#log().append(op)
   }
 
@@ -190,6 +203,7 @@ export class FailoverOperationLog implements OperationLog {
         const batch = this.#buffer.slice(0, size)
         await withTimeout(Promise.all(batch.map(async (op) => await this.#primary.append(op))), this.#switch.options.timeoutMs, 'op log re-sync')
         this.#buffer.splice(0, batch.length)
+        for (const size of this.#bufferSizes.splice(0, batch.length)) this.#bufferBytes -= size
         if (last) {
           this.#switch.backToPrimary()
           return

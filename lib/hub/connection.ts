@@ -1,6 +1,6 @@
 import type { LocalMember } from './project.js'
 import type { Identity, SharedFrame, Transport } from './transport.js'
-import { AbuseTracker, TokenBucket } from './rate-limiter.js'
+import type { AbuseTracker, ReplayBudget, TokenBucket } from './rate-limiter.js'
 
 /** One client connection: its identity, its projects and its limits. */
 export class Connection {
@@ -17,6 +17,8 @@ export class Connection {
   chain: Promise<void> = Promise.resolve()
   /** frames waiting in the chain, bounded so a flood cannot queue forever */
   queued = 0
+  /** the history its replays may still be sent this second; made on its first replay */
+  replayBudget: ReplayBudget | undefined
 
   readonly #sink: (conn: Connection, frame: string | SharedFrame) => void
 

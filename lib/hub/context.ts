@@ -5,6 +5,7 @@ import type { FlowConfig } from '../config.js'
 import type { Stats } from '../stats.js'
 import type { Outbox } from './outbox.js'
 import type { ProjectRegistry } from './projects.js'
+import type { CreationLimiter } from './rate-limiter.js'
 
 /** The ports the hub works on. */
 export interface HubPorts {
@@ -22,7 +23,8 @@ export interface HubLogger {
 
 export type HubConfig = Pick<FlowConfig,
   'sessionTtlSeconds' | 'maxPayloadBytes' | 'maxPresenceBytes' | 'maxProjectsPerConnection' |
-  'rateLimit' | 'rateBurst' | 'heartbeatMs' | 'maxBufferedBytes' | 'shutdownTimeoutMs' | 'maxOpsInFlight'>
+  'rateLimit' | 'rateBurst' | 'heartbeatMs' | 'maxBufferedBytes' | 'shutdownTimeoutMs' | 'maxOpsInFlight' |
+  'replayPageBytes' | 'replayBytesPerSecond' | 'projectsPerMinute' | 'projectIdleTtl'>
 
 /** What the parts of the hub share: settings, ports, the logger and counters, the projects here, the outbox. */
 export interface HubContext {
@@ -33,4 +35,6 @@ export interface HubContext {
   readonly stats: Stats
   readonly projects: ProjectRegistry
   readonly outbox: Outbox
+  /** new projects per identity and minute */
+  readonly creations: CreationLimiter
 }

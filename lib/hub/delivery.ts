@@ -3,6 +3,7 @@ import type { OpFrame, SyncFrame } from '../protocol/frames.js'
 import type { ResetFrame } from '../protocol/wire.js'
 import { opFrame } from '../protocol/op-frame.js'
 import { NotJoinedError, RateLimitedError, type FlowError } from '../errors.js'
+import { creationRefused, ReplayBudget } from './rate-limiter.js'
 import { randomId } from '../ids.js'
 import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
@@ -11,11 +12,13 @@ import { SharedFrame } from './transport.js'
 
 /** How long an out-of-order op waits for the ops before it to arrive by broadcast. */
 const GAP_FILL_DELAY_MS = 100
-/** Page size of replays read from the log. */
+/** Ops per page of replays read from the log (pages are bounded by FLOW_REPLAY_PAGE_BYTES too). */
 const REPLAY_PAGE = 500
 
 /** What an append through the log came to. */
-export type Appended = { duplicate: true, seq: number } | { duplicate: false, seq: number, op: Op, epoch: string }
+export type Appended =
+  | { duplicate: true, seq: number, created?: undefined }
+  | { duplicate: false, seq: number, op: Op, epoch: string, created: boolean }
 
 /**
  * The op pipeline, from intake to every member: appends through the op log,
@@ -93,11 +96,19 @@ export class Delivery {
     })
   }
 
-  /** An op posted over HTTP: appended and broadcast like a client op. */
+  /**
+   * An op posted over HTTP: appended and broadcast like a client op. The
+   * first op of a project creates it, within the poster's budget of new
+   * projects per minute; past it, an op to a project that does not exist is
+   * refused with `rate_limited` and creates nothing.
+   */
   async post (project: string, userId: string, id: string, data: unknown): Promise<Appended> {
     const shed = this.shed()
     if (shed !== null) throw shed
-    const result = await this.append(project, id, userId, null, data)
+    const { creations } = this.#ctx
+    const result = await this.append(project, id, userId, null, data, creations.allows(userId, Date.now()))
+    if (result === null) throw creationRefused(project)
+    if (result.created === true) creations.created(userId, Date.now())
     if (!result.duplicate) {
       const lp = this.#ctx.projects.get(project)
       if (lp !== undefined && lp.epoch !== '') this.deliver(lp, result.op, result.epoch)
@@ -116,13 +127,21 @@ export class Delivery {
     return new RateLimitedError('server busy: too many ops waiting for the log; this one was dropped, try again')
   }
 
-  /** Appends through the log, counting what is in flight for the drain. */
-  async append (project: string, id: string, userId: string, sessionId: string | null,
-    data: unknown): Promise<Appended> {
+  /**
+   * Appends through the log, counting what is in flight for the drain.
+   * `create: false` appends only to a log that exists: null when it does not.
+   */
+  async append (project: string, id: string, userId: string, sessionId: string | null, data: unknown): Promise<Appended>
+  async append (project: string, id: string, userId: string, sessionId: string | null, data: unknown,
+    create: boolean): Promise<Appended | null>
+  async append (project: string, id: string, userId: string, sessionId: string | null, data: unknown,
+    create = true): Promise<Appended | null> {
     const { ports, stats, projects } = this.#ctx
     this.#inFlight++
     try {
-      const result = await ports.log.append({ project, id, userId, sessionId, data, ts: Date.now() })
+      const op = { project, id, userId, sessionId, data, ts: Date.now() }
+      const result = create ? await ports.log.append(op) : await ports.log.append({ ...op, create: false })
+      if (result.missing === true) return null
       if (result.duplicate) {
         stats.opsDuplicate++
         return { duplicate: true, seq: result.seq }
@@ -134,7 +153,7 @@ export class Delivery {
           ? { kind: 'op', epoch: result.epoch, op: result.op, relay: true }
           : { kind: 'op', epoch: result.epoch, op: result.op })
       }
-      return { duplicate: false, seq: result.op.seq, op: result.op, epoch: result.epoch }
+      return { duplicate: false, seq: result.op.seq, op: result.op, epoch: result.epoch, created: result.created }
     } finally {
       this.#inFlight--
     }
@@ -235,7 +254,8 @@ export class Delivery {
    * data lost) or history no longer reaches back, every member gets `reset`.
    */
   async #resync (lp: LocalProject, force = false): Promise<void> {
-    const position = await this.#ctx.ports.log.head(lp.name)
+    // open, not head: members are here, so the project has a log (a lost one comes back with a new epoch).
+    const position = await this.#ctx.ports.log.open(lp.name)
     if (!force && position.epoch === lp.epoch) {
       if (position.seq > lp.delivered) await this.#catchUp(lp)
       return
@@ -286,6 +306,13 @@ export class Delivery {
   /**
    * Sends the ops since `since` up to `target` (what the project has
    * delivered live), or `reset`. The member's held ops follow it.
+   *
+   * Paced, so no replay is closed as a slow consumer for reading at network
+   * speed and no connection's replays crowd out the others: pages are
+   * bounded by bytes (FLOW_REPLAY_PAGE_BYTES), the next page waits until the
+   * connection has drained to one page, and a connection is sent at most
+   * FLOW_REPLAY_BYTES_PER_SECOND of history (its budget, shared by its
+   * replays: beyond it the replay waits).
    */
   async replay (lp: LocalProject, member: LocalMember, since: number, epoch: string | undefined,
     target: number): Promise<void> {
@@ -298,19 +325,30 @@ export class Delivery {
       reset()
       return
     }
+    const { config } = this.#ctx
+    const conn = member.conn
+    conn.replayBudget ??= new ReplayBudget(config.replayBytesPerSecond, Date.now())
     let from = since
     for (;;) {
-      const page = await this.#ctx.ports.log.read(lp.name, from, REPLAY_PAGE, epoch)
+      const page = await this.#ctx.ports.log.read(lp.name, from, REPLAY_PAGE, epoch, config.replayPageBytes)
       if (page.reset || page.epoch !== lp.epoch) {
         reset()
         return
       }
+      let bytes = 0
       for (const op of page.ops) {
         if (op.seq > target) break
-        member.conn.send(opFrame(op))
+        const frame = opFrame(op)
+        bytes += frame.length
+        conn.send(frame)
         from = op.seq
       }
+      const wait = conn.replayBudget.spend(bytes, Date.now())
       if (from >= target || page.ops.length === 0 || (page.ops.at(-1) as Op).seq >= target) break
+      await conn.transport.whenDrained(config.replayPageBytes)
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+      // Gone meanwhile: nothing more to send; its sessions are being removed.
+      if (conn.closed) return
     }
     member.lastSeq = Math.max(since, target)
   }

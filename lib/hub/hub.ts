@@ -13,7 +13,7 @@ import { Outbox } from './outbox.js'
 import type { LocalProject } from './project.js'
 import { ProjectApi, type History, type PostedOp } from './project-api.js'
 import { ProjectRegistry } from './projects.js'
-import { AbuseTracker, TokenBucket } from './rate-limiter.js'
+import { AbuseTracker, CreationLimiter, TokenBucket } from './rate-limiter.js'
 import { SessionKeeper } from './session-keeper.js'
 import { CLOSE, type Identity, type Transport } from './transport.js'
 
@@ -30,6 +30,8 @@ export interface HubOptions {
 
 /** Longest stretch of dropped frames, with no quiet second, before 1008. */
 const ABUSE_WINDOW_MS = 5000
+/** The idle expiry of the projects served here is extended at least this often (and four times per idle TTL). */
+const KEEP_ALIVE_MAX_MS = 3_600_000
 
 /**
  * The collaboration hub: connections, projects, sessions and the order of
@@ -56,6 +58,7 @@ export class Hub {
   readonly #intake: Intake
   readonly #api: ProjectApi
   readonly #heartbeat: NodeJS.Timeout
+  readonly #keepAlive: NodeJS.Timeout
   #draining = false
   #drained: Promise<void> | undefined
   #closed = false
@@ -73,11 +76,13 @@ export class Hub {
     })
     const draining = (): boolean => this.#draining
     this.#outbox = new Outbox(config, this.stats, logger, (conn) => { this.disconnect(conn) })
+    const creations = new CreationLimiter(config.projectsPerMinute)
     this.#projects = new ProjectRegistry(ports, this.stats, logger, {
       message: (lp, message) => { this.#received(lp, message) },
       ready: (lp) => { if (lp.flush()) this.#delivery.scheduleGapFill(lp) }
-    })
-    const ctx: HubContext = { config, ports, logger, stats: this.stats, projects: this.#projects, outbox: this.#outbox }
+    }, creations)
+    const { stats } = this
+    const ctx: HubContext = { config, ports, logger, stats, projects: this.#projects, outbox: this.#outbox, creations }
     this.#delivery = new Delivery(ctx)
     this.#keeper = new SessionKeeper(ctx)
     this.#membership = new Membership(ctx, this.#delivery, this.#keeper)
@@ -85,6 +90,11 @@ export class Hub {
     this.#api = new ProjectApi(ctx, this.#delivery, draining)
     this.#heartbeat = setInterval(() => { this.#beat() }, config.heartbeatMs)
     this.#heartbeat.unref()
+    // A project with members is not idle: its log's idle expiry is extended well before it is due.
+    this.#keepAlive = setInterval(() => {
+      this.#projects.touchAll().catch((err: unknown) => { logger.warn({ err }, 'extending the idle expiry failed') })
+    }, Math.min(config.projectIdleTtl * 1000 / 4, KEEP_ALIVE_MAX_MS))
+    this.#keepAlive.unref()
   }
 
   get connectionCount (): number { return this.#connections.size }
@@ -241,6 +251,7 @@ export class Hub {
     if (this.#closed) return
     this.#closed = true
     clearInterval(this.#heartbeat)
+    clearInterval(this.#keepAlive)
     this.#keeper.close()
     for (const lp of this.#projects.values()) if (lp.gapTimer !== undefined) clearTimeout(lp.gapTimer)
   }

@@ -46,7 +46,7 @@ export class Membership {
     if (jsonBytes(presence) > config.maxPresenceBytes) {
       throw new LimitExceededError(`presence is larger than ${config.maxPresenceBytes} bytes`)
     }
-    const lp = await projects.acquire(project)
+    const lp = await projects.acquire(project, conn.identity.userId)
     const member = new LocalMember(conn, randomId(12), conn.identity.userId, presence, Date.now())
     try {
       await ports.sessions.add(project, member.toMember(), member.presenceVersion)

@@ -47,7 +47,8 @@ export class ProjectApi {
   /** A page of history: ops with since < seq, at most `limit`. */
   async history (project: string, since: number, limit: number): Promise<History> {
     assertProject(project)
-    const page = await this.#ctx.ports.log.read(project, since, limit)
+    // A page ends early rather than grow past FLOW_REPLAY_PAGE_BYTES; the caller continues from its last seq.
+    const page = await this.#ctx.ports.log.read(project, since, limit, undefined, this.#ctx.config.replayPageBytes)
     return { project, epoch: page.epoch, seq: page.head, ops: page.reset ? [] : page.ops, reset: page.reset }
   }
 

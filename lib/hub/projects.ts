@@ -1,7 +1,12 @@
 import type { BroadcastMessage } from '../../ports/broadcaster.js'
 import type { Stats } from '../stats.js'
+import { NO_EPOCH, type LogPosition } from '../types.js'
 import type { HubLogger, HubPorts } from './context.js'
 import { LocalProject } from './project.js'
+import { creationRefused, type CreationLimiter } from './rate-limiter.js'
+
+/** Projects whose idle expiry one touch call extends. */
+const TOUCH_BATCH = 1000
 
 export interface ProjectEvents {
   /** a message of another instance about the project */
@@ -21,12 +26,14 @@ export class ProjectRegistry {
   readonly #stats: Stats
   readonly #logger: HubLogger
   readonly #events: ProjectEvents
+  readonly #creations: CreationLimiter
 
-  constructor (ports: HubPorts, stats: Stats, logger: HubLogger, events: ProjectEvents) {
+  constructor (ports: HubPorts, stats: Stats, logger: HubLogger, events: ProjectEvents, creations: CreationLimiter) {
     this.#ports = ports
     this.#stats = stats
     this.#logger = logger
     this.#events = events
+    this.#creations = creations
   }
 
   get size (): number { return this.#projects.size }
@@ -44,8 +51,13 @@ export class ProjectRegistry {
     return this.#projects.get(lp.name) === lp
   }
 
-  /** The local project, created (subscribed, head read) on first use; one more reference to it. */
-  async acquire (project: string): Promise<LocalProject> {
+  /**
+   * The local project, created (subscribed, its log opened) on first use;
+   * one more reference to it. A project whose log does not exist yet is
+   * created for `creator`, within its budget of new projects per minute;
+   * past it the acquire fails with `rate_limited`.
+   */
+  async acquire (project: string, creator: string): Promise<LocalProject> {
     let lp = this.#projects.get(project)
     if (lp === undefined) {
       const created = new LocalProject(project)
@@ -53,7 +65,7 @@ export class ProjectRegistry {
       this.#projects.set(project, created)
       created.ready = (async () => {
         await this.#ports.broadcaster.subscribe(project, (message) => { this.#events.message(created, message) })
-        const head = await this.#ports.log.open(project)
+        const head = await this.#position(project, creator)
         created.epoch = head.epoch
         // Ops broadcast while we read the head may be pending already.
         created.delivered = head.seq
@@ -70,6 +82,26 @@ export class ProjectRegistry {
       throw err
     }
     return lp
+  }
+
+  /** The project's position, its log created when it has none and `creator` may create one. */
+  async #position (project: string, creator: string): Promise<LogPosition> {
+    if (this.#creations.allows(creator, Date.now())) {
+      const opened = await this.#ports.log.open(project)
+      if (opened.created) this.#creations.created(creator, Date.now())
+      return opened
+    }
+    const head = await this.#ports.log.head(project)
+    if (head.epoch === NO_EPOCH) throw creationRefused(project)
+    return head
+  }
+
+  /** Extends the idle expiry of every project served here (they have members, so they are not idle). */
+  async touchAll (): Promise<void> {
+    const names = [...this.#projects.keys()]
+    for (let i = 0; i < names.length; i += TOUCH_BATCH) {
+      await this.#ports.log.touch(names.slice(i, i + TOUCH_BATCH))
+    }
   }
 
   /** Drops one reference; at zero the project stops listening and sends the acks still waiting. */

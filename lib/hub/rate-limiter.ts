@@ -1,3 +1,5 @@
+import { RateLimitedError, type FlowError } from '../errors.js'
+
 /**
  * A token bucket per connection: `rate` tokens per second, at most `burst`.
  * Small on purpose (three numbers): it lives on every connection.
@@ -77,4 +79,49 @@ export class ReplayBudget {
     this.#available -= bytes
     return this.#available >= 0 ? 0 : Math.ceil(-this.#available / this.#rate)
   }
+}
+
+/** Identities whose creation budget is remembered at most (the longest idle are forgotten first). */
+const MAX_IDENTITIES = 100_000
+
+/**
+ * How many new projects each identity may create: `perMinute`, refilled
+ * continuously, in bursts of at most `perMinute`. A project is created by
+ * its first op or join; creating one past the budget is refused. An
+ * identity with a full budget is forgotten (it costs nothing to remember).
+ */
+export class CreationLimiter {
+  readonly #perMinute: number
+  readonly #budgets = new Map<string, { tokens: number, last: number }>()
+
+  constructor (perMinute: number) {
+    this.#perMinute = perMinute
+  }
+
+  #budget (identity: string, now: number): { tokens: number, last: number } {
+    const b = this.#budgets.get(identity)
+    if (b === undefined) return { tokens: this.#perMinute, last: now }
+    b.tokens = Math.min(this.#perMinute, b.tokens + (now - b.last) * this.#perMinute / 60_000)
+    b.last = now
+    return b
+  }
+
+  /** Whether `identity` may create a project now. */
+  allows (identity: string, now: number): boolean {
+    return this.#budget(identity, now).tokens >= 1
+  }
+
+  /** `identity` created a project. */
+  created (identity: string, now: number): void {
+    const b = this.#budget(identity, now)
+    b.tokens -= 1
+    this.#budgets.delete(identity)
+    if (b.tokens < this.#perMinute) this.#budgets.set(identity, b)
+    if (this.#budgets.size > MAX_IDENTITIES) this.#budgets.delete(this.#budgets.keys().next().value as string)
+  }
+}
+
+/** The refusal of an op or join that would create a project past the identity's budget. */
+export function creationRefused (project: string): FlowError {
+  return new RateLimitedError(`too many new projects: ${project} does not exist yet; try again later`)
 }

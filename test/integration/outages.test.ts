@@ -17,8 +17,7 @@ import { freePort } from '../helpers/process.js'
 import { deferred, waitFor, withDeadline } from '../helpers/wait.js'
 import { TestLog } from '../helpers/logs.js'
 import { CircuitBreaker } from '../../lib/breaker.js'
-import type { LogPosition } from '../../lib/types.js'
-import type { AppendResult, NewOp, ReadResult } from '../../ports/operation-log.js'
+import type { AppendResult, NewOp, OpenedLog, ReadResult } from '../../ports/operation-log.js'
 import { FailoverOperationLog } from '../../adapters/failover/index.js'
 import { isRedisOutage } from '../../adapters/redis/connection-health.js'
 import { Watchdog } from '../../lib/watchdog.js'
@@ -573,7 +572,7 @@ t.test('after a Redis restart the op log\'s scripts are loaded before the instan
   t.same(await loaded(), OPERATION_LOG_SCRIPTS.map(() => 1), 'loaded once the instance is back on the restarted Redis')
 })
 
-/** A shared log that can lose its data (a new epoch), answer appends late and hold head reads, as the test says. */
+/** A shared log that can lose its data (a new epoch), answer appends late and hold position reads (open), as the test says. */
 class SteppedLog extends TestLog {
   holdHeads = false
   readonly landed = deferred()
@@ -596,8 +595,8 @@ class SteppedLog extends TestLog {
   }
 
   /** The position when asked, answered when released. */
-  override async head (project: string): Promise<LogPosition> {
-    const position = await super.head(project)
+  override async open (project: string): Promise<OpenedLog> {
+    const position = await super.open(project)
     if (this.holdHeads) await new Promise<void>((resolve) => { this.#heads.push(resolve) })
     return position
   }
@@ -609,8 +608,8 @@ t.test('an op appended to an epoch the members are not in yet is acked after the
   t.teardown(() => { log.reply(); log.releaseHeads() })
   const client = await connect(t, server.ws)
   const joined = await client.join('ahead')
-  // The log loses its data and is created again (a new epoch: head() creates
-  // no log, so another instance opens it); a resync reads its head, answered late.
+  // The log loses its data and is created again (a new epoch: another
+  // instance opens it); a resync reads its position, answered late.
   log.inner = new MemoryOperationLog()
   await log.inner.open('ahead')
   log.holdHeads = true
