@@ -14,6 +14,7 @@ import { startServer, type TestServer } from '../helpers/server.js'
 import { connect, type Frame } from '../helpers/client.js'
 import { createTraffic, type Sender, type Traffic } from '../helpers/traffic.js'
 import { freePort } from '../helpers/process.js'
+import { startProxy } from '../helpers/proxy.js'
 import { deferred, waitFor, withDeadline } from '../helpers/wait.js'
 import { TestLog } from '../helpers/logs.js'
 import { CircuitBreaker } from '../../lib/breaker.js'
@@ -564,9 +565,14 @@ t.test('after a Redis restart the op log\'s scripts are loaded before the instan
   const redis = await startRedis(t)
   const admin = await redisClient(t, redis.url)
   const loaded = async (): Promise<number[]> => await admin.sendCommand<number[]>(['SCRIPT', 'EXISTS', ...OPERATION_LOG_SCRIPTS.map((s) => s.sha1)])
-  const c = await startCluster(t, redis.url, 1, KNOBS)
+  // The instance reaches Redis through a proxy, held shut while the test looks at the restarted Redis.
+  const proxy = await startProxy(t, redis.port)
+  const c = await startCluster(t, `redis://127.0.0.1:${proxy.port}`, 1, KNOBS)
+  proxy.refuse(true)
+  proxy.cut()
   await redis.restart()
   t.same(await loaded(), OPERATION_LOG_SCRIPTS.map(() => 0), 'the restarted Redis starts with an empty script cache')
+  proxy.refuse(false)
   await waitFor(async () => (await stats(c.instances[0] as TestServer)).recoveries >= 1, { what: 'the instance to recover', timeoutMs: RECOVERY_MS, intervalMs: 20 })
   await waitStatus(c.instances, 'ok', RECOVERY_MS)
   t.same(await loaded(), OPERATION_LOG_SCRIPTS.map(() => 1), 'loaded once the instance is back on the restarted Redis')
