@@ -72,10 +72,13 @@ export class Membership {
   async #welcome (conn: Connection, lp: LocalProject, member: LocalMember, frame: JoinFrame): Promise<void> {
     try {
       const since = lp.tick
-      const members = await this.#ctx.ports.sessions.list(lp.name)
+      const list = await this.#ctx.ports.sessions.list(lp.name)
       // The list may know of sessions the other members here have not heard of (a lost event): they hear now.
       const shared = this.#ctx.ports.sessions.scope === 'cluster'
-      lp.reconcile(members, since, { leaves: shared, alsoExcept: member.sessionId })
+      lp.reconcile(list, since, { leaves: shared, alsoExcept: member.sessionId })
+      // The joiner gets what the others were told (the list, and news fresher than it), so it knows what they
+      // know and every later member event applies to its list as to theirs (docs/protocol.md, Members).
+      const members = lp.toldMembers()
       const head = lp.delivered
       if (frame.since === undefined) member.lastSeq = Math.max(member.lastSeq, head)
       this.#ctx.outbox.reply(conn, {

@@ -205,6 +205,15 @@ export class LocalProject {
   }
 
   /**
+   * The members as this instance's members were told of them, oldest join
+   * first: what a joiner gets in `joined`, so it knows what the others know
+   * and the events after it apply to the same list.
+   */
+  toldMembers (): Member[] {
+    return [...this.#told.values()].map((known) => known.member).sort((a, b) => a.joinedAt - b.joinedAt)
+  }
+
+  /**
    * Brings what the local members were told in line with the store's `list`,
    * read after tick `since`: sessions listed and not told of are announced
    * as joins, sessions told of and not listed (when `leaves`) as leaves. A
