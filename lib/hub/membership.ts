@@ -147,12 +147,13 @@ export class Membership {
     lp?.toldPresence(member.sessionId, frame.state)
     lp?.sendOthers(presenceFrame(frame.project, member.sessionId, member.userId, frame.state), member.sessionId)
     const { sessionId, userId } = member
-    projects.publish(frame.project, { kind: 'presence', sessionId, userId, state: frame.state })
-    // Last writer wins by version: a store that takes updates out of order keeps the newest.
+    // Last writer wins by version: a store that takes updates out of order keeps the newest. Stored before it
+    // is published (one connection, in order), so an instance that hears it reads a list that has it.
     const stored = ports.sessions.setPresence(frame.project, member.sessionId, frame.state, member.presenceVersion)
     stored.catch((err: unknown) => {
       logger.warn({ err, project: frame.project }, 'storing presence failed')
     })
+    projects.publish(frame.project, { kind: 'presence', sessionId, userId, state: frame.state })
   }
 
   /**

@@ -16,7 +16,7 @@ import { startProxy } from '../helpers/proxy.js'
 import { ensureBuilt } from '../helpers/process.js'
 import { DeadlineError, waitFor } from '../helpers/wait.js'
 import {
-  eventsAbout, healthOf, listedIds, sameIds, startLocalInstance, startProcessInstance, stall, thaw, viewIds, viewOf, waitHealthy,
+  eventsAbout, healthOf, listedIds, listMembers, sameIds, startLocalInstance, startProcessInstance, stall, thaw, viewIds, viewOf, waitHealthy,
   type ClusterSettings, type Instance
 } from '../helpers/members.js'
 import type { Member } from '../../lib/protocol/wire.js'
@@ -242,5 +242,64 @@ t.test('an instance cut off from Redis keeps its own member list; after the cut 
     const view = viewOf(s.client, project)
     t.notOk(view.has(b1.sessionId), `${s.name} no longer sees b1, which left during the outage`)
     t.ok(view.has(b3.sessionId), `${s.name} sees b3, which joined during the outage`)
+  }
+})
+
+t.test('presence is last writer wins: after 300 updates back to back, with or without a Redis blip among them, every list, view and later joiner shows the last one', async (t) => {
+  const redis = await startRedis(t)
+  const proxy = await startProxy(t, redis.port)
+  // A lease longer than any blip here: the writer's session stays in Redis through it, and only its presence is behind.
+  const settings = { ...settingsFor(redis.url), instanceLeaseMs: 10_000 }
+  const a = await startLocalInstance(t, 'a', { ...settings, redisUrl: `redis://127.0.0.1:${proxy.port}` }, KNOBS)
+  const b = await startLocalInstance(t, 'b', settings, KNOBS)
+  const project = 'presence'
+  const writer = await seat(t, a, project, 'writer')
+  const neighbour = await seat(t, a, project, 'neighbour')
+  const watcher = await seat(t, b, project, 'watcher')
+  const UPDATES = 300
+  const presenceIn = (members: readonly Member[]): unknown => members.find((m) => m.sessionId === writer.sessionId)?.presence
+  const rounds = ['back to back', 'with a blip of the writer\'s Redis connection halfway', 'back to back', 'with a blip of the writer\'s Redis connection halfway']
+  for (const [round, how] of rounds.entries()) {
+    const blip = how !== 'back to back'
+    const last = { round, n: UPDATES - 1 }
+    const startedAt = Date.now()
+    for (let n = 0; n < UPDATES; n++) {
+      if (blip && n === UPDATES / 2) {
+        proxy.refuse(true)
+        proxy.cut()
+      }
+      writer.client.send({ type: 'presence', project, state: { round, n } })
+    }
+    await writer.client.request({ type: 'ping' })
+    if (blip) {
+      await waitFor(async () => await healthOf(a.http) === 'degraded', { what: 'A to see the blip', timeoutMs: 5000, intervalMs: 10 })
+      proxy.refuse(false)
+      await waitHealthy([a], RECOVERY_MS)
+    }
+    const shows = async (): Promise<string | null> => {
+      const problems: string[] = []
+      for (const instance of [a, b]) {
+        const listed = presenceIn(await listMembers(instance.http, project))
+        if (JSON.stringify(listed) !== JSON.stringify(last)) problems.push(`${instance.name} lists ${JSON.stringify(listed)}`)
+      }
+      for (const s of [neighbour, watcher]) {
+        const seen = viewOf(s.client, project).get(writer.sessionId)?.presence
+        if (JSON.stringify(seen) !== JSON.stringify(last)) problems.push(`${s.name} sees ${JSON.stringify(seen)}`)
+      }
+      return problems.length === 0 ? null : problems.join('; ')
+    }
+    let problems: string | null = null
+    await waitFor(async () => (problems = await shows()) === null, { what: `round ${round}: the last presence everywhere`, timeoutMs: CONVERGE_MS, intervalMs: 20 })
+      .catch(() => { t.fail(`round ${round} (${how}): not the last presence after ${CONVERGE_MS} ms: ${String(problems)}`) })
+    t.comment(`round ${round} (${how}): the last presence was everywhere ${Date.now() - startedAt} ms after the first update`)
+    for (const instance of [a, b]) {
+      const late = await seat(t, instance, project, `late-${instance.name}-${round}`)
+      t.same(presenceIn(late.joined.members as Member[]), last, `round ${round} (${how}): a later joiner on ${instance.name} gets the last presence`)
+      late.client.close()
+    }
+    // Nothing older lands afterwards: a whole refresh later (its reconcile included), it is still the last one everywhere.
+    // (A hold, not a synchronisation: the check is that nothing changes during it.)
+    await delay(REFRESH_MS + 200)
+    t.equal(await shows(), null, `round ${round} (${how}): every list and view still shows the last presence a refresh interval later`)
   }
 })
