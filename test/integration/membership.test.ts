@@ -10,7 +10,7 @@
  */
 import { setTimeout as delay } from 'node:timers/promises'
 import t, { type Test } from 'tap'
-import { connect, type Frame, type TestClient } from '../helpers/client.js'
+import { connect, TestClient, type Frame } from '../helpers/client.js'
 import { redisClient, startRedis, uniquePrefix } from '../helpers/redis.js'
 import { startProxy } from '../helpers/proxy.js'
 import { ensureBuilt } from '../helpers/process.js'
@@ -302,4 +302,238 @@ t.test('presence is last writer wins: after 300 updates back to back, with or wi
     await delay(REFRESH_MS + 200)
     t.equal(await shows(), null, `round ${round} (${how}): every list and view still shows the last presence a refresh interval later`)
   }
+})
+
+// ---------------------------------------------------------------------------
+// Property: random joins and leaves under random faults converge.
+
+/** How long the clients join and leave at random (FLOW_MEMBERSHIP_PROPERTY_MS, default 20 s). */
+const PROPERTY_MS = Number(process.env.FLOW_MEMBERSHIP_PROPERTY_MS ?? 20_000)
+/** The seed of the run (FLOW_MEMBERSHIP_SEED to replay one's choices; timing is the machine's). */
+const SEED = Number(process.env.FLOW_MEMBERSHIP_SEED ?? Math.floor(Math.random() * 2 ** 31))
+if (PROPERTY_MS > 30_000) t.setTimeout(PROPERTY_MS + 120_000)
+
+/** mulberry32: a small seeded PRNG, floats in [0, 1). */
+function prng (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6D2B79F5) >>> 0
+    let x = Math.imul(a ^ (a >>> 15), 1 | a)
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** One of the random test's clients: at most one socket at a time, and its sessions by project. */
+interface Sim {
+  readonly name: string
+  client: TestClient | null
+  /** the instance slot its socket is on */
+  slot: number
+  /** project -> session id, for the projects it joined and did not leave */
+  readonly sessions: Map<string, string>
+  busy: boolean
+}
+
+/** An instance slot of the random test: what runs there now, and whether it may take new clients. */
+interface Slot {
+  instance: Instance
+  up: boolean
+  /** how many times it was restarted (a restarted process gets a new instance id, as a new container would) */
+  restarts: number
+  readonly kind: 'process' | 'proxied'
+}
+
+t.test(`random joins and leaves of 30 clients on 3 instances under random faults converge to the connected sessions (seed ${SEED})`, async (t) => {
+  const redis = await startRedis(t) // its own: FLUSHALL is one of the faults
+  const proxy = await startProxy(t, redis.port)
+  const settings = settingsFor(redis.url)
+  const admin = await redisClient(t, redis.url)
+  const slots: Slot[] = [
+    { instance: await startProcessInstance(t, 'p0', settings), up: true, restarts: 0, kind: 'process' },
+    { instance: await startProcessInstance(t, 'p1', settings), up: true, restarts: 0, kind: 'process' },
+    { instance: await startLocalInstance(t, 'm2', { ...settings, redisUrl: `redis://127.0.0.1:${proxy.port}` }, KNOBS), up: true, restarts: 0, kind: 'proxied' }
+  ]
+  const PROJECTS = ['r0', 'r1', 'r2']
+  const pickFrom = <T>(random: () => number, items: readonly T[]): T => items[Math.floor(random() * items.length)] as T
+  const counts = new Map<string, number>()
+  const count = (what: string): void => { counts.set(what, (counts.get(what) ?? 0) + 1) }
+  const sockets = new Set<TestClient>()
+  t.teardown(() => { for (const c of sockets) c.socket.terminate() })
+
+  /** A request that rejects as soon as the socket closes (a killed instance) instead of waiting out its timeout. */
+  const ask = async (client: TestClient, frame: Record<string, unknown>): Promise<Frame> => {
+    const reply = client.request(frame)
+    reply.catch(() => {})
+    return await Promise.race([reply, client.closed.then(() => { throw new Error('the socket closed') })])
+  }
+  const drop = (sim: Sim): void => {
+    sim.client?.socket.terminate()
+    sim.client = null
+    sim.sessions.clear()
+  }
+  const connectTo = async (sim: Sim, slot: number): Promise<void> => {
+    const client = new TestClient(`${(slots[slot] as Slot).instance.ws}?userId=${sim.name}`, { timeoutMs: 10_000 })
+    sockets.add(client)
+    // The socket closes under it (its instance was killed): its sessions go with it.
+    client.socket.on('close', () => {
+      if (sim.client !== client) return
+      sim.client = null
+      sim.sessions.clear()
+    })
+    sim.client = client
+    sim.slot = slot
+    await client.open()
+  }
+  const join = async (sim: Sim, project: string): Promise<void> => {
+    const client = sim.client as TestClient
+    const reply = await ask(client, { type: 'join', project })
+    if (reply.type === 'joined' && sim.client === client) sim.sessions.set(project, reply.sessionId as string)
+    else count(`join answered ${reply.type === 'error' ? String(reply.code) : reply.type}`)
+  }
+  const leaveProject = async (sim: Sim, project: string): Promise<void> => {
+    const client = sim.client as TestClient
+    const reply = await ask(client, { type: 'leave', project })
+    if (reply.type !== 'left') throw new Error(`leave answered ${JSON.stringify(reply)}`)
+    sim.sessions.delete(project)
+  }
+  const upSlots = (): number[] => slots.flatMap((s, i) => s.up ? [i] : [])
+
+  /** One random step of one client; any failure drops its socket, so what it holds is known. */
+  const step = async (sim: Sim, random: () => number): Promise<void> => {
+    sim.busy = true
+    try {
+      const joined = [...sim.sessions.keys()]
+      const free = PROJECTS.filter((p) => !sim.sessions.has(p))
+      const r = random()
+      if (sim.client === null) {
+        const up = upSlots()
+        if (up.length === 0) return
+        count('connect')
+        await connectTo(sim, pickFrom(random, up))
+        await join(sim, pickFrom(random, PROJECTS))
+      } else if ((r < 0.45 && free.length > 0) || joined.length === 0) {
+        count('join')
+        await join(sim, pickFrom(random, free))
+      } else if (r < 0.8) {
+        count('leave')
+        await leaveProject(sim, pickFrom(random, joined))
+      } else if (r < 0.9) {
+        count('disconnect')
+        const client = sim.client
+        sim.client = null
+        sim.sessions.clear()
+        if (random() < 0.5) client.close()
+        else client.socket.terminate()
+      } else {
+        count('move')
+        drop(sim)
+        const up = upSlots()
+        if (up.length === 0) return
+        await connectTo(sim, pickFrom(random, up))
+        await join(sim, pickFrom(random, PROJECTS))
+      }
+    } catch (err) {
+      count(`dropped after: ${String(err).slice(0, 60)}`)
+      drop(sim)
+    } finally {
+      sim.busy = false
+    }
+  }
+
+  const sims: Sim[] = Array.from({ length: 30 }, (_, i) => ({ name: `c${i}`, client: null, slot: i % 3, sessions: new Map(), busy: false }))
+  const setup = prng(SEED)
+  for (const sim of sims) {
+    await connectTo(sim, sim.slot)
+    await join(sim, pickFrom(setup, PROJECTS))
+  }
+
+  const faults: string[] = []
+  let lastFaultEnd = Date.now()
+  /** Random faults, one at a time, until `end`; each ends (stall thawed, proxy restored, process restarted) before the next. */
+  const injectFaults = async (end: number, random: () => number): Promise<void> => {
+    for (;;) {
+      // The gap between two faults, and each fault's length, are the faults' timing, not synchronisation.
+      await delay(500 + random() * 2000)
+      if (Date.now() >= end) return
+      const kind = pickFrom(random, ['stall', 'cut', 'flushall', 'restart'] as const)
+      const at = ((Date.now() - end + PROPERTY_MS) / 1000).toFixed(1)
+      if (kind === 'stall' || kind === 'restart') {
+        const index = pickFrom(random, [0, 1])
+        const slot = slots[index] as Slot
+        if (kind === 'stall') {
+          faults.push(`${at}s stall ${slot.instance.name}`)
+          stall(slot.instance)
+          slot.up = false
+          try {
+            await delay(LEASE_MS + 1500)
+          } finally {
+            thaw(slot.instance)
+            slot.up = true
+          }
+        } else {
+          faults.push(`${at}s restart ${slot.instance.name}`)
+          slot.up = false
+          await slot.instance.kill()
+          slot.restarts++
+          slot.instance = await startProcessInstance(t, `p${index}r${slot.restarts}`, settings)
+          slot.up = true
+        }
+      } else if (kind === 'cut') {
+        const ms = 1500 + Math.floor(random() * 2500)
+        faults.push(`${at}s cut m2 from Redis for ${ms} ms`)
+        proxy.refuse(true)
+        proxy.cut()
+        try {
+          await delay(ms)
+        } finally {
+          proxy.refuse(false)
+        }
+      } else {
+        faults.push(`${at}s FLUSHALL`)
+        await admin.flushAll()
+      }
+      lastFaultEnd = Date.now()
+    }
+  }
+
+  const startedAt = Date.now()
+  const end = startedAt + PROPERTY_MS
+  const faulting = injectFaults(end, prng(SEED + 1))
+  const random = prng(SEED + 2)
+  const steps: Array<Promise<void>> = []
+  while (Date.now() < end) {
+    // The pace of the clients: one step every 20 to 120 ms.
+    await delay(20 + random() * 100)
+    const idle = sims.filter((s) => !s.busy)
+    if (idle.length > 0) steps.push(step(pickFrom(random, idle), random))
+  }
+  await faulting
+  await Promise.all(steps)
+  const quietAt = Date.now()
+  t.comment(`seed ${SEED}: ${steps.length} steps (${[...counts].map(([k, n]) => `${k}: ${n}`).join(', ')})`)
+  t.comment(`faults: ${faults.join('; ')}`)
+
+  const instances = slots.map((s) => s.instance)
+  const connected: Seat[] = sims.flatMap((sim) => sim.client === null
+    ? []
+    : [...sim.sessions].map(([project, sessionId]) => ({ name: `${sim.name}@${(slots[sim.slot] as Slot).instance.name}`, client: sim.client as TestClient, project, sessionId, joined: {} as Frame })))
+  // Every project is checked, those nobody is in too.
+  const projects = PROJECTS
+  const bound = RECOVERY_MS + CONVERGE_MS
+  let last: string | null = null
+  const ok = await waitFor(async () => (last = await divergence(instances, connected, projects)) === null, {
+    what: 'every list and view to equal the connected sessions', timeoutMs: bound, intervalMs: 100
+  }).then(() => true, () => false)
+  const took = Date.now() - quietAt
+  if (!ok) {
+    t.fail(`seed ${SEED}: not converged ${bound} ms after the last step (the last fault ended ${quietAt - lastFaultEnd} ms before it): ${String(last)}`)
+    t.comment(`seed ${SEED}: replay its choices with FLOW_MEMBERSHIP_SEED=${SEED}`)
+    return
+  }
+  t.pass(`${connected.length} sessions of ${new Set(connected.map((s) => s.client)).size} connected clients: every list on every instance and every view equals them`)
+  t.comment(`converged ${took} ms after the last step, ${Date.now() - lastFaultEnd} ms after the last fault ended`)
+  // And it stays so: a refresh interval later (a reconcile and several reaps on every instance) nothing has moved.
+  await delay(REFRESH_MS + 500)
+  t.equal(await divergence(instances, connected, projects), null, `seed ${SEED}: still every list and view a refresh interval later`)
 })
