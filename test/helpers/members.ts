@@ -10,7 +10,7 @@ import type { Test } from 'tap'
 import type { Member } from '../../lib/protocol/wire.js'
 import type { FlowOptions } from '../../app.js'
 import type { Frame, TestClient } from './client.js'
-import { startEntry, type ChildHandle } from './process.js'
+import { spawnNode, type ChildHandle } from './process.js'
 import { startServer } from './server.js'
 import { waitFor } from './wait.js'
 
@@ -91,6 +91,9 @@ export async function listedIds (http: string, project: string): Promise<string[
   }
 }
 
+/** How long a Flow process may take to listen (it is restarted while other processes run). */
+const BOOT_TIMEOUT_MS = 30_000
+
 /** One Flow instance as the membership tests see it. */
 export interface Instance {
   readonly name: string
@@ -132,7 +135,9 @@ export async function waitHealthy (instances: readonly Instance[], timeoutMs: nu
  * of `t`.
  */
 export async function startProcessInstance (t: Test, name: string, settings: ClusterSettings, env: Record<string, string> = {}): Promise<Instance> {
-  const server = await startEntry(t, {
+  const proc = spawnNode(t, ['dist/server.js'], {
+    PORT: '0',
+    HOST: '127.0.0.1',
     REDIS_URL: settings.redisUrl,
     FLOW_KEY_PREFIX: settings.keyPrefix,
     FLOW_INSTANCE_ID: name,
@@ -147,11 +152,12 @@ export async function startProcessInstance (t: Test, name: string, settings: Clu
     LOG_LEVEL: 'info',
     ...env
   })
-  const proc = server.proc
+  // A boot takes a second or two; more on a loaded machine (startEntry allows 10 s).
+  const address = (await proc.waitFor(/Server listening at http:\/\/([^"\s]+)/, { timeoutMs: BOOT_TIMEOUT_MS }))[1] as string
   return {
     name,
-    http: server.http,
-    ws: server.ws,
+    http: `http://${address}`,
+    ws: `ws://${address}/ws`,
     proc,
     kill: async () => {
       if (!proc.running) return
