@@ -72,10 +72,13 @@ export class Membership {
   async #welcome (conn: Connection, lp: LocalProject, member: LocalMember, frame: JoinFrame): Promise<void> {
     try {
       const since = lp.tick
-      const members = await this.#ctx.ports.sessions.list(lp.name)
+      const list = await this.#ctx.ports.sessions.list(lp.name)
       // The list may know of sessions the other members here have not heard of (a lost event): they hear now.
       const shared = this.#ctx.ports.sessions.scope === 'cluster'
-      lp.reconcile(members, since, { leaves: shared, alsoExcept: member.sessionId })
+      lp.reconcile(list, since, { leaves: shared, alsoExcept: member.sessionId })
+      // The joiner gets what the others were told (the list, and news fresher than it), so it knows what they
+      // know and every later member event applies to its list as to theirs (docs/protocol.md, Members).
+      const members = lp.toldMembers()
       const head = lp.delivered
       if (frame.since === undefined) member.lastSeq = Math.max(member.lastSeq, head)
       this.#ctx.outbox.reply(conn, {
@@ -144,12 +147,13 @@ export class Membership {
     lp?.toldPresence(member.sessionId, frame.state)
     lp?.sendOthers(presenceFrame(frame.project, member.sessionId, member.userId, frame.state), member.sessionId)
     const { sessionId, userId } = member
-    projects.publish(frame.project, { kind: 'presence', sessionId, userId, state: frame.state })
-    // Last writer wins by version: a store that takes updates out of order keeps the newest.
+    // Last writer wins by version: a store that takes updates out of order keeps the newest. Stored before it
+    // is published (one connection, in order), so an instance that hears it reads a list that has it.
     const stored = ports.sessions.setPresence(frame.project, member.sessionId, frame.state, member.presenceVersion)
     stored.catch((err: unknown) => {
       logger.warn({ err, project: frame.project }, 'storing presence failed')
     })
+    projects.publish(frame.project, { kind: 'presence', sessionId, userId, state: frame.state })
   }
 
   /**

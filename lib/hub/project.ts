@@ -69,8 +69,11 @@ export class LocalProject {
   #ahead: AckAhead[] = []
   /** by op id, the acks of local ops whose append has not answered yet */
   readonly #unacked = new Map<string, (seq: number) => void>()
-  /** the sessions this instance's members were told of (by `joined` lists and `member` events), with when */
-  readonly #told = new Map<string, { member: Member, tick: number }>()
+  /**
+   * the sessions this instance's members were told of (by `joined` lists and
+   * `member` events), with when, and when their presence was last told
+   */
+  readonly #told = new Map<string, { member: Member, tick: number, presenceTick: number }>()
   /** sessions told gone, with when */
   readonly #toldGone = new Map<string, number>()
   /** counts the changes of what members were told */
@@ -176,7 +179,7 @@ export class LocalProject {
     const known = this.#told.get(id)
     if (event === 'join' && known !== undefined) {
       if (JSON.stringify(known.member.presence) !== JSON.stringify(member.presence)) {
-        this.#told.set(id, { member, tick: known.tick })
+        this.#told.set(id, { member, tick: known.tick, presenceTick: ++this.#tick })
         const { userId, presence: state } = member
         const frame: PresenceMessage = { type: 'presence', project: this.name, sessionId: id, userId, state }
         this.sendOthers(JSON.stringify(frame), id, alsoExcept)
@@ -186,7 +189,7 @@ export class LocalProject {
     if (event === 'leave' && known === undefined) return false
     this.#tick++
     if (event === 'join') {
-      this.#told.set(id, { member, tick: this.#tick })
+      this.#told.set(id, { member, tick: this.#tick, presenceTick: this.#tick })
       this.#toldGone.delete(id)
     } else {
       this.#told.delete(id)
@@ -198,34 +201,53 @@ export class LocalProject {
     return true
   }
 
-  /** A session's presence changed: what members were told of it follows. */
+  /** A session's presence changed: what members were told of it follows (a list read before this is older news). */
   toldPresence (sessionId: string, presence: Presence): void {
     const known = this.#told.get(sessionId)
-    if (known !== undefined) this.#told.set(sessionId, { member: { ...known.member, presence }, tick: known.tick })
+    if (known !== undefined) {
+      this.#told.set(sessionId, { member: { ...known.member, presence }, tick: known.tick, presenceTick: ++this.#tick })
+    }
+  }
+
+  /**
+   * The members as this instance's members were told of them, oldest join
+   * first: what a joiner gets in `joined`, so it knows what the others know
+   * and the events after it apply to the same list.
+   */
+  toldMembers (): Member[] {
+    return [...this.#told.values()].map((known) => known.member).sort((a, b) => a.joinedAt - b.joinedAt)
   }
 
   /**
    * Brings what the local members were told in line with the store's `list`,
    * read after tick `since`: sessions listed and not told of are announced
-   * as joins, sessions told of and not listed (when `leaves`) as leaves. A
-   * session whose join or leave was told after `since` is left alone: that
-   * news is fresher than the list. `alsoExcept` (a joiner that got the list
-   * itself) is told nothing.
+   * as joins (and a listed presence that differs, as `presence`), sessions
+   * told of and not listed (when `leaves`) as leaves. A session whose join,
+   * leave or presence was told after `since` is left alone: that news is
+   * fresher than the list. A session connected here is what this instance
+   * says it is, whatever the list says: its presence is the local one, and
+   * it is not told gone (the session keeper writes it back). `alsoExcept`
+   * (a joiner that is sent the told list itself) is told nothing.
    */
   reconcile (list: readonly Member[], since: number, options: { leaves: boolean, alsoExcept?: string | null }): void {
     const listed = new Set<string>()
-    for (const member of list) {
-      listed.add(member.sessionId)
+    const except = options.alsoExcept ?? null
+    for (const entry of list) {
+      listed.add(entry.sessionId)
+      const local = this.members.get(entry.sessionId)
+      const member = local !== undefined && !local.conn.closed ? local.toMember() : entry
       const goneAt = this.#toldGone.get(member.sessionId)
       if (goneAt !== undefined && goneAt > since) continue
       const known = this.#told.get(member.sessionId)
-      if (known !== undefined && known.tick > since) continue
-      this.tell('join', member, options.alsoExcept ?? null)
+      if (known !== undefined && (known.tick > since || known.presenceTick > since)) continue
+      this.tell('join', member, except)
     }
     if (!options.leaves) return
     for (const [id, known] of [...this.#told]) {
       if (listed.has(id) || known.tick > since) continue
-      this.tell('leave', known.member, options.alsoExcept ?? null)
+      const local = this.members.get(id)
+      if (local !== undefined && !local.conn.closed) continue
+      this.tell('leave', known.member, except)
     }
   }
 

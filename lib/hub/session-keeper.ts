@@ -146,8 +146,9 @@ export class SessionKeeper {
   /**
    * After an outage: announces the leaves other instances could not hear,
    * writes the sessions of local connections back to the store (announcing
-   * each one the store had lost), and tells the local members the joins and
-   * leaves that happened elsewhere meanwhile.
+   * each one the store had lost, and the presence of each one whose presence
+   * changed meanwhile), and tells the local members the joins and leaves
+   * that happened elsewhere meanwhile.
    */
   async writeBack (left: readonly ExpiredSession[]): Promise<void> {
     const { ports, projects, logger } = this.#ctx
@@ -156,12 +157,20 @@ export class SessionKeeper {
       try {
         const since = lp.tick
         const list = await ports.sessions.list(lp.name)
-        const listed = new Set(list.map((m) => m.sessionId))
+        const listed = new Map(list.map((m) => [m.sessionId, m]))
         for (const member of [...lp.members.values()]) {
-          if (listed.has(member.sessionId) || member.conn.closed) continue
-          await ports.sessions.add(lp.name, member.toMember(), member.presenceVersion)
-          projects.publish(lp.name, { kind: 'member', event: 'join', member: member.toMember() })
-          list.push(member.toMember())
+          if (member.conn.closed) continue
+          const stored = listed.get(member.sessionId)
+          if (stored === undefined) {
+            await ports.sessions.add(lp.name, member.toMember(), member.presenceVersion)
+            projects.publish(lp.name, { kind: 'member', event: 'join', member: member.toMember() })
+            list.push(member.toMember())
+          } else if (JSON.stringify(stored.presence) !== JSON.stringify(member.presence)) {
+            // Its presence changed during the outage (the fallback took it): the store and the others hear it now.
+            const { sessionId, userId, presence: state } = member
+            await ports.sessions.setPresence(lp.name, sessionId, state, member.presenceVersion)
+            projects.publish(lp.name, { kind: 'presence', sessionId, userId, state })
+          }
         }
         lp.reconcile(list, since, { leaves: this.#shared })
       } catch (err) {
