@@ -47,6 +47,22 @@ export const FANOUT_DEFAULTS = {
 }
 
 /**
+ * The generator's clients: `projects` × `members`, member m of a project on
+ * instance m mod N, so every project has members on every instance.
+ */
+export function memberSpecs (nodes, projects, members, driver) {
+  const clients = []
+  for (let p = 0; p < projects; p++) {
+    for (let m = 0; m < members; m++) {
+      const index = p * members + m
+      const node = nodes[m % nodes.length]
+      clients.push({ index, project: `bench-p${p}`, member: m, url: socketUrl(driver, node.port, index) })
+    }
+  }
+  return clients
+}
+
+/**
  * Runs the fan-out against a fresh cluster and returns every phase's result.
  * `log` gets progress lines.
  */
@@ -64,14 +80,7 @@ export async function runFanout (options, log = (m) => process.stderr.write(`${m
     name: `${o.target}${redis ? '' : '-mem'}`,
     cpuProfDir: o.cpuProf === '' ? undefined : o.cpuProf
   })
-  const clients = []
-  for (let p = 0; p < o.projects; p++) {
-    for (let m = 0; m < o.members; m++) {
-      const index = p * o.members + m
-      const node = cluster.nodes[m % cluster.nodes.length]
-      clients.push({ index, project: `bench-p${p}`, member: m, url: socketUrl(driver, node.port, index) })
-    }
-  }
+  const clients = memberSpecs(cluster.nodes, o.projects, o.members, driver)
   const generator = new Generator({ driver, clients, members: o.members, payloadBytes: o.payload })
   const phases = []
   let connect = null

@@ -7,6 +7,7 @@
 //   node bench/run.mjs                       # full length (about 10 minutes)
 //   node bench/run.mjs --short --only fanout-flow,fanout-socketio
 //   node bench/run.mjs --profile             # also a CPU profile of Flow under the fan-out load
+//   node bench/run.mjs --only hostile-flow,hostile-flow-memory --repeat 3   # the hostile tenant, quiet/hostile pairs
 //
 // Before each scenario it waits for a quiet machine (1-minute load below 1,
 // or cores at least 80 % idle over a short sample: see waitForQuiet).
@@ -16,6 +17,7 @@ import { ensureFileLimit, machineInfo, waitForQuiet } from './lib/proc.mjs'
 import { fanoutTable, ms, num, ratio, stamp, table, writeResult } from './lib/report.mjs'
 import { CONNECTIONS_DEFAULTS, connectionsTable, filesNeeded, runConnections } from './connections.mjs'
 import { runFanout } from './fanout.mjs'
+import { hostileMarkdown, hostileTargets, runHostile } from './hostile.mjs'
 import { httpTable, runHttp } from './http.mjs'
 import { profileTables, runProfile } from './profile.mjs'
 
@@ -35,6 +37,10 @@ function plan (o) {
   const fan = { projects: 50, members: 20, seconds: short ? 4 : 10, warmup: short ? 1 : 2, rate: o.rate }
   const steps = o.steps.length > 0 ? o.steps : (short ? [2, 4, 6, 8, 12] : [2, 3, 4, 5, 6, 8, 10, 12, 16])
   const sat = { projects: 50, members: 20, seconds: short ? 3 : 6, warmup: 1, rates: steps, saturate: true, drain: short ? 3000 : 5000 }
+  // One hostile tenant beside the members, and the same run without it (pairs interleaved with --repeat).
+  const hostile = short
+    ? { projects: 10, members: 20, rate: o.rate, seconds: 6, warmup: 1, after: 5, repeat: o.repeat, hostileWrites: 50, hostileReads: 6, hostilePosts: 150, hostileJoins: 1, hostileSyncers: 2 }
+    : { rate: o.rate, repeat: o.repeat }
   const scenarios = [
     { name: 'fanout-flow', group: 'fanout', run: () => runFanout({ ...fan, target: 'flow', instances: 2 }) },
     { name: 'fanout-socketio', group: 'fanout', run: () => runFanout({ ...fan, target: 'socketio', instances: 2 }) },
@@ -47,6 +53,8 @@ function plan (o) {
     // redis-server frozen (SIGSTOP) in the middle of the phase: Flow falls back to memory and recovers.
     { name: 'outage-flow', group: 'outage', run: () => runFanout({ ...fan, target: 'flow', instances: 2, seconds: short ? 6 : 10, redisStall: short ? 1500 : 3000 }) },
     { name: 'outage-socketio', group: 'outage', run: () => runFanout({ ...fan, target: 'socketio', instances: 2, seconds: short ? 6 : 10, redisStall: short ? 1500 : 3000 }) },
+    { name: 'hostile-flow', group: 'hostile', run: () => runHostile({ ...hostile, instances: 2 }) },
+    { name: 'hostile-flow-memory', group: 'hostile', run: () => runHostile({ ...hostile, instances: 1, memory: true }) },
     { name: 'connections-flow', group: 'connections', run: () => runConnections({ target: 'flow', settle: short ? 2 : 3, idle: short ? 3 : 10 }) },
     { name: 'http-flow', group: 'http', run: () => runHttp({ seconds: short ? 3 : 10 }) }
   ]
@@ -144,7 +152,9 @@ function targets (r) {
       : null],
     ['memory-only at least as fast as Redis per delivery', flow && mem
       ? check(mem.server.usPerDelivery <= flow.server.usPerDelivery, `memory ×1 ${mem.server.usPerDelivery} µs vs Redis ×2 ${flow.server.usPerDelivery} µs per delivery (${ratio(mem.server.usPerDelivery, flow.server.usPerDelivery)}); Redis incl. redis-server ${flow.server.usPerDeliveryWithRedis} µs`)
-      : null]
+      : null],
+    // The hostile tenant ("Bounded by bytes and time"): ratios of its hostile and quiet runs.
+    ...['hostile-flow', 'hostile-flow-memory'].filter((k) => r[k]).flatMap((k) => hostileTargets(r[k]))
   ]
 }
 
@@ -191,6 +201,11 @@ export function markdown (run) {
     out.push('', `### Redis frozen for ${run.options.short ? 1.5 : 3} s mid-phase`, '', table(['run', 'delivered/s', 'p50 ms', 'p99 ms', 'max ms', 'lost (not delivered live)', 'resets', 'dup', 'order', 'fallbacks', 'degraded ms'],
       outages.map((p) => [p.label, num(p.deliveredPerSecond), ms(p.latency.p50), ms(p.latency.p99), ms(p.latency.max), `${num(p.lost)} (${p.lostPercent.toFixed(3)} %)`, num(p.resets ?? 0), num(p.duplicates), p.orderViolations === null ? 'n/a' : num(p.orderViolations),
         Array.isArray(p.stats) ? p.stats.map((x) => x?.fallbacks ?? '—').join(' / ') : '—', Array.isArray(p.stats) ? p.stats.map((x) => x?.degradedMs ?? '—').join(' / ') : '—'])))
+  }
+  const hostile = ['hostile-flow', 'hostile-flow-memory'].filter((k) => r[k]).map((k) => r[k])
+  if (hostile.length > 0) {
+    out.push('', '### A hostile tenant beside the members (with and without it, same sitting)')
+    for (const h of hostile) out.push('', hostileMarkdown(h, { targets: false }))
   }
   const conns = ['connections-flow', 'connections-flow-memory', 'connections-socketio'].filter((k) => r[k]).map((k) => r[k])
   if (conns.length > 0) out.push('', '### Idle connections', '', connectionsTable(conns))

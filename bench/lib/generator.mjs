@@ -56,7 +56,8 @@ export class Generator {
 
   /**
    * One phase at `rate` ops/s per client for `seconds`, starting `startDelayMs`
-   * from now on every worker at the same wall time.
+   * from now on every worker at the same wall time. Rate 0 is an idle phase:
+   * nobody sends, resets and closes are still counted.
    */
   async phase ({ phase, rate, seconds, drainMs = 5000, quietMs = 500, startDelayMs = 300 }) {
     const startAt = performance.timeOrigin + performance.now() + startDelayMs

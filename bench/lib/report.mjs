@@ -64,3 +64,32 @@ export function fanoutTable (runs, baseline) {
   ])
   return table(headers, rows)
 }
+
+/**
+ * A text plot of a series over time, one line per `windowS` window: the
+ * window's min and max as a bar (░ from 0 to the min, █ from the min to the
+ * max) scaled to the series' largest value, then the figures. `tagOf(points)`
+ * labels a window (its phases, say). Points are { t (s), v }; null values
+ * are skipped (a window without any shows no bar).
+ */
+export function windowPlot (points, { windowS = 5, width = 40, format = (v) => String(v), tagOf = () => '' } = {}) {
+  const valid = points.filter((p) => p.v !== null && p.v !== undefined && Number.isFinite(p.v))
+  const top = Math.max(0, ...valid.map((p) => p.v))
+  const end = Math.max(0, ...points.map((p) => p.t))
+  const lines = []
+  for (let from = 0; from <= end; from += windowS) {
+    const inside = points.filter((p) => p.t >= from && p.t < from + windowS)
+    if (inside.length === 0) continue
+    const values = inside.filter((p) => valid.includes(p)).map((p) => p.v)
+    const when = `${from}–${from + windowS} s`.padStart(10)
+    const tag = tagOf(inside).padEnd(5)
+    if (values.length === 0) { lines.push(`${when} ${tag} ▕${' '.repeat(width)}▏ —`); continue }
+    const lo = Math.min(...values)
+    const hi = Math.max(...values)
+    const a = top === 0 ? 0 : Math.min(width - 1, Math.round((lo / top) * width))
+    const b = top === 0 ? 0 : Math.max(a + 1, Math.round((hi / top) * width))
+    const bar = '░'.repeat(a) + '█'.repeat(Math.min(width, b) - a)
+    lines.push(`${when} ${tag} ▕${bar.padEnd(width)}▏ ${format(lo)}–${format(hi)}`)
+  }
+  return lines.join('\n')
+}

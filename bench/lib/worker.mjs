@@ -76,7 +76,11 @@ async function connectAll ({ perSecond, concurrency, retries = 5 }) {
 
 /** Sends every client's ops at fixed times: client i at offset_i + n / rate, until the end. */
 async function sendOnSchedule (t, senders, { phase, rate, startAt, seconds }) {
-  if (senders.length === 0) return
+  if (senders.length === 0 || !(rate > 0)) {
+    // Nobody sends (rate 0: an idle phase, the members only listen): wait out the phase.
+    await sleep(Math.max(0, startAt + seconds * 1000 - wallNow()))
+    return
+  }
   const period = 1000 / rate
   const offsets = senders.map(() => Math.random() * period)
   const order = senders.map((_, i) => i).sort((a, b) => offsets[a] - offsets[b])
@@ -114,6 +118,7 @@ async function sendOnSchedule (t, senders, { phase, rate, startAt, seconds }) {
  * One phase: every open client sends `rate` ops/s from `startAt` (wall ms)
  * for `seconds`, each at its own phase offset; then waits until every op is
  * acked and deliveries have been quiet for `quietMs` (at most `drainMs`).
+ * At rate 0 nobody sends: the phase only counts what arrives (resets, closes).
  */
 async function runPhase ({ phase, rate, startAt, seconds, drainMs, quietMs }) {
   const t = new Tracker(phase, specs.length, members)

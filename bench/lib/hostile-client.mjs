@@ -1,0 +1,65 @@
+// The hostile tenant's main-thread side: starts its worker thread
+// (hostile-worker.mjs), and stops it, with what each of its lanes achieved.
+import { Worker } from 'node:worker_threads'
+
+const WORKER = new URL('./hostile-worker.mjs', import.meta.url)
+
+export const HOSTILE_CLIENT_DEFAULTS = {
+  projects: 20, // its big projects
+  opBytes: 63_000, // padding of each op: a frame just under the 64 KiB payload limit
+  writes: 200, // big ops per second, round robin over its projects (one WebSocket)
+  writesInFlight: 64, // unacked big ops at most
+  reads: 20, // GET .../ops?since=0&limit=1000 per second: half on its big projects, half on projects that do not exist
+  posts: 300, // POSTs per second, each to a new project
+  postBytes: 1024, // padding of each POSTed op
+  joins: 2, // fresh connections per second joining a big project with since: 0
+  syncers: 4 // connections looping sync since: 0
+}
+
+export class HostileClient {
+  /**
+   * @param {object} o HOSTILE_CLIENT_DEFAULTS, plus `ports` (the instances'
+   *   HTTP ports, spread over) and `tag` (prefix of its project ids)
+   */
+  constructor (o) {
+    this.options = { ...HOSTILE_CLIENT_DEFAULTS, ...o }
+    this.worker = null
+    this.done = null
+  }
+
+  /** Starts every lane; resolves once the worker runs. */
+  async start () {
+    this.worker = new Worker(WORKER, { workerData: this.options })
+    const worker = this.worker
+    this.done = new Promise((resolve, reject) => {
+      worker.on('message', (m) => {
+        if (m.evt === 'stopped') resolve(m.result)
+        else if (m.evt === 'error') reject(new Error(m.message))
+      })
+      worker.on('error', reject)
+      worker.on('exit', (code) => { reject(new Error(`hostile worker exited (${code}) before it stopped`)) })
+    })
+    await new Promise((resolve, reject) => {
+      const onMessage = (m) => { if (m.evt === 'started') { worker.off('message', onMessage); resolve() } }
+      worker.on('message', onMessage)
+      this.done.catch(reject)
+      worker.postMessage({ cmd: 'start' })
+    })
+  }
+
+  /** Stops every lane (sockets cut, requests aborted); resolves the counters. */
+  async stop (timeoutMs = 10_000) {
+    if (this.worker === null) return null
+    this.worker.postMessage({ cmd: 'stop' })
+    let timer
+    try {
+      return await Promise.race([this.done, new Promise((resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`hostile worker did not stop in ${timeoutMs} ms`)), timeoutMs)
+      })])
+    } finally {
+      clearTimeout(timer)
+      await this.worker.terminate()
+      this.worker = null
+    }
+  }
+}
