@@ -330,6 +330,14 @@ export class Delivery {
     conn.replayBudget ??= new ReplayBudget(config.replayBytesPerSecond, Date.now())
     let from = since
     for (;;) {
+      // Before every page, the first too: earlier pages or replays of this connection may have spent the budget.
+      const wait = conn.replayBudget.spend(0, Date.now())
+      if (wait > 0 || conn.transport.bufferedAmount > config.replayPageBytes) {
+        await conn.transport.whenDrained(config.replayPageBytes)
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+        // Gone meanwhile: nothing more to send; its sessions are being removed.
+        if (conn.closed) return
+      }
       const page = await this.#ctx.ports.log.read(lp.name, from, REPLAY_PAGE, epoch, config.replayPageBytes)
       if (page.reset || page.epoch !== lp.epoch) {
         reset()
@@ -343,12 +351,8 @@ export class Delivery {
         conn.send(frame)
         from = op.seq
       }
-      const wait = conn.replayBudget.spend(bytes, Date.now())
+      conn.replayBudget.spend(bytes, Date.now())
       if (from >= target || page.ops.length === 0 || (page.ops.at(-1) as Op).seq >= target) break
-      await conn.transport.whenDrained(config.replayPageBytes)
-      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
-      // Gone meanwhile: nothing more to send; its sessions are being removed.
-      if (conn.closed) return
     }
     member.lastSeq = Math.max(since, target)
   }

@@ -268,3 +268,24 @@ for (const variant of ['memory ports', 'ports that yield to the event loop'] as 
     }
   })
 }
+
+t.test('one connection\'s replays share a budget of bytes per second: repeated small syncs wait for it too', async (t) => {
+  // 64 KiB/s; the history is 40 ops of ~1.1 KiB (~45 KiB per full replay).
+  const server = await startServer(t, { replayBytesPerSecond: 64 * 1024 })
+  const writer = await connect(t, `${server.ws}?userId=writer`)
+  const { epoch } = await writer.join('doc')
+  for (let i = 0; i < 40; i++) await writer.request({ type: 'op', project: 'doc', data: 'x'.repeat(1000) })
+  const reader = await connect(t, server.ws)
+  await reader.join('doc')
+  const start = performance.now()
+  // Six replays of the whole history, ~270 KiB, against 64 KiB a second. A second's worth goes at once and the
+  // last replay is not waited after: (270 - 64 - 45) / 64 = 2.5 s at least.
+  for (let i = 0; i < 6; i++) {
+    const synced = await reader.request({ type: 'sync', project: 'doc', since: 0, epoch })
+    t.equal(synced.seq, 40)
+  }
+  const took = performance.now() - start
+  t.equal(seqsOf(reader, 'doc').length, 240, 'every replay sent every op')
+  t.ok(took >= 2000, `the budget held: six replays took ${Math.round(took)} ms, not less than ~2.5 s`)
+  t.same(reader.all('reset'), [])
+})
