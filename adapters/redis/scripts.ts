@@ -271,6 +271,8 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], int(now + tonumber(ARGV[3])), ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[4], int(now), ARGV[5])
+-- Live instances refresh these keys; with none left they go after 4 session TTLs.
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], int(tonumber(ARGV[3]) * 4)) end
 if old then
   local owner = string.sub(old, 1, string.find(old, '\\n', 1, true) - 1)
   if owner ~= ARGV[5] then return owner end
@@ -368,6 +370,9 @@ for _, ref in ipairs(scan[2]) do
 end
 local owned = redis.call('SCARD', KEYS[2])
 if owned == 0 then redis.call('ZREM', KEYS[3], me) end
+-- Live instances keep their partitions' keys; with none left they go after 4 session TTLs.
+local keep = int(tonumber(ARGV[1]) * 4)
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], keep) end
 return {scan[1], owned, missing}`)
 
 /**
