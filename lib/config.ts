@@ -78,6 +78,14 @@ export const SETTINGS = {
     doc: 'history one connection is sent per second at most by its replays (join with since, sync); beyond, ' +
       'the replay waits, and it always waits for the connection to drain'
   },
+  snapshotMaxBytes: {
+    env: 'FLOW_SNAPSHOT_MAX_BYTES', kind: 'int', default: 4 * 1024 * 1024, min: 1024, max: 512 * 1024 * 1024,
+    doc: 'largest snapshot state, as JSON: a larger snapshot frame or PUT is refused with limit_exceeded'
+  },
+  snapshotEvery: {
+    env: 'FLOW_SNAPSHOT_EVERY', kind: 'int', default: 1000, min: 1, max: 10_000_000,
+    doc: 'with a host reducer (the plugin\'s `snapshots.reduce` option): store a snapshot every this many ops of a project'
+  },
   maxPayloadBytes: {
     env: 'FLOW_MAX_PAYLOAD_BYTES', kind: 'int', default: 65536, min: 1024, max: 16 * 1024 * 1024,
     doc: 'largest WebSocket frame; a larger one closes the connection with 1009'
