@@ -84,7 +84,8 @@ export const SETTINGS = {
   },
   snapshotEvery: {
     env: 'FLOW_SNAPSHOT_EVERY', kind: 'int', default: 1000, min: 1, max: 10_000_000,
-    doc: 'with a host reducer (the plugin\'s `snapshots.reduce` option): store a snapshot every this many ops of a project'
+    doc: 'with a host reducer (the plugin\'s `snapshots.reduce` option): store a snapshot every this many ops ' +
+      'of a project'
   },
   maxPayloadBytes: {
     env: 'FLOW_MAX_PAYLOAD_BYTES', kind: 'int', default: 65536, min: 1024, max: 16 * 1024 * 1024,
