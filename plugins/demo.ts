@@ -30,8 +30,8 @@ interface Asset {
   readonly etag: string
 }
 
-/** The single-file browser build (`npm run build`, dist/browser/) served at `{prefix}/client/`, and its source map. */
-const BROWSER_FILES = ['flow-client.js', 'flow-client.js.map']
+/** The single-file browser builds (`npm run build`, dist/browser/) served at `{prefix}/client/`, and their source maps. */
+const BROWSER_FILES = ['flow-client.js', 'flow-client.js.map', 'flow-react.js', 'flow-react.js.map']
 
 /** The files of `dir` named in `names` that exist, by name, each with a strong ETag of its content's SHA-256. */
 function readAssets (dir: string, names: readonly string[]): Map<string, Asset> {
@@ -58,8 +58,9 @@ function matches (header: string | undefined, etag: string): boolean {
 /**
  * A live demo, a shared board of sticky notes: `{prefix}/` serves the page
  * (demo/index.html and demo/app.js), and `{prefix}/client/flow-client.js`
- * the single-file browser build of the client (dist/browser/), which pages
- * of other origins may load too. Files are read once, at register time.
+ * and `{prefix}/client/flow-react.js` the single-file browser builds
+ * (dist/browser/), which pages of other origins may load too. Files are read
+ * once, at register time.
  *
  * The browser files keep their URL across releases, so a cache may keep
  * them but must ask before using them again (`no-cache`): the ETag, a hash of

@@ -1,9 +1,9 @@
 /**
- * The single-file browser build (`npm run build` → dist/browser/): the
+ * The single-file browser builds (`npm run build` → dist/browser/): the
  * client in one ES module that imports nothing, with the same exports as
- * dist/client/index.js and working against a real server, served by the
- * demo at `{prefix}/client/` to pages of any origin, revalidated through its
- * ETag.
+ * dist/client/index.js and working against a real server; the React hook in
+ * one that imports only `react`; both served by the demo at
+ * `{prefix}/client/` to pages of any origin, revalidated through their ETag.
  */
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
@@ -18,20 +18,23 @@ const modules = (text: string): string[] => [...text.matchAll(MODULE)].map((m) =
 
 await ensureBuilt()
 const CLIENT_FILE = join(ROOT, 'dist', 'browser', 'flow-client.js')
+const REACT_FILE = join(ROOT, 'dist', 'browser', 'flow-react.js')
 const clientSource = await readFile(CLIENT_FILE, 'utf8')
+const reactSource = await readFile(REACT_FILE, 'utf8')
 
 /**
- * Loads the build in a child Node (a build artifact stays out of the
+ * Loads the builds in a child Node (a build artifact stays out of the
  * coverage of the sources it is built from), runs two clients of the bundle
  * against `ws`, and prints what the parent checks, as JSON.
  */
 const PROBE = `
 import WebSocket from 'ws'
-const [clientFile, perFile, ws] = process.argv.slice(1)
+const [clientFile, perFile, reactFile, ws] = process.argv.slice(1)
 const bundle = await import(clientFile)
 const out = {
   exports: Object.keys(bundle).sort(),
-  perFileExports: Object.keys(await import(perFile)).sort()
+  perFileExports: Object.keys(await import(perFile)).sort(),
+  hookExports: Object.keys(await import(reactFile))
 }
 const ann = new bundle.FlowClient({ url: ws + '?userId=ann', WebSocket })
 const bob = new bundle.FlowClient({ url: ws + '?userId=bob', WebSocket })
@@ -52,21 +55,23 @@ t.test('the client\'s browser build imports nothing and exports what the client 
   t.same(modules(clientSource.replace(/^\/\/# sourceMappingURL=.*$/m, '')), [], 'flow-client.js names no module')
   t.match(clientSource, /\n\/\/# sourceMappingURL=flow-client\.js\.map\n$/, 'but its source map, beside it')
   t.notMatch(clientSource, /\b(Buffer|process|require)\b[.(]/, 'no Node globals')
+  t.same(modules(reactSource), ['react'], 'flow-react.js names react only')
 })
 
-t.test('the browser build loads, and collaborates through a real server', async (t) => {
+t.test('the browser builds load, and the client\'s collaborates through a real server', async (t) => {
   const server = await startServer(t)
-  const files = [CLIENT_FILE, join(ROOT, 'dist', 'client', 'index.js')].map((f) => pathToFileURL(f).href)
+  const files = [CLIENT_FILE, join(ROOT, 'dist', 'client', 'index.js'), REACT_FILE].map((f) => pathToFileURL(f).href)
   const probe = spawnNode(t, ['--input-type=module', '-e', PROBE, ...files, server.ws])
   const exit = await probe.exited
   t.same(exit, { code: 0, signal: null }, probe.stderr)
-  const out = JSON.parse(probe.stdout) as { exports: string[], perFileExports: string[], seq: number, seen: unknown }
+  const out = JSON.parse(probe.stdout) as { exports: string[], perFileExports: string[], hookExports: string[], seq: number, seen: unknown }
   t.same(out.exports, out.perFileExports, 'the same exports as dist/client/index.js')
+  t.same(out.hookExports, ['useFlowProject'], 'the hook\'s build exports the hook')
   t.equal(out.seq, 1, 'an op sent through the bundle is acknowledged')
   t.same(out.seen, { hello: 'from the bundle' }, 'and handed to the other client')
 })
 
-t.test('the demo serves the browser build to any origin, with an ETag to revalidate', async (t) => {
+t.test('the demo serves the browser builds to any origin, with an ETag to revalidate', async (t) => {
   const server = await startServer(t, { prefix: '/rt', demo: true })
   const res = await server.app.inject({ url: '/rt/client/flow-client.js', headers: { origin: 'https://app.example' } })
   t.equal(res.statusCode, 200)
@@ -86,6 +91,10 @@ t.test('the demo serves the browser build to any origin, with an ETag to revalid
   const stale = await server.app.inject({ url: '/rt/client/flow-client.js', headers: { 'if-none-match': '"an-older-build"' } })
   t.equal(stale.statusCode, 200, 'another build\'s tag gets the file')
 
+  const hook = await server.app.inject({ url: '/rt/client/flow-react.js' })
+  t.equal(hook.statusCode, 200)
+  t.equal(hook.body, reactSource)
+  t.not(hook.headers.etag, etag, 'each file has its own tag')
   t.equal((await server.app.inject({ method: 'HEAD', url: '/rt/client/flow-client.js' })).statusCode, 200, 'HEAD too')
 
   const map = await server.app.inject({ url: '/rt/client/flow-client.js.map' })
