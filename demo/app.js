@@ -1,10 +1,11 @@
 // The demo board: a shared list of sticky notes over the Flow client.
-// Served at {prefix}/app.js, the client at {prefix}/client/index.js.
+// Served at {prefix}/app.js, the client at {prefix}/client/flow-client.js
+// (the single-file browser build, dist/browser/).
 // Plain JS, type-checked through JSDoc (demo/tsconfig.json).
-import { FlowClient } from './client/index.js'
+import { FlowClient } from './client/flow-client.js'
 
-/** @typedef {import('./client/index.js').Member} Member */
-/** @typedef {import('./client/index.js').Op} Op */
+/** @typedef {import('./client/flow-client.js').Member} Member */
+/** @typedef {import('./client/flow-client.js').Op} Op */
 /** @typedef {{ add?: { id: string, text: string }, remove?: string }} Change */
 /** @typedef {{ text: string, userId: string }} Note */
 

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
@@ -19,23 +20,52 @@ function packageRoot (): string {
   return dir
 }
 
-/** Every `.js` file of `dir`, by name (none when `dir` is missing). */
-function readScripts (dir: string): Map<string, string> {
-  const files = new Map<string, string>()
-  if (!existsSync(dir)) return files
-  for (const name of readdirSync(dir)) {
-    if (name.endsWith('.js')) files.set(name, readFileSync(join(dir, name), 'utf8'))
-  }
-  return files
-}
-
 const HTML = 'text/html; charset=utf-8'
 const JS = 'text/javascript; charset=utf-8'
 
+/** A built browser file, with the ETag its content hash gives it. */
+interface Asset {
+  readonly body: string
+  readonly type: string
+  readonly etag: string
+}
+
+/** The single-file browser builds (`npm run build`, dist/browser/) served at `{prefix}/client/`, and their source maps. */
+const BROWSER_FILES = ['flow-client.js', 'flow-client.js.map', 'flow-react.js', 'flow-react.js.map']
+
+/** The files of `dir` named in `names` that exist, by name, each with a strong ETag of its content's SHA-256. */
+function readAssets (dir: string, names: readonly string[]): Map<string, Asset> {
+  const assets = new Map<string, Asset>()
+  for (const name of names) {
+    const path = join(dir, name)
+    if (!existsSync(path)) continue
+    const body = readFileSync(path, 'utf8')
+    const type = name.endsWith('.map') ? 'application/json; charset=utf-8' : JS
+    assets.set(name, { body, type, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"` })
+  }
+  return assets
+}
+
+/** Whether an If-None-Match header names `etag` (or is `*`); weak validators compare equal, as RFC 9110 says for GET. */
+function matches (header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false
+  return header.split(',').some((tag) => {
+    const t = tag.trim()
+    return t === '*' || t.replace(/^W\//, '') === etag
+  })
+}
+
 /**
  * A live demo, a shared board of sticky notes: `{prefix}/` serves the page
- * (demo/index.html and demo/app.js) and `{prefix}/client/*.js` the built
- * browser client (dist/client/). Files are read once, at register time.
+ * (demo/index.html and demo/app.js), and `{prefix}/client/flow-client.js`
+ * and `{prefix}/client/flow-react.js` the single-file browser builds
+ * (dist/browser/), which pages of other origins may load too. Files are read
+ * once, at register time.
+ *
+ * The browser files keep their URL across releases, so a cache may keep
+ * them but must ask before using them again (`no-cache`): the ETag, a hash of
+ * the content, makes that a 304 until a deploy changes the file, and a
+ * client older than its server is never used.
  */
 async function demoPlugin (fastify: FastifyInstance): Promise<void> {
   const root = packageRoot()
@@ -47,8 +77,8 @@ async function demoPlugin (fastify: FastifyInstance): Promise<void> {
   }
   const page = readFileSync(join(demo, 'index.html'), 'utf8')
   const app = readFileSync(join(demo, 'app.js'), 'utf8')
-  const client = readScripts(join(root, 'dist', 'client'))
-  if (client.size === 0) fastify.log.warn('flow-demo: dist/client/ is missing (run `npm run build`): the demo page will not load')
+  const browser = readAssets(join(root, 'dist', 'browser'), BROWSER_FILES)
+  if (!browser.has('flow-client.js')) fastify.log.warn('flow-demo: dist/browser/flow-client.js is missing (run `npm run build`): the demo page will not load')
 
   // A host app without a prefix may have its own `/`: leave it alone.
   const at = fastify.prefix.replace(/\/$/, '')
@@ -64,9 +94,12 @@ async function demoPlugin (fastify: FastifyInstance): Promise<void> {
   }
   fastify.get('/app.js', async (_request, reply) => await reply.type(JS).send(app))
   fastify.get<{ Params: { file: string } }>('/client/:file', async (request, reply) => {
-    const source = client.get(request.params.file)
-    if (source === undefined) return await reply.code(404).type('text/plain; charset=utf-8').send('not found (is the client built? `npm run build`)')
-    return await reply.type(JS).send(source)
+    const asset = browser.get(request.params.file)
+    if (asset === undefined) return await reply.code(404).type('text/plain; charset=utf-8').send('not found (is the client built? `npm run build`)')
+    // A module script from another origin is fetched in CORS mode: the file is public, any page may load it.
+    void reply.headers({ 'access-control-allow-origin': '*', 'cache-control': 'public, no-cache', etag: asset.etag })
+    if (matches(request.headers['if-none-match'], asset.etag)) return await reply.code(304).send()
+    return await reply.type(asset.type).send(asset.body)
   })
 }
 

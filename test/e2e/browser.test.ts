@@ -7,39 +7,21 @@
  * Screenshots of the key steps go to .tap/e2e-screenshots/ (printed).
  */
 import t from 'tap'
-import { existsSync } from 'node:fs'
-import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+import type { BrowserContext, Page } from 'playwright-core'
 import { startRedis } from '../helpers/redis.js'
 import { startCluster } from '../helpers/cluster.js'
-import { ensureBuilt, ROOT } from '../helpers/process.js'
+import { ensureBuilt } from '../helpers/process.js'
+import { launchChromium, shot as screenshot, WAIT_MS } from './chromium.js'
 
-const CHROMIUM = '/usr/bin/chromium'
-/** As the machine notes say: no GPU, no sandbox (root), no calls home. */
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync']
-const WAIT_MS = 10_000
-
-if (!existsSync(CHROMIUM)) {
-  throw new Error(`${CHROMIUM} is missing: the browser tests drive Debian's Chromium. ` +
-    'Install it (`apt-get update && apt-get install chromium`) and run the tests again.')
-}
-
-// The page imports the client from dist/client/: build it first.
+// The page imports the client's single-file build, dist/browser/flow-client.js: build it first.
 await ensureBuilt()
-const shots = join(ROOT, '.tap', 'e2e-screenshots')
-await mkdir(shots, { recursive: true })
-t.comment(`screenshots: ${shots}`)
 
 const redis = await startRedis(t)
 const { instances } = await startCluster(t, redis.url, 2, { demo: true })
 const [one, two] = instances
 if (one === undefined || two === undefined) throw new Error('two instances expected')
 
-// playwright-core's launch() gives the browser a fresh, empty profile of its own.
-const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, timeout: WAIT_MS })
-t.teardown(async () => { await browser.close() })
+const browser = await launchChromium(t)
 
 /**
  * Runs in the page before its scripts: `window.__net.cut()` closes the
@@ -86,9 +68,7 @@ async function addNote (page: Page, text: string): Promise<void> {
 }
 
 async function shot (page: Page, name: string): Promise<void> {
-  const path = join(shots, `${name}.png`)
-  await page.screenshot({ path })
-  t.comment(`screenshot: ${path}`)
+  await screenshot(t, page, name)
 }
 
 const note = (page: Page, text: string) => page.locator('#notes .note:not(.pending)', { hasText: text })
