@@ -132,7 +132,7 @@ export async function freePort (): Promise<number> {
   return address.port
 }
 
-const SOURCES = ['lib', 'plugins', 'ports', 'adapters']
+const SOURCES = ['lib', 'plugins', 'ports', 'adapters', 'client']
 const CONFIGS = ['app.ts', 'server.ts', 'tsconfig.json', 'tsconfig.build.json', 'package.json']
 const STAMP = join(ROOT, 'dist', '.test-build-stamp')
 
