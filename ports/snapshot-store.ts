@@ -18,6 +18,8 @@ export type SnapshotRefusal =
   | 'ahead'
   /** a snapshot at this seq or a newer one is stored already: newer replaces older, never the reverse */
   | 'older'
+  /** this server keeps no snapshots (a host handed in an op log without a snapshot store beside it) */
+  | 'disabled'
 
 export type PutResult =
   | { readonly stored: true }

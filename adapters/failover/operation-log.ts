@@ -24,6 +24,8 @@ export interface FailoverOperationLogOptions extends SwitchOptions {
 export interface OperationLogControl extends PortControl {
   /** ops accepted during the outage and not yet in the primary */
   readonly buffered: number
+  /** the fallback log serving now (made on first use during an outage); null when serving from the primary */
+  readonly fallbackLog: OperationLog | null
 }
 
 /**
@@ -62,6 +64,7 @@ export class FailoverOperationLog implements OperationLog {
     const control: OperationLogControl = {
       get serving () { return log.#switch.serving },
       get buffered () { return log.#buffer.length },
+      get fallbackLog () { return log.#switch.serving === 'fallback' ? log.#log() : null },
       resync: async () => { await log.#resync() }
     }
     return { port: log, control }

@@ -1,6 +1,7 @@
 import type {
   AppendResult, LogMissing, NewOp, NewOpIfLogExists, OpenedLog, OperationLog, ReadResult
 } from '../../ports/operation-log.js'
+import type { PutResult } from '../../ports/snapshot-store.js'
 import { NO_EPOCH, type LogPosition, type Op } from '../../lib/types.js'
 import { randomId } from '../../lib/ids.js'
 import { ClosedError } from '../../lib/errors.js'
@@ -54,6 +55,15 @@ interface ProjectLog {
   olderIdsBytes: number
   /** performance.now() of the last append, open or touch */
   usedAt: number
+  /** the newest snapshot of this epoch (MemorySnapshotStore), its state as JSON */
+  snapshot: StoredSnapshot | null
+}
+
+/** A snapshot as the memory log keeps it: its state as JSON text (nothing shared with callers). */
+export interface StoredSnapshot {
+  readonly seq: number
+  readonly json: string
+  readonly size: number
 }
 
 function kept (log: ProjectLog): number {
@@ -149,7 +159,7 @@ export class MemoryOperationLog implements OperationLog {
     log.sizes.push(size)
     log.historyBytes += size
     this.#bytes += size + OP_OVERHEAD
-    while (kept(log) > 1 && (kept(log) > this.#historyLimit || log.historyBytes > this.#historyBytes)) this.#dropOldest(log)
+    while (this.#overBounds(log)) this.#dropOldest(log)
     this.#remember(log, input.id, log.head)
     this.#keepBudget(log)
     return { duplicate: false, created, epoch: log.epoch, op: decode(input.project, log.head, json) }
@@ -231,7 +241,8 @@ export class MemoryOperationLog implements OperationLog {
       olderIds: new Map(),
       idsBytes: 0,
       olderIdsBytes: 0,
-      usedAt: performance.now()
+      usedAt: performance.now(),
+      snapshot: null
     }
     this.#logs.set(project, log)
     this.#bytes += PROJECT_OVERHEAD
@@ -247,7 +258,55 @@ export class MemoryOperationLog implements OperationLog {
 
   #forget (log: ProjectLog): void {
     this.#logs.delete(log.name)
-    this.#bytes -= PROJECT_OVERHEAD + log.historyBytes + kept(log) * OP_OVERHEAD + log.idsBytes + log.olderIdsBytes
+    this.#bytes -= PROJECT_OVERHEAD + log.historyBytes + kept(log) * OP_OVERHEAD + log.idsBytes + log.olderIdsBytes +
+      (log.snapshot?.size ?? 0)
+  }
+
+  /**
+   * Whether the oldest kept op goes: the history is past its bounds and that
+   * op is covered by the project's snapshot (seq <= the snapshot's), or the
+   * history is past twice its bounds. So the ops after a snapshot stay
+   * readable up to twice the bounds, and those it covers go first.
+   */
+  #overBounds (log: ProjectLog): boolean {
+    const n = kept(log)
+    if (n <= 1 || (n <= this.#historyLimit && log.historyBytes <= this.#historyBytes)) return false
+    const oldest = log.head - n + 1
+    if (log.snapshot === null || oldest <= log.snapshot.seq) return true
+    return n > 2 * this.#historyLimit || log.historyBytes > 2 * this.#historyBytes
+  }
+
+  /**
+   * The project's snapshot (MemorySnapshotStore): its epoch and stored
+   * form, or null when the project has no log or no snapshot. Creates
+   * nothing; does not extend the idle expiry.
+   */
+  snapshotOf (project: string): { readonly epoch: string, readonly snapshot: StoredSnapshot } | null {
+    this.#assertOpen()
+    const log = this.#live(project)
+    return log?.snapshot == null ? null : { epoch: log.epoch, snapshot: log.snapshot }
+  }
+
+  /**
+   * Stores a snapshot when `epoch` is the log's, `seq` at most its head and
+   * above the stored snapshot's (the SnapshotStore port's `put`); extends the
+   * idle expiry like an append. The snapshot counts in `bytes`, and goes with
+   * its project.
+   */
+  storeSnapshot (project: string, epoch: string, seq: number, json: string): PutResult {
+    this.#assertOpen()
+    const log = this.#live(project)
+    if (log === undefined || log.epoch !== epoch) return { stored: false, reason: 'epoch' }
+    if (seq > log.head) return { stored: false, reason: 'ahead' }
+    if (log.snapshot !== null && log.snapshot.seq >= seq) return { stored: false, reason: 'older' }
+    const size = Buffer.byteLength(json)
+    this.#bytes += size - (log.snapshot?.size ?? 0)
+    log.snapshot = { seq, json, size }
+    this.#use(log)
+    // History the snapshot now covers may go at once, as at an append.
+    while (this.#overBounds(log)) this.#dropOldest(log)
+    this.#keepBudget(log)
+    return { stored: true }
   }
 
   #dropOldest (log: ProjectLog): void {

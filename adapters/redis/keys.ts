@@ -14,6 +14,7 @@
  * | `flow:{board-1}:sizes`      | list    | the size of each kept op, oldest first (its length: ops kept)    |
  * | `flow:{board-1}:ids`        | hash    | op id -> seq, for idempotency: the newest generation             |
  * | `flow:{board-1}:ids:old`    | hash    | op id -> seq: the generation before (replaced whole)             |
+ * | `flow:{board-1}:snap`       | hash    | the newest snapshot: `epoch`, `seq`, `state` (JSON)              |
  * | `flow:{board-1}:ch`         | channel | the project's Pub/Sub channel                                    |
  * | `flow:{T}:sessions:board-1` | hash    | session id -> `<instance>\n<member JSON without presence>\n<presence version>\n<presence JSON>` |
  * | `flow:{T}:expiry`           | zset    | session ref `<project>\n<session id>` -> expiry (ms, Redis clock), every session of partition T |
@@ -85,8 +86,10 @@ export interface OpLogKeys {
   readonly ids: string
   /** hash: op id -> seq, the generation before `ids` */
   readonly oldIds: string
+  /** hash: the project's newest snapshot, `epoch`, `seq`, `state` (JSON) */
+  readonly snap: string
   /** every key above, in the order the op log scripts take them as KEYS */
-  readonly all: readonly [meta: string, ops: string, sizes: string, ids: string, oldIds: string]
+  readonly all: readonly [meta: string, ops: string, sizes: string, ids: string, oldIds: string, snap: string]
 }
 
 /** Default number of session partitions (RedisSessionStore's `partitions`). */
@@ -226,9 +229,9 @@ export function redisKeys (prefix: string): RedisKeys {
     instanceId: assertInstanceId,
     opLog: (project) => {
       const base = tagged(project)
-      const keys = [`${base}:meta`, `${base}:ops`, `${base}:sizes`, `${base}:ids`, `${base}:ids:old`] as const
-      const [meta, ops, sizes, ids, oldIds] = keys
-      return { meta, ops, sizes, ids, oldIds, all: keys }
+      const keys = [`${base}:meta`, `${base}:ops`, `${base}:sizes`, `${base}:ids`, `${base}:ids:old`, `${base}:snap`] as const
+      const [meta, ops, sizes, ids, oldIds, snap] = keys
+      return { meta, ops, sizes, ids, oldIds, snap, all: keys }
     },
     channel: (project) => `${tagged(project)}:ch`,
     sessionKeys,

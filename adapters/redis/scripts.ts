@@ -42,14 +42,15 @@ function defineLua (name: string, numberOfKeys: number, source: string): LuaScri
 // size of the kept ops), KEYS[2] ops (stream: entry `<seq>-0`, field `op`),
 // KEYS[3] sizes (list: the size of each kept op, oldest first; its length is
 // the number of kept ops, so the oldest kept seq is head - LLEN + 1), KEYS[4]
-// ids and KEYS[5] ids:old (hashes: op id -> seq, two generations). The
-// read-only scripts take the first keys of that list only. An op's size is
+// ids and KEYS[5] ids:old (hashes: op id -> seq, two generations), KEYS[6]
+// snap (hash: the newest snapshot, `epoch`, `seq`, `state`). The read-only
+// scripts take the first keys of that list only. An op's size is
 // the byte length of its stored JSON (`#ARGV` in Lua, Buffer.byteLength in
 // Node: the same for the UTF-8 node-redis sends).
 
 /**
- * Shared by the scripts that write a log (APPEND, OPEN); they take all five
- * keys.
+ * Shared by the scripts that write a log (APPEND, OPEN, SNAPSHOT_PUT); they
+ * take all six keys.
  *
  * keep(ttl) gives every key of the log the idle TTL (ms; '0': none), so the
  * keys of a project expire together and an active project keeps them all.
@@ -70,8 +71,15 @@ local function int(n) return string.format('%d', n) end
 
 local function keep(ttl)
   if ttl ~= '0' then
-    for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
+    for i = 1, 6 do redis.call('PEXPIRE', KEYS[i], ttl) end
   end
+end
+
+-- The seq up to which the snapshot of this epoch covers the log (-1: no snapshot).
+local function covered(epoch)
+  local s = redis.call('HMGET', KEYS[6], 'epoch', 'seq')
+  if s[1] == epoch then return tonumber(s[2]) or -1 end
+  return -1
 end
 
 local function highestId(i, seq)
@@ -100,14 +108,14 @@ local function ensure(candidate)
     end
     seq = highestId(5, highestId(4, seq))
   end
-  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[6])
   redis.call('HSET', KEYS[1], 'epoch', candidate, 'seq', int(seq), 'bytes', '0')
   return candidate, seq, 0, true
 end
 `
 
 /**
- * APPEND. KEYS: meta, ops, sizes, ids, ids:old.
+ * APPEND. KEYS: meta, ops, sizes, ids, ids:old, snap.
  * ARGV: [1] candidate epoch, [2] op id, [3] the op as JSON without `project`
  * and `seq`, [4] history limit (ops), [5] history bytes, [6] id retention,
  * [7] idle TTL ms ('0': none), [8] '0' to append only to an existing log,
@@ -122,7 +130,10 @@ end
  * except a new epoch, and nothing published), {2} when ARGV[8] is '0' and
  * the project has no log (nothing written). created is 1 when the call made
  * the log. After XADD, the history is trimmed from its oldest op while it
- * holds more than [4] ops or [5] bytes, the newest op always kept: the sizes
+ * holds more than [4] ops or [5] bytes, the newest op always kept, and only
+ * while that oldest op is covered by the snapshot of the epoch (its seq at
+ * most the snapshot's) or the history holds more than twice [4] or [5]: the
+ * ops after a snapshot stay up to twice the bounds. The sizes
  * list pops (so no op is read back) and XTRIM MINID ~ frees the stream's
  * nodes below the oldest kept seq (whole nodes only: a few entries may
  * linger, which reads never serve). The op id goes into `ids`, which becomes
@@ -130,7 +141,7 @@ end
  * The PUBLISH happens in the script, so the messages of a project go out in
  * seq order.
  */
-export const APPEND = defineLua('append', 5, OP_LOG + `
+export const APPEND = defineLua('append', 6, OP_LOG + `
 if ARGV[8] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
 local epoch, head, bytes, created = ensure(ARGV[1])
 local made = created and 1 or 0
@@ -145,7 +156,12 @@ local kept = redis.call('RPUSH', KEYS[3], int(#ARGV[3]))
 bytes = bytes + #ARGV[3]
 local most, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local dropped = false
+local floor = nil
 while kept > 1 and (kept > most or bytes > limit) do
+  if not (kept > 2 * most or bytes > 2 * limit) then
+    floor = floor or covered(epoch)
+    if floor >= 0 and seq - kept + 1 > floor then break end
+  end
   bytes = bytes - tonumber(redis.call('LPOP', KEYS[3]))
   kept = kept - 1
   dropped = true
@@ -220,25 +236,74 @@ return {m[1], tonumber(m[2]) or 0}
 `)
 
 /**
- * OPEN. KEYS: meta, ops, sizes, ids, ids:old. ARGV: [1] candidate epoch, [2]
+ * OPEN. KEYS: meta, ops, sizes, ids, ids:old, snap. ARGV: [1] candidate epoch, [2]
  * idle TTL ms ('0': none). Creates the log when the project has none (see
  * ensure), extends its TTL. Returns {epoch, head, created (0 or 1)}.
  */
-export const OPEN = defineLua('open', 5, OP_LOG + `
+export const OPEN = defineLua('open', 6, OP_LOG + `
 local epoch, head, _, created = ensure(ARGV[1])
 keep(ARGV[2])
 return {epoch, head, created and 1 or 0}
 `)
 
 /**
- * TOUCH. KEYS: meta, ops, sizes, ids, ids:old. ARGV: [1] idle TTL ms.
+ * TOUCH. KEYS: meta, ops, sizes, ids, ids:old, snap. ARGV: [1] idle TTL ms.
  * Extends the TTL of every key of the log when the project has one (its
  * meta); creates nothing. Returns 1 when it did, else 0.
  */
-export const TOUCH = defineLua('touch', 5, `
+export const TOUCH = defineLua('touch', 6, `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+for i = 1, 6 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return 1
+`)
+
+/**
+ * SNAPSHOT_PUT. KEYS: meta, ops, sizes, ids, ids:old, snap. ARGV: [1] the
+ * snapshot's epoch, [2] its seq, [3] its state as JSON, [4] history limit
+ * (ops), [5] history bytes, [6] idle TTL ms ('0': none).
+ *
+ * Stores the snapshot when, in this one step, [1] is the log's epoch, [2] is
+ * at most its head, and the stored snapshot of that epoch (if any) has a
+ * lower seq; then trims the history the snapshot now covers down to the
+ * bounds, as APPEND would, and extends the log's TTL. Creates no log.
+ * Returns {1} when stored, {0, reason}: 'epoch' (no log, or another epoch),
+ * 'ahead' (seq above the head), 'older' (a snapshot at this seq or newer is
+ * stored).
+ */
+export const SNAPSHOT_PUT = defineLua('snapshot put', 6, OP_LOG + `
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'bytes')
+if not m[1] or m[1] ~= ARGV[1] then return {0, 'epoch'} end
+local head, seq = tonumber(m[2]) or 0, tonumber(ARGV[2])
+if seq > head then return {0, 'ahead'} end
+local s = redis.call('HMGET', KEYS[6], 'epoch', 'seq')
+if s[1] == m[1] and (tonumber(s[2]) or -1) >= seq then return {0, 'older'} end
+redis.call('HSET', KEYS[6], 'epoch', m[1], 'seq', int(seq), 'state', ARGV[3])
+local kept, bytes = redis.call('LLEN', KEYS[3]), tonumber(m[3]) or 0
+local most, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local dropped = false
+while kept > 1 and (kept > most or bytes > limit) and head - kept + 1 <= seq do
+  bytes = bytes - tonumber(redis.call('LPOP', KEYS[3]))
+  kept = kept - 1
+  dropped = true
+end
+if dropped then
+  redis.call('XTRIM', KEYS[2], 'MINID', '~', int(head - kept + 1) .. '-0')
+  redis.call('HSET', KEYS[1], 'bytes', int(bytes))
+end
+keep(ARGV[6])
+return {1}
+`)
+
+/**
+ * SNAPSHOT_GET, read only. KEYS: meta, snap. Returns {epoch, seq, state} of
+ * the stored snapshot when it is of the log's current epoch, else {}.
+ */
+export const SNAPSHOT_GET = defineLua('snapshot get', 2, `
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return {} end
+local s = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'state')
+if s[1] ~= epoch or not s[3] then return {} end
+return {s[1], tonumber(s[2]), s[3]}
 `)
 
 // ---------------------------------------------------------------- sessions

@@ -2,6 +2,7 @@ import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { createRedisOperationLog, type RedisOperationLog } from '../../adapters/redis/operation-log.js'
+import { RedisSnapshotStore } from '../../adapters/redis/snapshot-store.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
 import { decodeEnvelope } from '../../adapters/redis/codec.js'
 import { opFrame, storedOpJson } from '../../lib/protocol/op-frame.js'
@@ -167,8 +168,8 @@ t.test('stores a project under exactly the documented keys, all in one hash slot
   const first = accepted(await log.append(newOp(project, { a: 1 })))
   t.strictSame(await keysUnder(shared, prefix), [keys.ids, keys.meta, keys.ops, keys.sizes].sort(), 'an append writes the ops, their sizes and the ids')
   const base = `${prefix}:{${project}}`
-  t.strictSame(keys.all, [`${base}:meta`, `${base}:ops`, `${base}:sizes`, `${base}:ids`, `${base}:ids:old`])
-  t.strictSame([keys.meta, keys.ops, keys.sizes, keys.ids, keys.oldIds], keys.all)
+  t.strictSame(keys.all, [`${base}:meta`, `${base}:ops`, `${base}:sizes`, `${base}:ids`, `${base}:ids:old`, `${base}:snap`])
+  t.strictSame([keys.meta, keys.ops, keys.sizes, keys.ids, keys.oldIds, keys.snap], keys.all)
   t.equal(redisKeys(prefix).channel(project), `${prefix}:{${project}}:ch`)
   t.strictSame(await Promise.all([keys.meta, keys.ops, keys.sizes, keys.ids].map(async key => await shared.type(key))), ['hash', 'stream', 'list', 'hash'])
   t.strictSame(keys.all.map(hashTag), keys.all.map(() => project), 'the project is the hash tag of every key: one slot')
@@ -527,10 +528,14 @@ t.test('lets every key of an idle project expire after idleTtlMs, and keeps thos
   const prefix = uniquePrefix()
   const log = openLog(t, client, { prefix, idleTtlMs, idRetention: 1000, historyLimit: 3 })
   const [idle, touched] = [uniqueProject(), uniqueProject()]
-  for (let i = 0; i < 2001; i++) await log.append(newOp(idle, i))
+  let epoch = ''
+  for (let i = 0; i < 2001; i++) epoch = (await log.append(newOp(idle, i))).epoch
   await log.append(newOp(touched))
+  // Its snapshot too: a key of the project like the others.
+  const snapshots = new RedisSnapshotStore({ client, keyPrefix: prefix, historyLimit: 3, idleTtlMs })
+  t.strictSame(await snapshots.put({ project: idle, epoch, seq: 2001, state: { n: 2001 } }), { stored: true })
   const keys = redisKeys(prefix).opLog(idle)
-  t.equal(await client.dbSize(), 9, 'the five keys of the idle project (both id generations) and four of the other')
+  t.equal(await client.dbSize(), 10, 'the six keys of the idle project (both id generations, its snapshot) and four of the other')
   for (const key of keys.all) {
     const ttl = await client.pTTL(key)
     t.ok(ttl > 0 && ttl <= idleTtlMs, `${key} expires in ${ttl} ms`)
