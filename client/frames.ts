@@ -42,7 +42,9 @@ const checks: Checks = {
   synced: [['project', isString], ['epoch', isString], ['seq', isSeq], ['ref', isRef]],
   reset: [['project', isString], ['epoch', isString], ['seq', isSeq]],
   pong: [['ref', isRef]],
-  error: [['code', isString], ['message', isString], ['project', (v) => v === undefined || isString(v)], ['ref', isRef]]
+  error: [['code', isString], ['message', isString], ['project', (v) => v === undefined || isString(v)], ['ref', isRef]],
+  snapshot: [['project', isString], ['epoch', isString], ['seq', isSeq]],
+  stored: [['project', isString], ['epoch', isString], ['seq', isSeq], ['stored', (v) => typeof v === 'boolean'], ['ref', isRef]]
 }
 
 /** Reads one text frame. Never throws. */

@@ -30,6 +30,8 @@ export const LimitExceededError = createError<Message>('FLOW_ERR_LIMIT_EXCEEDED'
 export const RateLimitedError = createError<Message>('FLOW_ERR_RATE_LIMITED', '%s', 429)
 /** A dependency failed and no fallback could serve, or the server is shutting down. */
 export const UnavailableError = createError<Message>('FLOW_ERR_UNAVAILABLE', '%s', 503)
+/** What was asked for does not exist (HTTP only: a project's snapshot when it has none). */
+export const NotFoundError = createError<Message>('FLOW_ERR_NOT_FOUND', '%s', 404)
 
 // Errors of the server and its dependencies (a client that meets one gets `internal` or `unavailable`).
 
@@ -55,7 +57,8 @@ const WIRE_CODES: Readonly<Record<string, ErrorCode>> = {
   FLOW_ERR_NOT_JOINED: 'not_joined',
   FLOW_ERR_LIMIT_EXCEEDED: 'limit_exceeded',
   FLOW_ERR_RATE_LIMITED: 'rate_limited',
-  FLOW_ERR_UNAVAILABLE: 'unavailable'
+  FLOW_ERR_UNAVAILABLE: 'unavailable',
+  FLOW_ERR_NOT_FOUND: 'not_found'
 }
 
 /** HTTP status for each protocol code (docs/protocol.md, HTTP). */
@@ -68,6 +71,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   limit_exceeded: 413,
   rate_limited: 429,
   unavailable: 503,
+  not_found: 404,
   internal: 500
 }
 
@@ -90,7 +94,8 @@ const BY_WIRE_CODE = {
   not_joined: NotJoinedError,
   limit_exceeded: LimitExceededError,
   rate_limited: RateLimitedError,
-  unavailable: UnavailableError
+  unavailable: UnavailableError,
+  not_found: NotFoundError
 } as const
 
 /** The error that answers with `code` (for code paths that choose the code). */

@@ -1,12 +1,15 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { HubPorts } from '../lib/hub/hub.js'
+import { noSnapshots } from '../lib/hub/snapshots.js'
 import { createMemoryBroadcaster } from '../adapters/memory/broadcaster.js'
 import { createMemoryOperationLog, type MemoryOperationLog } from '../adapters/memory/operation-log.js'
 import { createMemorySessionStore } from '../adapters/memory/session-store.js'
+import { createMemorySnapshotStore } from '../adapters/memory/snapshot-store.js'
 import { createRedisBroadcaster } from '../adapters/redis/broadcaster.js'
 import { createRedisOperationLog } from '../adapters/redis/operation-log.js'
 import { createRedisSessionStore } from '../adapters/redis/session-store.js'
+import { createRedisSnapshotStore } from '../adapters/redis/snapshot-store.js'
 import { ConnectionHealth, isRedisOutage } from '../adapters/redis/connection-health.js'
 import { createFailoverPorts, type FailoverPorts } from '../adapters/failover/index.js'
 
@@ -74,6 +77,10 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
   const useSessions = onRedis(config.useRedisCollaboration, 'sessions')
   const useBroadcaster = onRedis(config.useRedisWebsockets, 'broadcaster')
   const useLog = onRedis(config.useRedisEventOrdering, 'log')
+  // Snapshots are checked against the op log: they live where it lives, or are the host's beside its own log.
+  if (given.snapshots !== undefined && given.log === undefined) {
+    throw new TypeError('a snapshot store handed in needs the op log it is checked against handed in too (ports.log)')
+  }
 
   // Closed with the app: what this plugin made (a port the host handed in is the host's to close).
   const created: Array<{ close: () => Promise<void> }> = []
@@ -99,19 +106,30 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
         broadcaster: useBroadcaster ? make(createRedisBroadcaster({ client, subscriber, keyPrefix, origin: instanceId, onMessage: health.onMessage })) : undefined,
         // With Pub/Sub too, the append script publishes: publish order is seq order.
         log: useLog ? make(createRedisOperationLog({ client, keyPrefix, ...history, historyLimit: config.historyRedis, publishOrigin: useBroadcaster ? instanceId : undefined })) : undefined,
-        sessions: useSessions ? make(createRedisSessionStore({ client, keyPrefix, instanceId, ttlMs, leaseMs: config.instanceLeaseMs })) : undefined
+        sessions: useSessions ? make(createRedisSessionStore({ client, keyPrefix, instanceId, ttlMs, leaseMs: config.instanceLeaseMs })) : undefined,
+        snapshots: useLog ? make(createRedisSnapshotStore({ client, keyPrefix, ...history, historyLimit: config.historyRedis })) : undefined
       },
       fallback: {
         sessions: () => createMemorySessionStore({ ttlMs }),
-        log: memoryLog
+        log: memoryLog,
+        snapshots: createMemorySnapshotStore
       }
     })
   }
 
+  const log = given.log ?? make(failover?.log ?? memoryLog())
+  const snapshots = (): HubPorts['snapshots'] => {
+    if (given.snapshots !== undefined) return given.snapshots
+    if (failover?.snapshots !== undefined) return make(failover.snapshots)
+    if (inMemory !== null && given.log === undefined) return make(createMemorySnapshotStore(inMemory))
+    // A host's own op log without a snapshot store beside it: this server keeps no snapshots.
+    return noSnapshots()
+  }
   const ports: HubPorts = {
     sessions: given.sessions ?? make(failover?.sessions ?? createMemorySessionStore({ ttlMs })),
     broadcaster: given.broadcaster ?? make(failover?.broadcaster ?? createMemoryBroadcaster()),
-    log: given.log ?? make(failover?.log ?? memoryLog())
+    log,
+    snapshots: snapshots()
   }
   const report = (port: keyof HubPorts): PortReport => {
     if (given[port] !== undefined) return { adapter: 'custom', circuit: null, since: null, serving: 'custom' }
@@ -121,7 +139,7 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
   }
   fastify.decorate('flowPorts', {
     ports,
-    reports: () => ({ sessions: report('sessions'), broadcaster: report('broadcaster'), log: report('log') }),
+    reports: () => ({ sessions: report('sessions'), broadcaster: report('broadcaster'), log: report('log'), snapshots: report('snapshots') }),
     memoryHistory: () => inMemory === null ? null : { bytes: inMemory.bytes, projects: inMemory.projects },
     health,
     failover

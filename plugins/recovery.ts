@@ -25,9 +25,12 @@ async function recoveryPlugin (fastify: FastifyInstance): Promise<void> {
     log.warn({ err: reason }, 'Redis is away: the Redis ports serve from memory (degraded)')
     void hub.resyncAll()
   })
-  failover.on('recovered', (left) => {
+  failover.on('recovered', (left, discardedSnapshots) => {
     stats.recoveries++
     log.info({ buffered: failover.buffered }, 'Redis is back: the ports re-synced and serve from Redis again')
+    if (discardedSnapshots > 0) {
+      log.warn({ discardedSnapshots }, 'snapshots taken during the outage were discarded: their seqs name no position of the shared log')
+    }
     void hub.recover(left)
   })
   health.breaker.on('probe-failed', (reason) => { log.debug({ err: reason }, 'Redis probe failed; still degraded') })

@@ -1,6 +1,7 @@
 import type { Broadcaster } from '../../ports/broadcaster.js'
 import type { OperationLog } from '../../ports/operation-log.js'
 import type { SessionStore } from '../../ports/session-store.js'
+import type { SnapshotStore } from '../../ports/snapshot-store.js'
 import type { FlowConfig } from '../config.js'
 import type { Stats } from '../stats.js'
 import type { Outbox } from './outbox.js'
@@ -12,6 +13,7 @@ export interface HubPorts {
   readonly sessions: SessionStore
   readonly broadcaster: Broadcaster
   readonly log: OperationLog
+  readonly snapshots: SnapshotStore
 }
 
 export interface HubLogger {
@@ -24,7 +26,8 @@ export interface HubLogger {
 export type HubConfig = Pick<FlowConfig,
   'sessionTtlSeconds' | 'maxPayloadBytes' | 'maxPresenceBytes' | 'maxProjectsPerConnection' |
   'rateLimit' | 'rateBurst' | 'heartbeatMs' | 'maxBufferedBytes' | 'shutdownTimeoutMs' | 'maxOpsInFlight' |
-  'replayPageBytes' | 'replayBytesPerSecond' | 'projectsPerMinute' | 'projectIdleTtl'>
+  'replayPageBytes' | 'replayBytesPerSecond' | 'projectsPerMinute' | 'projectIdleTtl' |
+  'snapshotMaxBytes' | 'snapshotEvery'>
 
 /** What the parts of the hub share: settings, ports, the logger and counters, the projects here, the outbox. */
 export interface HubContext {

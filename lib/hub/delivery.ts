@@ -1,19 +1,19 @@
 import type { Op } from '../types.js'
-import type { OpFrame, SyncFrame } from '../protocol/frames.js'
+import type { OpFrame } from '../protocol/frames.js'
 import type { ResetFrame } from '../protocol/wire.js'
-import { opFrame } from '../protocol/op-frame.js'
-import { NotJoinedError, RateLimitedError, type FlowError } from '../errors.js'
-import { creationRefused, ReplayBudget } from './rate-limiter.js'
+import { RateLimitedError, type FlowError } from '../errors.js'
+import { creationRefused } from './rate-limiter.js'
+import type { Snapshots } from './snapshots.js'
 import { randomId } from '../ids.js'
 import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
-import type { AckAhead, LocalMember, LocalProject } from './project.js'
+import type { AckAhead, LocalProject } from './project.js'
 import { SharedFrame } from './transport.js'
 
 /** How long an out-of-order op waits for the ops before it to arrive by broadcast. */
 const GAP_FILL_DELAY_MS = 100
-/** Ops per page of replays read from the log (pages are bounded by FLOW_REPLAY_PAGE_BYTES too). */
-const REPLAY_PAGE = 500
+/** Ops per page of a catch-up read from the log (pages are bounded by FLOW_REPLAY_PAGE_BYTES too). */
+const CATCH_UP_PAGE = 500
 
 /** What an append through the log came to. */
 export type Appended =
@@ -23,17 +23,20 @@ export type Appended =
 /**
  * The op pipeline, from intake to every member: appends through the op log,
  * acks in seq order, in-order delivery with gap fill, resync when the epoch
- * changes, replay on join and `sync`. One invariant runs through all of it
- * (each member gets each op once, in seq order, and the sender its ack after
- * every earlier op), which is why it is one file.
+ * changes. One invariant runs through all of it (each member gets each op
+ * once, in seq order, and the sender its ack after every earlier op), which
+ * is why it is one file; a member's catch-up (replay.ts) holds its live ops
+ * back meanwhile and keeps the same invariant.
  */
 export class Delivery {
   readonly #ctx: HubContext
+  readonly #snapshots: Snapshots
   /** ops accepted for append whose result is not in yet */
   #inFlight = 0
 
-  constructor (ctx: HubContext) {
+  constructor (ctx: HubContext, snapshots: Snapshots) {
     this.#ctx = ctx
+    this.#snapshots = snapshots
   }
 
   /** ops waiting for the log (appends and relays) */
@@ -147,6 +150,7 @@ export class Delivery {
         return { duplicate: true, seq: result.seq }
       }
       stats.opsAppended++
+      this.#snapshots.appended(project, result.epoch, result.op.seq)
       // A log that publishes in its append (Redis, one script) keeps publish order = seq order.
       if (!ports.log.publishesOps) {
         projects.publish(project, ports.log.scope === 'instance'
@@ -218,7 +222,7 @@ export class Delivery {
   /** Delivers every op the log has beyond what the project delivered; resets when it cannot. */
   async #catchUp (lp: LocalProject): Promise<void> {
     while (this.#ctx.projects.isCurrent(lp)) {
-      const page = await this.#ctx.ports.log.read(lp.name, lp.delivered, REPLAY_PAGE, lp.epoch)
+      const page = await this.#ctx.ports.log.read(lp.name, lp.delivered, CATCH_UP_PAGE, lp.epoch)
       if (page.reset) {
         await this.#resync(lp, true)
         return
@@ -286,74 +290,5 @@ export class Delivery {
         this.deliver(lp, a.op, a.epoch)
       }
     }
-  }
-
-  /** `sync`: the replay since the client's position, then `synced`. */
-  async sync (conn: Connection, frame: SyncFrame): Promise<void> {
-    const member = conn.projects.get(frame.project)
-    if (member === undefined) throw new NotJoinedError(`not joined to ${frame.project}`)
-    const lp = this.#ctx.projects.get(frame.project) as LocalProject
-    member.held ??= []
-    try {
-      await this.replay(lp, member, frame.since, frame.epoch, lp.delivered)
-    } finally {
-      lp.release(member)
-    }
-    const synced = { type: 'synced', project: lp.name, epoch: lp.epoch, seq: member.lastSeq, ref: frame.ref } as const
-    this.#ctx.outbox.reply(conn, synced)
-  }
-
-  /**
-   * Sends the ops since `since` up to `target` (what the project has
-   * delivered live), or `reset`. The member's held ops follow it.
-   *
-   * Paced, so no replay is closed as a slow consumer for reading at network
-   * speed and no connection's replays crowd out the others: pages are
-   * bounded by bytes (FLOW_REPLAY_PAGE_BYTES), the next page waits until the
-   * connection has drained to one page, and a connection is sent at most
-   * FLOW_REPLAY_BYTES_PER_SECOND of history (its budget, shared by its
-   * replays: beyond it the replay waits).
-   */
-  async replay (lp: LocalProject, member: LocalMember, since: number, epoch: string | undefined,
-    target: number): Promise<void> {
-    const reset = (): void => {
-      member.lastSeq = Math.max(member.lastSeq, target)
-      this.#ctx.outbox.reply(member.conn, { type: 'reset', project: lp.name, epoch: lp.epoch, seq: target })
-    }
-    // A position without its epoch cannot be placed: after data loss, seq 40 of a new life is not seq 40 of the old.
-    if (since > 0 && epoch === undefined) {
-      reset()
-      return
-    }
-    const { config } = this.#ctx
-    const conn = member.conn
-    conn.replayBudget ??= new ReplayBudget(config.replayBytesPerSecond, Date.now())
-    let from = since
-    for (;;) {
-      // Before every page, the first too: earlier pages or replays of this connection may have spent the budget.
-      const wait = conn.replayBudget.spend(0, Date.now())
-      if (wait > 0 || conn.transport.bufferedAmount > config.replayPageBytes) {
-        await conn.transport.whenDrained(config.replayPageBytes)
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
-        // Gone meanwhile: nothing more to send; its sessions are being removed.
-        if (conn.closed) return
-      }
-      const page = await this.#ctx.ports.log.read(lp.name, from, REPLAY_PAGE, epoch, config.replayPageBytes)
-      if (page.reset || page.epoch !== lp.epoch) {
-        reset()
-        return
-      }
-      let bytes = 0
-      for (const op of page.ops) {
-        if (op.seq > target) break
-        const frame = opFrame(op)
-        bytes += frame.length
-        conn.send(frame)
-        from = op.seq
-      }
-      conn.replayBudget.spend(bytes, Date.now())
-      if (from >= target || page.ops.length === 0 || (page.ops.at(-1) as Op).seq >= target) break
-    }
-    member.lastSeq = Math.max(since, target)
   }
 }

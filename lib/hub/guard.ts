@@ -35,7 +35,8 @@ export function guardPort<T extends object> (port: T, name: string, onError?: (e
 const PORT_NAMES: Readonly<Record<keyof HubPorts, string>> = {
   sessions: 'the session store',
   broadcaster: 'the broadcaster',
-  log: 'the op log'
+  log: 'the op log',
+  snapshots: 'the snapshot store'
 }
 
 /** The hub's ports, each guarded; `failed` is told of each failure with the port's key. */
@@ -43,6 +44,7 @@ export function guardPorts (ports: HubPorts, failed: (port: keyof HubPorts, err:
   return {
     sessions: guardPort(ports.sessions, PORT_NAMES.sessions, (err) => { failed('sessions', err) }),
     broadcaster: guardPort(ports.broadcaster, PORT_NAMES.broadcaster, (err) => { failed('broadcaster', err) }),
-    log: guardPort(ports.log, PORT_NAMES.log, (err) => { failed('log', err) })
+    log: guardPort(ports.log, PORT_NAMES.log, (err) => { failed('log', err) }),
+    snapshots: guardPort(ports.snapshots, PORT_NAMES.snapshots, (err) => { failed('snapshots', err) })
   }
 }

@@ -1,5 +1,6 @@
 import type { BroadcastMessage } from '../../ports/broadcaster.js'
 import type { ExpiredSession } from '../../ports/session-store.js'
+import type { PutResult, Snapshot } from '../../ports/snapshot-store.js'
 import type { Member } from '../types.js'
 import { randomId } from '../ids.js'
 import { Stats } from '../stats.js'
@@ -15,10 +16,13 @@ import { ProjectApi, type History, type PostedOp } from './project-api.js'
 import { ProjectRegistry } from './projects.js'
 import { AbuseTracker, CreationLimiter, TokenBucket } from './rate-limiter.js'
 import { SessionKeeper } from './session-keeper.js'
+import { Snapshots, type SnapshotReducer } from './snapshots.js'
+import { Replayer } from './replay.js'
 import { CLOSE, type Identity, type Transport } from './transport.js'
 
 export type { HubConfig, HubLogger, HubPorts } from './context.js'
 export type { History, PostedOp } from './project-api.js'
+export type { SnapshotReducer } from './snapshots.js'
 
 export interface HubOptions {
   readonly config: HubConfig
@@ -26,6 +30,8 @@ export interface HubOptions {
   readonly instanceId: string
   readonly logger: HubLogger
   readonly stats?: Stats
+  /** a host reducer: the server folds ops into snapshots (lib/hub/snapshots.ts) */
+  readonly snapshots?: SnapshotReducer
 }
 
 /** Longest stretch of dropped frames, with no quiet second, before 1008. */
@@ -40,7 +46,9 @@ const KEEP_ALIVE_MAX_MS = 3_600_000
  * This class holds the connections, the heartbeat and the drain, and wires
  * the parts, one job each: `Intake` (frames in), `Membership` (join, leave,
  * presence), `SessionKeeper` (TTL, reaping, write-back after an outage),
- * `Delivery` (appends, acks, in-order delivery, resync, replay),
+ * `Delivery` (appends, acks, in-order delivery, gap fill, resync),
+ * `Replayer` (a member's catch-up: replay, or a snapshot and the ops after
+ * it), `Snapshots` (uploads, reads, the host reducer's folding),
  * `ProjectRegistry` (the projects served here), `ProjectApi` (members,
  * history and posts without a connection) and `Outbox` (everything sent).
  */
@@ -57,6 +65,7 @@ export class Hub {
   readonly #keeper: SessionKeeper
   readonly #intake: Intake
   readonly #api: ProjectApi
+  readonly #snapshots: Snapshots
   readonly #heartbeat: NodeJS.Timeout
   readonly #keepAlive: NodeJS.Timeout
   #draining = false
@@ -83,11 +92,14 @@ export class Hub {
     }, creations)
     const { stats } = this
     const ctx: HubContext = { config, ports, logger, stats, projects: this.#projects, outbox: this.#outbox, creations }
-    this.#delivery = new Delivery(ctx)
+    this.#snapshots = new Snapshots(ctx, options.snapshots)
+    this.#delivery = new Delivery(ctx, this.#snapshots)
     this.#keeper = new SessionKeeper(ctx)
-    this.#membership = new Membership(ctx, this.#delivery, this.#keeper)
-    this.#intake = new Intake(ctx, this.#membership, this.#delivery, draining)
-    this.#api = new ProjectApi(ctx, this.#delivery, draining)
+    const replayer = new Replayer(ctx, this.#snapshots)
+    this.#membership = new Membership(ctx, replayer, this.#keeper)
+    const parts = { membership: this.#membership, delivery: this.#delivery, replayer, snapshots: this.#snapshots }
+    this.#intake = new Intake(ctx, parts, draining)
+    this.#api = new ProjectApi(ctx, this.#delivery, this.#snapshots, draining)
     this.#heartbeat = setInterval(() => { this.#beat() }, config.heartbeatMs)
     this.#heartbeat.unref()
     // A project with members is not idle: its log's idle expiry is extended well before it is due.
@@ -200,6 +212,21 @@ export class Hub {
     return await this.#api.history(project, since, limit)
   }
 
+  /** A page of history that starts at the project's snapshot when it is newer than `since` (1.2). */
+  async historyFromSnapshot (project: string, since: number, limit: number): Promise<History> {
+    return await this.#api.history(project, since, limit, true)
+  }
+
+  /** The project's snapshot (not_found when none). */
+  async snapshot (project: string): Promise<Snapshot> {
+    return await this.#api.snapshot(project)
+  }
+
+  /** Stores a snapshot made by the host or a backend: kept when newer and matching the log. */
+  async putSnapshot (project: string, epoch: string, seq: number, state: unknown): Promise<PutResult> {
+    return await this.#api.putSnapshot(project, epoch, seq, state)
+  }
+
   /** An op posted over HTTP (or by the host app): appended and broadcast like a client op. */
   async post (project: string, userId: string, id: string | undefined, data: unknown): Promise<PostedOp> {
     return await this.#api.post(project, userId, id, data)
@@ -252,6 +279,7 @@ export class Hub {
     this.#closed = true
     clearInterval(this.#heartbeat)
     clearInterval(this.#keepAlive)
+    this.#snapshots.close()
     this.#keeper.close()
     for (const lp of this.#projects.values()) if (lp.gapTimer !== undefined) clearTimeout(lp.gapTimer)
   }

@@ -3,6 +3,8 @@ import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
 import type { Delivery } from './delivery.js'
 import type { Membership } from './membership.js'
+import type { Replayer } from './replay.js'
+import type { Snapshots } from './snapshots.js'
 import { CLOSE } from './transport.js'
 
 /** Frames one connection may have waiting behind a join or leave. */
@@ -19,12 +21,18 @@ export class Intake {
   readonly #ctx: HubContext
   readonly #membership: Membership
   readonly #delivery: Delivery
+  readonly #replayer: Replayer
+  readonly #snapshots: Snapshots
   readonly #draining: () => boolean
 
-  constructor (ctx: HubContext, membership: Membership, delivery: Delivery, draining: () => boolean) {
+  constructor (ctx: HubContext,
+    parts: { membership: Membership, delivery: Delivery, replayer: Replayer, snapshots: Snapshots },
+    draining: () => boolean) {
     this.#ctx = ctx
-    this.#membership = membership
-    this.#delivery = delivery
+    this.#membership = parts.membership
+    this.#delivery = parts.delivery
+    this.#replayer = parts.replayer
+    this.#snapshots = parts.snapshots
     this.#draining = draining
   }
 
@@ -103,10 +111,11 @@ export class Intake {
     switch (frame.type) {
       case 'join': return await this.#membership.join(conn, frame)
       case 'leave': return await this.#membership.leave(conn, frame)
-      case 'sync': return await this.#delivery.sync(conn, frame)
+      case 'sync': return await this.#replayer.sync(conn, frame)
       case 'op': return this.#delivery.op(conn, frame)
       case 'presence': return this.#membership.presence(conn, frame)
       case 'ping': return this.#ctx.outbox.reply(conn, { type: 'pong', ts: Date.now(), ref: frame.ref })
+      case 'snapshot': return await this.#snapshots.upload(conn, frame)
     }
   }
 }

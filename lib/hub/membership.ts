@@ -5,7 +5,7 @@ import { ForbiddenError, LimitExceededError, NotJoinedError } from '../errors.js
 import { randomId } from '../ids.js'
 import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
-import type { Delivery } from './delivery.js'
+import type { Replayer } from './replay.js'
 import { LocalMember, type LocalProject } from './project.js'
 import { presenceFrame } from './outbox.js'
 import type { SessionKeeper } from './session-keeper.js'
@@ -18,12 +18,12 @@ import type { SessionKeeper } from './session-keeper.js'
  */
 export class Membership {
   readonly #ctx: HubContext
-  readonly #delivery: Delivery
+  readonly #replayer: Replayer
   readonly #keeper: SessionKeeper
 
-  constructor (ctx: HubContext, delivery: Delivery, keeper: SessionKeeper) {
+  constructor (ctx: HubContext, replayer: Replayer, keeper: SessionKeeper) {
     this.#ctx = ctx
-    this.#delivery = delivery
+    this.#replayer = replayer
     this.#keeper = keeper
   }
 
@@ -91,7 +91,9 @@ export class Membership {
         members,
         ref: frame.ref
       })
-      if (frame.since !== undefined) await this.#delivery.replay(lp, member, frame.since, frame.epoch, head)
+      if (frame.since !== undefined || frame.snapshot === true) {
+        await this.#replayer.replay(lp, member, frame.since, frame.epoch, head, frame.snapshot === true)
+      }
     } finally {
       lp.release(member)
     }

@@ -61,7 +61,7 @@ export class Outbox {
     const project = 'project' in frame ? frame.project : undefined
     const code = wireCode(err)
     // A connection is authenticated already: no frame is answered `unauthorized`.
-    if (code !== null && code !== 'unauthorized') {
+    if (code !== null && code !== 'unauthorized' && code !== 'not_found') {
       this.error(conn, code, (err as Error).message, frame.ref, project)
       return
     }

@@ -1,9 +1,11 @@
 import type { Member, Op } from '../types.js'
+import type { PutResult, Snapshot } from '../../ports/snapshot-store.js'
 import { MAX_JSON_DEPTH, nestsDeeper } from '../protocol/frames.js'
-import { BadRequestError, UnavailableError } from '../errors.js'
+import { BadRequestError, NotFoundError, UnavailableError } from '../errors.js'
 import { isOpId, isProjectId, randomId } from '../ids.js'
 import type { HubContext } from './context.js'
 import type { Delivery } from './delivery.js'
+import type { Snapshots } from './snapshots.js'
 
 /** Result of an op posted over HTTP. */
 export interface PostedOp {
@@ -20,6 +22,8 @@ export interface History {
   readonly seq: number
   readonly ops: readonly Op[]
   readonly reset: boolean
+  /** (1.2, when asked) the snapshot the page starts at (its ops follow it), or null */
+  readonly snapshot?: { readonly epoch: string, readonly seq: number, readonly state: unknown } | null
 }
 
 /**
@@ -30,11 +34,13 @@ export interface History {
 export class ProjectApi {
   readonly #ctx: HubContext
   readonly #delivery: Delivery
+  readonly #snapshots: Snapshots
   readonly #draining: () => boolean
 
-  constructor (ctx: HubContext, delivery: Delivery, draining: () => boolean) {
+  constructor (ctx: HubContext, delivery: Delivery, snapshots: Snapshots, draining: () => boolean) {
     this.#ctx = ctx
     this.#delivery = delivery
+    this.#snapshots = snapshots
     this.#draining = draining
   }
 
@@ -44,12 +50,40 @@ export class ProjectApi {
     return await this.#ctx.ports.sessions.list(project)
   }
 
-  /** A page of history: ops with since < seq, at most `limit`. */
-  async history (project: string, since: number, limit: number): Promise<History> {
+  /**
+   * A page of history: ops with since < seq, at most `limit`. With
+   * `snapshot`, a page starts at the project's snapshot when it is newer
+   * than `since` (the snapshot, then the ops after it), and says `snapshot:
+   * null` otherwise.
+   */
+  async history (project: string, since: number, limit: number, snapshot = false): Promise<History> {
     assertProject(project)
+    const stored = snapshot ? await this.#snapshots.get(project) : null
+    const from = stored !== null && stored.seq > since ? stored.seq : since
     // A page ends early rather than grow past FLOW_REPLAY_PAGE_BYTES; the caller continues from its last seq.
-    const page = await this.#ctx.ports.log.read(project, since, limit, undefined, this.#ctx.config.replayPageBytes)
-    return { project, epoch: page.epoch, seq: page.head, ops: page.reset ? [] : page.ops, reset: page.reset }
+    const page = await this.#ctx.ports.log.read(project, from, limit, undefined, this.#ctx.config.replayPageBytes)
+    const history = { project, epoch: page.epoch, seq: page.head, ops: page.reset ? [] : page.ops, reset: page.reset }
+    if (!snapshot) return history
+    const at = stored !== null && stored.seq > since && stored.epoch === page.epoch ? stored : null
+    return { ...history, snapshot: at === null ? null : { epoch: at.epoch, seq: at.seq, state: at.state } }
+  }
+
+  /** The project's snapshot; not_found (404) when it has none. */
+  async snapshot (project: string): Promise<Snapshot> {
+    assertProject(project)
+    const stored = await this.#snapshots.get(project)
+    if (stored === null) throw new NotFoundError(`${project} has no snapshot`)
+    return stored
+  }
+
+  /** Stores a snapshot a backend made (PUT): kept when newer and matching the log. */
+  async putSnapshot (project: string, epoch: string, seq: number, state: unknown): Promise<PutResult> {
+    assertProject(project)
+    if (nestsDeeper(state, MAX_JSON_DEPTH - 1)) {
+      throw new BadRequestError(`state nests arrays and objects deeper than ${MAX_JSON_DEPTH - 1} levels`)
+    }
+    if (this.#draining()) throw new UnavailableError('server is shutting down')
+    return await this.#snapshots.put({ project, epoch, seq, state })
   }
 
   /** An op posted over HTTP: appended and broadcast like a client op. */

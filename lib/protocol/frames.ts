@@ -17,9 +17,15 @@ const project = { type: 'string', pattern: PROJECT_ID.source }
 const seq = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER }
 const epoch = { type: 'string', minLength: 1, maxLength: 128 }
 const object = { type: 'object' }
+/** a flag that is on or absent */
+const flag = { const: true }
 
 const schemas: Record<ClientFrameType, object> = {
-  join: { type: 'object', required: ['project'], properties: { project, since: seq, epoch, presence: object, ref } },
+  join: {
+    type: 'object',
+    required: ['project'],
+    properties: { project, since: seq, epoch, presence: object, snapshot: flag, ref }
+  },
   leave: { type: 'object', required: ['project'], properties: { project, ref } },
   op: {
     type: 'object',
@@ -27,8 +33,17 @@ const schemas: Record<ClientFrameType, object> = {
     properties: { project, id: { type: 'string', pattern: OP_ID.source }, data: {}, ref }
   },
   presence: { type: 'object', required: ['project', 'state'], properties: { project, state: object, ref } },
-  sync: { type: 'object', required: ['project', 'since'], properties: { project, since: seq, epoch, ref } },
-  ping: { type: 'object', properties: { ref } }
+  sync: {
+    type: 'object',
+    required: ['project', 'since'],
+    properties: { project, since: seq, epoch, snapshot: flag, ref }
+  },
+  ping: { type: 'object', properties: { ref } },
+  snapshot: {
+    type: 'object',
+    required: ['project', 'epoch', 'seq', 'state'],
+    properties: { project, epoch, seq, state: {}, ref }
+  }
 }
 
 const ajv = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true, unicodeRegExp: false })

@@ -53,10 +53,11 @@ export type ErrorFrameCode =
   | 'internal'
 
 /**
- * Every error code the server answers with: the `error` frame's, and `unauthorized` (HTTP 401: a missing or
- * invalid token; never in a frame).
+ * Every error code the server answers with: the `error` frame's, `unauthorized` (HTTP 401: a missing or
+ * invalid token; never in a frame) and `not_found` (HTTP 404, 1.2: `GET /projects/:project/snapshot` of a project
+ * that has none).
  */
-export type ErrorCode = ErrorFrameCode | 'unauthorized'
+export type ErrorCode = ErrorFrameCode | 'unauthorized' | 'not_found'
 
 // ---------------------------------------------------------------- client to server
 
@@ -73,6 +74,11 @@ export interface JoinFrame {
   readonly epoch?: string
   /** this member's presence in `members` (an object, at most 4 KiB as JSON) */
   readonly presence?: Presence
+  /**
+   * (1.2) the client takes a `snapshot`: where the history cannot serve `since` (or without `since`), the
+   * server sends the project's state and the ops after it instead of `reset`
+   */
+  readonly snapshot?: true
   readonly ref?: Ref
 }
 
@@ -109,13 +115,29 @@ export interface SyncFrame {
   readonly since: number
   readonly epoch?: string
   readonly ref?: Ref
+  /** (1.2) as `join`'s: a `snapshot` and the ops after it where the history cannot serve `since` */
+  readonly snapshot?: true
 }
 
 /** Asks for a `pong`. */
 export interface PingFrame { readonly type: 'ping', readonly ref?: Ref }
 
+/**
+ * (1.2) Stores the project's state at `seq` of `epoch` (what the ops `1..seq` fold into); answered by
+ * `stored`. Kept only when the epoch is current, `seq` is at most the head, and it is newer than the stored one.
+ */
+export interface SnapshotUpload {
+  readonly type: 'snapshot'
+  readonly project: string
+  readonly epoch: string
+  readonly seq: number
+  /** any JSON value, at most FLOW_SNAPSHOT_MAX_BYTES as JSON */
+  readonly state: unknown
+  readonly ref?: Ref
+}
+
 /** Every frame a client sends. */
-export type ClientFrame = JoinFrame | LeaveFrame | OpFrame | PresenceFrame | SyncFrame | PingFrame
+export type ClientFrame = JoinFrame | LeaveFrame | OpFrame | PresenceFrame | SyncFrame | PingFrame | SnapshotUpload
 
 // ---------------------------------------------------------------- server to client
 
@@ -199,6 +221,33 @@ export interface ErrorFrame {
   readonly ref?: Ref
 }
 
+/**
+ * (1.2) The project's state at `seq` of `epoch`, in answer to a `join` or `sync` with `snapshot: true`: the ops
+ * after `seq` follow, then live ops, with no gap and no duplicate.
+ */
+export interface SnapshotFrame {
+  readonly type: 'snapshot'
+  readonly project: string
+  readonly epoch: string
+  readonly seq: number
+  readonly state: unknown
+}
+
+/** (1.2) Answers a `snapshot` upload: whether it was kept, and why not. */
+export interface StoredFrame {
+  readonly type: 'stored'
+  readonly project: string
+  readonly epoch: string
+  readonly seq: number
+  readonly stored: boolean
+  /**
+   * why it was not kept: `epoch` (not the current one), `ahead` (above the head), `older` (a newer one is kept),
+   * `disabled` (this server keeps no snapshots)
+   */
+  readonly reason?: 'epoch' | 'ahead' | 'older' | 'disabled'
+  readonly ref?: Ref
+}
+
 /** Every frame the server sends. */
 export type ServerFrame =
   | JoinedFrame
@@ -211,3 +260,5 @@ export type ServerFrame =
   | ResetFrame
   | PongFrame
   | ErrorFrame
+  | SnapshotFrame
+  | StoredFrame

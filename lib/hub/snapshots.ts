@@ -1,0 +1,162 @@
+import type { PutResult, Snapshot, SnapshotStore } from '../../ports/snapshot-store.js'
+import type { Op } from '../types.js'
+import type { SnapshotUpload } from '../protocol/wire.js'
+import { jsonBytes } from '../protocol/frames.js'
+import { LimitExceededError, NotJoinedError } from '../errors.js'
+import type { Connection } from './connection.js'
+import type { HubContext } from './context.js'
+
+/**
+ * A host's reducer: the server folds each project's ops into a state and
+ * stores it as a snapshot every `every` ops (FLOW_SNAPSHOT_EVERY), so a
+ * joiner beyond the history gets the state and the ops after it. `reduce`
+ * must be pure and synchronous; a reducer that throws stops that snapshot
+ * (logged), never an op.
+ */
+export interface SnapshotReducer {
+  readonly reduce: (state: unknown, op: Op) => unknown
+  /** the state before any op (default null) */
+  readonly initial?: unknown
+  /** ops between two snapshots (default FLOW_SNAPSHOT_EVERY) */
+  readonly every?: number
+  /** the projects the reducer applies to (default: all) */
+  readonly projects?: (project: string) => boolean
+}
+
+/**
+ * The snapshot store of a server that keeps none (a host handed in its own
+ * op log and no snapshot store to check against it): no snapshot is ever
+ * found, and every upload is refused with `disabled`. Joiners that take
+ * state get the initial state and the whole history, or `reset`.
+ */
+export function noSnapshots (): SnapshotStore {
+  return {
+    get: async () => null,
+    put: async () => ({ stored: false, reason: 'disabled' }),
+    close: async () => {}
+  }
+}
+
+/** Ops read per page when folding. */
+const FOLD_PAGE = 500
+/** Projects folded at once by one instance; more wait their turn. */
+const MAX_FOLDING = 2
+/** Projects waiting to be folded, at most (the oldest request is dropped: a later op asks again). */
+const MAX_WAITING = 10_000
+
+/**
+ * Snapshots: uploads (the `snapshot` frame and `PUT /projects/:p/snapshot`),
+ * reads, and the host reducer's folding. The fold of a project runs in the
+ * background on the instance that appended its `every`-th op: it reads the
+ * stored snapshot and the ops after it from the log (so it needs no member
+ * here and survives restarts), folds them, and stores the result.
+ */
+export class Snapshots {
+  readonly #ctx: HubContext
+  readonly #reducer: SnapshotReducer | undefined
+  readonly #every: number
+  /** per project, the newest seq (and its epoch) a fold was asked for, waiting its turn */
+  readonly #waiting = new Map<string, { epoch: string, seq: number }>()
+  readonly #folding = new Set<string>()
+  #closed = false
+
+  constructor (ctx: HubContext, reducer: SnapshotReducer | undefined) {
+    this.#ctx = ctx
+    this.#reducer = reducer
+    this.#every = reducer?.every ?? ctx.config.snapshotEvery
+  }
+
+  /** The state a joiner that asked for state starts from when no snapshot is stored: the reducer's initial one. */
+  get initial (): unknown {
+    return this.#reducer?.initial ?? null
+  }
+
+  /** The project's newest snapshot of its current epoch, or null. */
+  async get (project: string): Promise<Snapshot | null> {
+    return await this.#ctx.ports.snapshots.get(project)
+  }
+
+  /** Stores a snapshot a client or backend made, when it is newer and matches the log. */
+  async put (snapshot: Snapshot): Promise<PutResult> {
+    const max = this.#ctx.config.snapshotMaxBytes
+    if (jsonBytes(snapshot.state) > max) throw new LimitExceededError(`a snapshot's state is larger than ${max} bytes`)
+    return await this.#ctx.ports.snapshots.put(snapshot)
+  }
+
+  /** A `snapshot` frame: stored when the sender is a member of the project; answered by `stored`. */
+  async upload (conn: Connection, frame: SnapshotUpload): Promise<void> {
+    if (!conn.projects.has(frame.project)) throw new NotJoinedError(`not joined to ${frame.project}`)
+    const { project, epoch, seq, state } = frame
+    const result = await this.put({ project, epoch, seq, state })
+    this.#ctx.outbox.reply(conn, {
+      type: 'stored',
+      project,
+      epoch,
+      seq,
+      stored: result.stored,
+      reason: result.stored ? undefined : result.reason,
+      ref: frame.ref
+    })
+  }
+
+  /** An op was appended: every `every` ops of a project the reducer applies to, fold it in the background. */
+  appended (project: string, epoch: string, seq: number): void {
+    const reducer = this.#reducer
+    if (reducer === undefined || seq % this.#every !== 0 || this.#closed) return
+    if (reducer.projects !== undefined && !reducer.projects(project)) return
+    this.#waiting.delete(project)
+    this.#waiting.set(project, { epoch, seq })
+    if (this.#waiting.size > MAX_WAITING) this.#waiting.delete(this.#waiting.keys().next().value as string)
+    this.#next()
+  }
+
+  #next (): void {
+    while (this.#folding.size < MAX_FOLDING && !this.#closed) {
+      const project = [...this.#waiting.keys()].find((p) => !this.#folding.has(p))
+      if (project === undefined) return
+      const at = this.#waiting.get(project) as { epoch: string, seq: number }
+      this.#waiting.delete(project)
+      this.#folding.add(project)
+      this.#fold(project, at.epoch, at.seq).catch((err: unknown) => {
+        this.#ctx.logger.warn({ err, project }, 'a snapshot could not be made')
+      }).finally(() => {
+        this.#folding.delete(project)
+        this.#next()
+      })
+    }
+  }
+
+  /** Folds the project's ops up to `seq` of `epoch` onto its stored snapshot (or the initial state) and stores it. */
+  async #fold (project: string, epoch: string, seq: number): Promise<void> {
+    const reducer = this.#reducer as SnapshotReducer
+    const { ports, config, logger } = this.#ctx
+    const stored = await ports.snapshots.get(project)
+    if (stored !== null && stored.epoch === epoch && stored.seq >= seq) return
+    const initial = { seq: 0, state: structuredClone(reducer.initial ?? null) }
+    const base = stored !== null && stored.epoch === epoch ? stored : initial
+    let state = base.state
+    let from = base.seq
+    while (from < seq) {
+      const page = await ports.log.read(project, from, FOLD_PAGE, epoch, config.replayPageBytes)
+      if (page.reset) {
+        logger.warn({ project, from, seq }, 'no snapshot made: the history no longer reaches back to the last one')
+        return
+      }
+      if (page.ops.length === 0) return
+      for (const op of page.ops) {
+        if (op.seq > seq) break
+        state = reducer.reduce(state, op)
+        from = op.seq
+      }
+    }
+    const result = await this.put({ project, epoch, seq, state })
+    if (!result.stored && result.reason !== 'older') {
+      logger.debug({ project, seq, reason: result.reason }, 'snapshot not stored')
+    }
+  }
+
+  close (): void {
+    this.#closed = true
+    this.#waiting.clear()
+  }
+}
