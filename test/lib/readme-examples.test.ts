@@ -163,3 +163,15 @@ for (const block of blocks.filter((b) => b.marker === 'run')) {
     }
   })
 }
+
+t.test('docs/operations.md shows /health with the fields it answers', async (t) => {
+  const doc = readFileSync(new URL('../../docs/operations.md', import.meta.url), 'utf8')
+  const block = fencedBlocks(doc.slice(doc.indexOf('## Health'))).find((b) => b.lang === 'json')
+  t.ok(block, 'the Health section shows a JSON example')
+  const shown = JSON.parse(block?.lines.join('\n') ?? '{}') as Record<string, unknown>
+  const live = await (await fetch(`${server.http}/health`)).json() as Record<string, unknown>
+  const fields = (o: unknown): string[] => Object.keys(o as object).sort()
+  t.same(fields(shown), fields(live), 'the same fields')
+  t.same(fields(shown.redis), fields(live.redis), 'the same redis fields')
+  t.same(fields(shown.ports), fields(live.ports), 'the same ports')
+})
