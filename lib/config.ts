@@ -45,11 +45,13 @@ export const SETTINGS = {
   },
   historyMemory: {
     env: 'FLOW_HISTORY_MEMORY', kind: 'int', default: 1000, min: 1, max: 10_000_000,
-    doc: 'ops kept per project by the memory op log (at least)'
+    doc: 'ops kept per project by the memory op log: the newest this many at most, ' +
+      'fewer when FLOW_HISTORY_BYTES is reached first'
   },
   historyRedis: {
     env: 'FLOW_HISTORY_REDIS', kind: 'int', default: 10000, min: 1, max: 100_000_000,
-    doc: 'ops kept per project by the Redis op log (at least)'
+    doc: 'ops kept per project by the Redis op log: the newest this many at most, ' +
+      'fewer when FLOW_HISTORY_BYTES is reached first'
   },
   historyBytes: {
     env: 'FLOW_HISTORY_BYTES', kind: 'int', default: 8 * 1024 * 1024, min: 64 * 1024, max: 1024 * 1024 * 1024,

@@ -72,7 +72,7 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
     const redisPorts = Object.values(ports).filter((p) => p.adapter === 'redis')
     const degraded = redisPorts.some((p) => p.circuit !== 'closed')
     const sharedLog = ports.log.adapter === 'redis'
-    const seqScope = sharedLog ? 'cluster' : (ports.broadcaster.adapter === 'redis' ? 'instance' : 'cluster')
+    const seqScope = sharedLog ? 'cluster' : 'instance'
     const memory = fastify.flowRedis?.memory ?? null
     const policy = memory?.policy ?? null
     const refused = fastify.flowPorts.health?.refusal?.message ?? null
@@ -83,7 +83,7 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
       warnings.push(`Redis memory is at ${Math.round(memory.ratio * 100)}% of maxmemory (over FLOW_REDIS_MEMORY_WARN_RATIO ` +
         `${config.redisMemoryWarnRatio}): at maxmemory Redis refuses writes (OOM) and every instance falls back to memory`)
     }
-    if (seqScope === 'instance') warnings.push('seqs are per instance: the op log is not shared (USE_REDIS_EVENT_ORDERING=false)')
+    if (!sharedLog && ports.broadcaster.adapter === 'redis') warnings.push('seqs are per instance: the op log is not shared (USE_REDIS_EVENT_ORDERING=false)')
     if (sharedLog && ports.broadcaster.adapter !== 'redis') warnings.push('ops of other instances reach members only on sync or when a gap shows (USE_REDIS_WEBSOCKETS=false)')
     if (fastify.flowAuth.mode === 'open') warnings.push('authentication is off')
     return {

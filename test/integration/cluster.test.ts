@@ -146,8 +146,9 @@ for (const flags of combos) {
   const name = `sessions=${flags.useRedisCollaboration ? 'redis' : 'memory'} broadcast=${flags.useRedisWebsockets ? 'redis' : 'memory'} log=${flags.useRedisEventOrdering ? 'redis' : 'memory'}`
   t.test(`starts and serves with ${name}`, async (t) => {
     const { instances: [s] } = await startCluster(t, redis.url, 1, flags)
-    const health = (await s!.app.inject({ url: '/health' })).json<{ status: string, ports: Record<string, { adapter: string }> }>()
+    const health = (await s!.app.inject({ url: '/health' })).json<{ status: string, seqScope: string, ports: Record<string, { adapter: string }> }>()
     t.equal(health.status, 'ok')
+    t.equal(health.seqScope, flags.useRedisEventOrdering ? 'cluster' : 'instance', 'seqs are cluster-wide only with the op log on Redis')
     t.same(Object.fromEntries(Object.entries(health.ports).map(([k, v]) => [k, v.adapter])), {
       sessions: flags.useRedisCollaboration ? 'redis' : 'memory',
       broadcaster: flags.useRedisWebsockets ? 'redis' : 'memory',

@@ -60,10 +60,11 @@ t.test('/health answers ok with every port on memory and auth open', async (t) =
       log: { adapter: 'memory', circuit: null }
     },
     redis: { configured: false, connected: null },
-    seqScope: 'cluster',
+    seqScope: 'instance',
     draining: false
   })
   t.type(body.uptime, 'number')
+  t.notOk((body.warnings as string[]).some((w) => /seqs are per instance/.test(w)), 'one instance on memory is not warned about per-instance seqs')
 })
 
 t.test('/health reports auth jwt when a secret is set, and needs no token', async (t) => {
