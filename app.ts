@@ -17,6 +17,7 @@ import demoPlugin from './plugins/demo.js'
 import recoveryPlugin from './plugins/recovery.js'
 import type { FlowConfig } from './lib/config.js'
 import type { Hub } from './lib/hub/hub.js'
+import type { SnapshotReducer } from './lib/hub/snapshots.js'
 import type { Stats } from './lib/stats.js'
 import type { CircuitBreaker } from './lib/breaker.js'
 import type { PortReport } from './plugins/ports.js'
@@ -24,6 +25,8 @@ import type { PortReport } from './plugins/ports.js'
 export type { FlowConfig, FlowConfigOptions } from './lib/config.js'
 export type { Identity } from './lib/hub/transport.js'
 export type { AuthenticateHook } from './plugins/auth.js'
+export type { SnapshotReducer } from './lib/hub/snapshots.js'
+export type { Op } from './lib/types.js'
 
 /** Options of the plugin: any setting (the environment gives the defaults), plus these. */
 export interface FlowOptions extends Omit<FlowConfigOptions, 'logLevel'> {
@@ -39,6 +42,13 @@ export interface FlowOptions extends Omit<FlowConfigOptions, 'logLevel'> {
   readonly redis?: RedisClient
   /** serve the demo board at `{prefix}/` (default false; `npm start` turns it on) */
   readonly demo?: boolean
+  /**
+   * a host reducer (protocol 1.2, Snapshots): the server folds each project's
+   * ops into a state with `reduce(state, op)` (pure, synchronous) and stores
+   * it as a snapshot every `every` ops (default FLOW_SNAPSHOT_EVERY), so a
+   * joiner beyond the history gets the state and the ops after it
+   */
+  readonly snapshots?: SnapshotReducer
 }
 
 /** What Flow shares with the host app, read-only: `fastify.flow`. */
@@ -72,12 +82,12 @@ declare module 'fastify' {
  * are untouched. Last, `fastify.flow` is the read-only facade for the host.
  */
 async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void> {
-  const { prefix, authenticate, ports, env, redis, demo, ...settings } = opts
+  const { prefix, authenticate, ports, env, redis, demo, snapshots, ...settings } = opts
   const config = resolveConfig(settings, env)
   await fastify.register(configPlugin, { config })
   await fastify.register(redisPlugin, { client: redis })
   await fastify.register(portsPlugin, { ports })
-  await fastify.register(hubPlugin)
+  await fastify.register(hubPlugin, { snapshots })
   await fastify.register(recoveryPlugin)
   await fastify.register(async function flowRoutes (child) {
     await child.register(errorsPlugin)

@@ -4,6 +4,11 @@ import type { Snapshot } from '../ports/snapshot-store.js'
 /** An epoch as the op logs make them (random, URL-safe) and as clients echo them. */
 const EPOCH = /^[A-Za-z0-9_-]{1,64}$/
 
+/** Whether `value` has the form of an epoch (one that no log has is still refused as not current). */
+export function isEpoch (value: unknown): value is string {
+  return typeof value === 'string' && EPOCH.test(value)
+}
+
 /**
  * The state of a snapshot as the stores keep it (JSON text), after the checks
  * every SnapshotStore adapter makes before touching its store: a valid

@@ -1,6 +1,12 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Hub } from '../lib/hub/hub.js'
+import type { SnapshotReducer } from '../lib/hub/snapshots.js'
+
+export interface HubPluginOptions {
+  /** the host reducer, if any (FlowOptions.snapshots) */
+  readonly snapshots?: SnapshotReducer
+}
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -13,10 +19,10 @@ declare module 'fastify' {
  * Creates the collaboration hub on the ports. On close it drains: ops in
  * flight are acked, unsent data is flushed, then connections close with 1001.
  */
-async function hubPlugin (fastify: FastifyInstance): Promise<void> {
+async function hubPlugin (fastify: FastifyInstance, opts: HubPluginOptions): Promise<void> {
   const { config, instanceId, stats } = fastify.flowConfig
   const logger = fastify.log.child({ component: 'hub' })
-  const hub = new Hub({ config, ports: fastify.flowPorts.ports, instanceId, stats, logger })
+  const hub = new Hub({ config, ports: fastify.flowPorts.ports, instanceId, stats, logger, snapshots: opts.snapshots })
   fastify.decorate('flowHub', hub)
   fastify.addHook('preClose', async () => {
     await hub.drain()

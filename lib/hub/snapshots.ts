@@ -2,7 +2,8 @@ import type { PutResult, Snapshot, SnapshotStore } from '../../ports/snapshot-st
 import type { Op } from '../types.js'
 import type { SnapshotUpload } from '../protocol/wire.js'
 import { jsonBytes } from '../protocol/frames.js'
-import { LimitExceededError, NotJoinedError } from '../errors.js'
+import { isEpoch } from '../snapshot.js'
+import { ConfigError, LimitExceededError, NotJoinedError } from '../errors.js'
 import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
 
@@ -37,6 +38,14 @@ export function noSnapshots (): SnapshotStore {
   }
 }
 
+function isJson (value: unknown): boolean {
+  try {
+    return typeof JSON.stringify(value) === 'string'
+  } catch {
+    return false
+  }
+}
+
 /** Ops read per page when folding. */
 const FOLD_PAGE = 500
 /** Projects folded at once by one instance; more wait their turn. */
@@ -62,6 +71,21 @@ export class Snapshots {
 
   constructor (ctx: HubContext, reducer: SnapshotReducer | undefined) {
     this.#ctx = ctx
+    if (reducer !== undefined) {
+      if (typeof reducer.reduce !== 'function') {
+        throw new ConfigError('the snapshots option needs reduce(state, op), a function')
+      }
+      if (reducer.every !== undefined && !(Number.isSafeInteger(reducer.every) && reducer.every >= 1)) {
+        throw new ConfigError(`snapshots.every must be an integer >= 1, not ${String(reducer.every)}`)
+      }
+      if (reducer.projects !== undefined && typeof reducer.projects !== 'function') {
+        throw new ConfigError('snapshots.projects must be a function (project) => boolean')
+      }
+      // The initial state is stored as a snapshot: it must be JSON.
+      if (reducer.initial !== undefined && !isJson(reducer.initial)) {
+        throw new ConfigError('snapshots.initial must be a JSON value')
+      }
+    }
     this.#reducer = reducer
     this.#every = reducer?.every ?? ctx.config.snapshotEvery
   }
@@ -80,6 +104,8 @@ export class Snapshots {
   async put (snapshot: Snapshot): Promise<PutResult> {
     const max = this.#ctx.config.snapshotMaxBytes
     if (jsonBytes(snapshot.state) > max) throw new LimitExceededError(`a snapshot's state is larger than ${max} bytes`)
+    // No log has an epoch of another form: not the current one.
+    if (!isEpoch(snapshot.epoch)) return { stored: false, reason: 'epoch' }
     return await this.#ctx.ports.snapshots.put(snapshot)
   }
 
@@ -102,8 +128,16 @@ export class Snapshots {
   /** An op was appended: every `every` ops of a project the reducer applies to, fold it in the background. */
   appended (project: string, epoch: string, seq: number): void {
     const reducer = this.#reducer
-    if (reducer === undefined || seq % this.#every !== 0 || this.#closed) return
+    if (reducer === undefined || this.#closed || (seq !== 1 && seq % this.#every !== 0)) return
     if (reducer.projects !== undefined && !reducer.projects(project)) return
+    if (seq === 1) {
+      // The initial state as the snapshot at 0: from the first op on, the log
+      // keeps the ops after it (up to twice its bounds) for the first fold.
+      this.put({ project, epoch, seq: 0, state: reducer.initial ?? null }).catch((err: unknown) => {
+        this.#ctx.logger.warn({ err, project }, 'the initial snapshot could not be stored')
+      })
+      if (this.#every !== 1) return
+    }
     this.#waiting.delete(project)
     this.#waiting.set(project, { epoch, seq })
     if (this.#waiting.size > MAX_WAITING) this.#waiting.delete(this.#waiting.keys().next().value as string)
