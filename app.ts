@@ -18,6 +18,7 @@ import recoveryPlugin from './plugins/recovery.js'
 import type { FlowConfig } from './lib/config.js'
 import type { Hub } from './lib/hub/hub.js'
 import type { SnapshotReducer } from './lib/hub/snapshots.js'
+import type { OnOp } from './lib/hub/op-hook.js'
 import type { Stats } from './lib/stats.js'
 import type { CircuitBreaker } from './lib/breaker.js'
 import type { PortReport } from './plugins/ports.js'
@@ -26,6 +27,9 @@ export type { FlowConfig, FlowConfigOptions } from './lib/config.js'
 export type { Identity } from './lib/hub/transport.js'
 export type { AuthenticateHook } from './plugins/auth.js'
 export type { SnapshotReducer } from './lib/hub/snapshots.js'
+export type { OnOp, OpCheck } from './lib/hub/op-hook.js'
+export type { Access } from './lib/hub/transport.js'
+export { BadRequestError, ForbiddenError, LimitExceededError, RateLimitedError } from './lib/errors.js'
 export type { Op } from './lib/types.js'
 
 /** Options of the plugin: any setting (the environment gives the defaults), plus these. */
@@ -49,6 +53,12 @@ export interface FlowOptions extends Omit<FlowConfigOptions, 'logLevel'> {
    * joiner beyond the history gets the state and the ops after it
    */
   readonly snapshots?: SnapshotReducer
+  /**
+   * the host's check of each op a client sends, before it is appended:
+   * return false or throw a Flow error (ForbiddenError, BadRequestError...)
+   * to refuse it with that code (lib/hub/op-hook.ts)
+   */
+  readonly onOp?: OnOp
 }
 
 /** What Flow shares with the host app, read-only: `fastify.flow`. */
@@ -82,12 +92,12 @@ declare module 'fastify' {
  * are untouched. Last, `fastify.flow` is the read-only facade for the host.
  */
 async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void> {
-  const { prefix, authenticate, ports, env, redis, demo, snapshots, ...settings } = opts
+  const { prefix, authenticate, ports, env, redis, demo, snapshots, onOp, ...settings } = opts
   const config = resolveConfig(settings, env)
   await fastify.register(configPlugin, { config })
   await fastify.register(redisPlugin, { client: redis })
   await fastify.register(portsPlugin, { ports })
-  await fastify.register(hubPlugin, { snapshots })
+  await fastify.register(hubPlugin, { snapshots, onOp })
   await fastify.register(recoveryPlugin)
   await fastify.register(async function flowRoutes (child) {
     await child.register(errorsPlugin)

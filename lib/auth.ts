@@ -1,5 +1,5 @@
 import { createHash, createHmac, createPublicKey, timingSafeEqual, verify, type KeyObject } from 'node:crypto'
-import type { Identity } from './hub/transport.js'
+import type { Access, Identity } from './hub/transport.js'
 import { ConfigError, UnauthorizedError, type FlowError } from './errors.js'
 
 /** How tokens and the API key are checked (docs/protocol.md, configuration). */
@@ -34,8 +34,10 @@ export interface Authenticator {
    * Verifies a compact JWS and returns who it names. `now` is ms since the
    * epoch (default `Date.now()`). Checks, after the signature: `iss` and
    * `aud` when configured, `exp` (required unless `requireExp` is false),
-   * `nbf`, `sub` (a user id, see `userIdProblem`), and `projects` (or the
-   * configured defaults when the claim is absent). Throws an
+   * `nbf`, `sub` (a user id, see `userIdProblem`), `projects` (or the
+   * configured defaults when the claim is absent): the projects it may read
+   * and write, and `read`: those it may only read (a read-only member; a
+   * token with `read` alone writes nowhere). Throws an
    * UnauthorizedError (FLOW_ERR_UNAUTHORIZED: HTTP 401, no socket; its
    * message names the check that failed, without echoing token content) for
    * any bad, expired, not yet valid, foreign or unsupported token, never
@@ -128,9 +130,9 @@ function projectMatcher (entries: readonly unknown[], refuse: (entry: unknown) =
   }
 }
 
-/** The project check of a `projects` claim; throws for a claim of the wrong shape. */
-function claimMatcher (claim: unknown): ProjectCheck {
-  const bad = (): never => { throw unauthorized('bad projects claim') }
+/** The project check of a `projects` (or `read`) claim; throws for a claim of the wrong shape. */
+function claimMatcher (claim: unknown, name = 'projects'): ProjectCheck {
+  const bad = (): never => { throw unauthorized(`bad ${name} claim`) }
   if (!Array.isArray(claim) || claim.length > MAX_PROJECT_PATTERNS) return bad()
   return projectMatcher(claim as unknown[], bad)
 }
@@ -149,6 +151,10 @@ function defaultMatcher (setting: string): ProjectCheck {
 
 function allowAll (): boolean {
   return true
+}
+
+function allowNone (): boolean {
+  return false
 }
 
 /**
@@ -283,10 +289,15 @@ export function createAuthenticator (options: AuthOptions): Authenticator {
     if (subProblem === 'is missing') throw unauthorized('token has no sub')
     if (subProblem !== undefined) throw unauthorized(`token sub ${subProblem}`)
     const userId = sub as string
-    let allows: ProjectCheck
-    if (payload.projects !== undefined) allows = claimMatcher(payload.projects)
-    else if (defaults !== undefined) allows = defaults
+    let writes: ProjectCheck
+    if (payload.projects !== undefined) writes = claimMatcher(payload.projects)
+    else if (defaults !== undefined) writes = defaults
+    else if (payload.read !== undefined) writes = allowNone
     else throw unauthorized('token has no projects claim, and FLOW_JWT_DEFAULT_PROJECTS is not set')
+    // `read`: projects the token may join and read but not change (read-only member).
+    const reads = payload.read === undefined ? allowNone : claimMatcher(payload.read, 'read')
+    const allows = (project: string, access: Access = 'read'): boolean =>
+      writes(project) || (access === 'read' && reads(project))
     return exp === undefined ? { userId, allows } : { userId, allows, expiresAt: exp * 1000 }
   }
 

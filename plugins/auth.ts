@@ -61,11 +61,11 @@ async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): P
   }
   fastify.decorateRequest('flowIdentity', null)
 
-  const checkProject = (request: FastifyRequest, identity: Identity): void => {
+  const checkProject = (request: FastifyRequest, identity: Identity, write: boolean): void => {
     const project = (request.params as { project?: string }).project
-    if (project !== undefined && !identity.allows(project)) {
-      throw new ForbiddenError(`not allowed to access ${project}`)
-    }
+    if (project === undefined) return
+    if (!identity.allows(project, 'read')) throw new ForbiddenError(`not allowed to access ${project}`)
+    if (write && !identity.allows(project, 'write')) throw new ForbiddenError(`read-only in ${project}`)
   }
 
   const viaHook = async (request: FastifyRequest): Promise<Identity> => {
@@ -110,7 +110,7 @@ async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions): P
     } else if (write && config.apiKey !== undefined) {
       throw new UnauthorizedError('the API key is required (Authorization: Bearer <key>)')
     } else identity = apiIdentity
-    checkProject(request, identity)
+    checkProject(request, identity, write)
     request.flowIdentity = identity
   }
 

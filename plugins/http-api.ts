@@ -162,7 +162,7 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
   }, async (request, reply) => {
     const { project } = request.params
     const userId = request.flowIdentity?.userId ?? 'api'
-    const result = await hub.post(project, userId, request.body.id, request.body.data)
+    const result = await hub.post(project, userId, request.body.id, request.body.data, request.flowIdentity ?? undefined)
     void reply.code(result.duplicate ? 200 : 201)
     return { project, id: result.id, seq: result.seq }
   })

@@ -2,10 +2,13 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Hub } from '../lib/hub/hub.js'
 import type { SnapshotReducer } from '../lib/hub/snapshots.js'
+import type { OnOp } from '../lib/hub/op-hook.js'
 
 export interface HubPluginOptions {
   /** the host reducer, if any (FlowOptions.snapshots) */
   readonly snapshots?: SnapshotReducer
+  /** the host's op check, if any (FlowOptions.onOp) */
+  readonly onOp?: OnOp
 }
 
 declare module 'fastify' {
@@ -22,7 +25,7 @@ declare module 'fastify' {
 async function hubPlugin (fastify: FastifyInstance, opts: HubPluginOptions): Promise<void> {
   const { config, instanceId, stats } = fastify.flowConfig
   const logger = fastify.log.child({ component: 'hub' })
-  const hub = new Hub({ config, ports: fastify.flowPorts.ports, instanceId, stats, logger, snapshots: opts.snapshots })
+  const hub = new Hub({ config, ports: fastify.flowPorts.ports, instanceId, stats, logger, snapshots: opts.snapshots, onOp: opts.onOp })
   fastify.decorate('flowHub', hub)
   fastify.addHook('preClose', async () => {
     await hub.drain()

@@ -17,6 +17,9 @@ export class Connection {
   chain: Promise<void> = Promise.resolve()
   /** frames waiting in the chain, bounded so a flood cannot queue forever */
   queued = 0
+  /** ops waiting for the host's check (onOp), in the order sent */
+  checks: Promise<void> = Promise.resolve()
+  checking = 0
   /** the history its replays may still be sent this second; made on its first replay */
   replayBudget: ReplayBudget | undefined
 

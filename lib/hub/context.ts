@@ -5,6 +5,7 @@ import type { SnapshotStore } from '../../ports/snapshot-store.js'
 import type { FlowConfig } from '../config.js'
 import type { Stats } from '../stats.js'
 import type { Outbox } from './outbox.js'
+import type { OnOp } from './op-hook.js'
 import type { ProjectRegistry } from './projects.js'
 import type { CreationLimiter } from './rate-limiter.js'
 
@@ -40,4 +41,6 @@ export interface HubContext {
   readonly outbox: Outbox
   /** new projects per identity and minute */
   readonly creations: CreationLimiter
+  /** the host's check of each op a client sends, if any */
+  readonly onOp: OnOp | undefined
 }

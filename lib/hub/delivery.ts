@@ -7,11 +7,14 @@ import type { Snapshots } from './snapshots.js'
 import { randomId } from '../ids.js'
 import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
-import type { AckAhead, LocalProject } from './project.js'
+import type { AckAhead, LocalMember, LocalProject } from './project.js'
+import { checkOp } from './op-hook.js'
 import { SharedFrame } from './transport.js'
 
 /** How long an out-of-order op waits for the ops before it to arrive by broadcast. */
 const GAP_FILL_DELAY_MS = 100
+/** Ops of one connection waiting for the host's check at once; more are refused (rate_limited). */
+const MAX_CHECKING = 64
 /** Ops per page of a catch-up read from the log (pages are bounded by FLOW_REPLAY_PAGE_BYTES too). */
 const CATCH_UP_PAGE = 500
 
@@ -44,7 +47,7 @@ export class Delivery {
 
   /** An op frame of a joined member: appended, acked in order, delivered to the others. */
   op (conn: Connection, frame: OpFrame): void {
-    const { outbox, projects } = this.#ctx
+    const { outbox } = this.#ctx
     const member = conn.projects.get(frame.project)
     if (member === undefined) {
       outbox.error(conn, 'not_joined', `not joined to ${frame.project}`, frame.ref, frame.project)
@@ -56,7 +59,37 @@ export class Delivery {
       outbox.error(conn, 'rate_limited', shed.message, frame.ref, frame.project)
       return
     }
+    if (!conn.identity.allows(frame.project, 'write')) {
+      outbox.error(conn, 'forbidden', `read-only in ${frame.project}: ops are refused`, frame.ref, frame.project)
+      return
+    }
     const id = frame.id ?? randomId(12)
+    const hook = this.#ctx.onOp
+    if (hook === undefined) {
+      this.#accept(conn, frame, member, id)
+      return
+    }
+    // The host's check, in the order the ops came: each waits for the one before.
+    if (conn.checking >= MAX_CHECKING) {
+      const message = 'too many ops waiting for the server\'s check; try again'
+      outbox.error(conn, 'rate_limited', message, frame.ref, frame.project)
+      return
+    }
+    conn.checking++
+    const check = { project: frame.project, id, userId: member.userId, data: frame.data }
+    conn.checks = conn.checks.then(async () => {
+      try {
+        await checkOp(hook, check, conn.identity)
+      } catch (err) {
+        outbox.fail(conn, err, frame)
+        return
+      }
+      if (!conn.closed) this.#accept(conn, frame, member, id)
+    }).finally(() => { conn.checking-- })
+  }
+
+  #accept (conn: Connection, frame: OpFrame, member: LocalMember, id: string): void {
+    const { outbox, projects } = this.#ctx
     let acked = false
     const ack = (seq: number): void => {
       if (acked) return

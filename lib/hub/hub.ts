@@ -3,6 +3,7 @@ import type { ExpiredSession } from '../../ports/session-store.js'
 import type { PutResult, Snapshot } from '../../ports/snapshot-store.js'
 import type { Member } from '../types.js'
 import { randomId } from '../ids.js'
+import { ConfigError } from '../errors.js'
 import { Stats } from '../stats.js'
 import { Connection } from './connection.js'
 import type { HubConfig, HubContext, HubLogger, HubPorts } from './context.js'
@@ -17,12 +18,14 @@ import { ProjectRegistry } from './projects.js'
 import { AbuseTracker, CreationLimiter, TokenBucket } from './rate-limiter.js'
 import { SessionKeeper } from './session-keeper.js'
 import { Snapshots, type SnapshotReducer } from './snapshots.js'
+import type { OnOp } from './op-hook.js'
 import { Replayer } from './replay.js'
 import { CLOSE, type Identity, type Transport } from './transport.js'
 
 export type { HubConfig, HubLogger, HubPorts } from './context.js'
 export type { History, PostedOp } from './project-api.js'
 export type { SnapshotReducer } from './snapshots.js'
+export type { OnOp, OpCheck } from './op-hook.js'
 
 export interface HubOptions {
   readonly config: HubConfig
@@ -32,6 +35,8 @@ export interface HubOptions {
   readonly stats?: Stats
   /** a host reducer: the server folds ops into snapshots (lib/hub/snapshots.ts) */
   readonly snapshots?: SnapshotReducer
+  /** the host's check of each op a client sends (lib/hub/op-hook.ts) */
+  readonly onOp?: OnOp
 }
 
 /** Longest stretch of dropped frames, with no quiet second, before 1008. */
@@ -91,7 +96,12 @@ export class Hub {
       ready: (lp) => { if (lp.flush()) this.#delivery.scheduleGapFill(lp) }
     }, creations)
     const { stats } = this
-    const ctx: HubContext = { config, ports, logger, stats, projects: this.#projects, outbox: this.#outbox, creations }
+    if (options.onOp !== undefined && typeof options.onOp !== 'function') {
+      throw new ConfigError('onOp must be a function')
+    }
+    const ctx: HubContext = {
+      config, ports, logger, stats, projects: this.#projects, outbox: this.#outbox, creations, onOp: options.onOp
+    }
     this.#snapshots = new Snapshots(ctx, options.snapshots)
     this.#delivery = new Delivery(ctx, this.#snapshots)
     this.#keeper = new SessionKeeper(ctx)
@@ -227,9 +237,15 @@ export class Hub {
     return await this.#api.putSnapshot(project, epoch, seq, state)
   }
 
-  /** An op posted over HTTP (or by the host app): appended and broadcast like a client op. */
-  async post (project: string, userId: string, id: string | undefined, data: unknown): Promise<PostedOp> {
-    return await this.#api.post(project, userId, id, data)
+  /**
+   * Publishes an op as `userId`: appended with the project's next seq and
+   * delivered to every member like a client op (`id` makes it idempotent;
+   * one is made when undefined). The host's own ops skip the `onOp` check;
+   * the HTTP API passes the poster's `identity`, which runs it.
+   */
+  async post (project: string, userId: string, id: string | undefined, data: unknown,
+    identity?: Identity): Promise<PostedOp> {
+    return await this.#api.post(project, userId, id, data, identity)
   }
 
   // ---------------------------------------------------------------- heartbeat and shutdown

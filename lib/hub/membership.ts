@@ -30,7 +30,7 @@ export class Membership {
   async join (conn: Connection, frame: JoinFrame): Promise<void> {
     const { config, ports, projects } = this.#ctx
     const { project } = frame
-    if (!conn.identity.allows(project)) throw new ForbiddenError(`not allowed to join ${project}`)
+    if (!conn.identity.allows(project, 'read')) throw new ForbiddenError(`not allowed to join ${project}`)
     const existing = conn.projects.get(project)
     if (existing !== undefined) {
       // Joined already: answer `joined` again, replay when asked, membership unchanged.

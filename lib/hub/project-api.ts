@@ -6,6 +6,8 @@ import { isOpId, isProjectId, randomId } from '../ids.js'
 import type { HubContext } from './context.js'
 import type { Delivery } from './delivery.js'
 import type { Snapshots } from './snapshots.js'
+import { checkOp } from './op-hook.js'
+import type { Identity } from './transport.js'
 
 /** Result of an op posted over HTTP. */
 export interface PostedOp {
@@ -86,8 +88,13 @@ export class ProjectApi {
     return await this.#snapshots.put({ project, epoch, seq, state })
   }
 
-  /** An op posted over HTTP: appended and broadcast like a client op. */
-  async post (project: string, userId: string, id: string | undefined, data: unknown): Promise<PostedOp> {
+  /**
+   * An op posted over HTTP: appended and broadcast like a client op. With
+   * the poster's identity (an HTTP request), the host's `onOp` check runs
+   * first; without (the host publishing itself), it does not.
+   */
+  async post (project: string, userId: string, id: string | undefined, data: unknown,
+    identity?: Identity): Promise<PostedOp> {
     assertProject(project)
     if (id !== undefined && !isOpId(id)) throw new BadRequestError('id must be 1 to 64 characters of A-Z a-z 0-9 _ -')
     // The same bound as a WebSocket frame, where data sits one level down.
@@ -96,6 +103,8 @@ export class ProjectApi {
     }
     if (this.#draining()) throw new UnavailableError('server is shutting down')
     const opId = id ?? randomId(12)
+    const hook = this.#ctx.onOp
+    if (hook !== undefined && identity !== undefined) await checkOp(hook, { project, id: opId, userId, data }, identity)
     const result = await this.#delivery.post(project, userId, opId, data)
     return { project, id: opId, seq: result.seq, duplicate: result.duplicate }
   }

@@ -3,7 +3,7 @@ import type { Op } from '../types.js'
 import type { SnapshotUpload } from '../protocol/wire.js'
 import { jsonBytes } from '../protocol/frames.js'
 import { isEpoch } from '../snapshot.js'
-import { ConfigError, LimitExceededError, NotJoinedError } from '../errors.js'
+import { ConfigError, ForbiddenError, LimitExceededError, NotJoinedError } from '../errors.js'
 import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
 
@@ -112,6 +112,9 @@ export class Snapshots {
   /** A `snapshot` frame: stored when the sender is a member of the project; answered by `stored`. */
   async upload (conn: Connection, frame: SnapshotUpload): Promise<void> {
     if (!conn.projects.has(frame.project)) throw new NotJoinedError(`not joined to ${frame.project}`)
+    if (!conn.identity.allows(frame.project, 'write')) {
+      throw new ForbiddenError(`read-only in ${frame.project}: snapshots are refused`)
+    }
     const { project, epoch, seq, state } = frame
     const result = await this.put({ project, epoch, seq, state })
     this.#ctx.outbox.reply(conn, {

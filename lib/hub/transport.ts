@@ -76,11 +76,19 @@ export class SharedFrame {
   }
 }
 
+/** What a member may do in a project: read (join, see ops, members, snapshots), or write as well. */
+export type Access = 'read' | 'write'
+
 /** Who is on the other end of a connection or request. */
 export interface Identity {
   readonly userId: string
-  /** Whether this identity may join or read the project. */
-  readonly allows: (project: string) => boolean
+  /**
+   * Whether this identity may read the project (join it, read its ops,
+   * members and snapshot) or, with `'write'`, also change it (send ops and
+   * snapshots). A function that ignores `access` grants both: a read-only
+   * member is one whose check answers false for `'write'`.
+   */
+  readonly allows: (project: string, access?: Access) => boolean
   /** ms since the Unix epoch at which the credential expires, if it does */
   readonly expiresAt?: number
 }
