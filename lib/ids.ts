@@ -14,6 +14,14 @@ export function isProjectId (value: unknown): value is string {
   return typeof value === 'string' && PROJECT_ID.test(value)
 }
 
+/**
+ * What an op log remembers an op by for idempotency: its id within its
+ * sender's (a user id holds no newline, so the pair is unambiguous).
+ */
+export function idempotencyKey (userId: string, id: string): string {
+  return `${userId}\n${id}`
+}
+
 export function isOpId (value: unknown): value is string {
   return typeof value === 'string' && OP_ID.test(value)
 }

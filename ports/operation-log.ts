@@ -134,8 +134,9 @@ export interface OperationLog {
    * with the new epoch. With `create: false` ({@link NewOpIfLogExists}) it
    * creates nothing: a project without a log resolves {@link LogMissing} and
    * nothing is written.
-   * Idempotent on `id`: when an op with the same id was accepted for the same
-   * project (within the log's id retention: at least the last `idRetention`
+   * Idempotent on `id` per sender (another user's op with that id is
+   * another op: one user's id never absorbs another's): when an op with the same id and the same
+   * `userId` was accepted for the same project (within the log's id retention: at least the last `idRetention`
    * ids, at least the history bound) it resolves `{ duplicate: true }` with
    * the original seq and appends nothing.
    * Extends the project's idle expiry.

@@ -3,7 +3,7 @@ import type {
 } from '../../ports/operation-log.js'
 import type { PutResult } from '../../ports/snapshot-store.js'
 import { NO_EPOCH, type LogPosition, type Op } from '../../lib/types.js'
-import { randomId } from '../../lib/ids.js'
+import { idempotencyKey, randomId } from '../../lib/ids.js'
 import { ClosedError } from '../../lib/errors.js'
 import { storedOpJson, withStoredFrame } from '../../lib/protocol/op-frame.js'
 
@@ -149,7 +149,8 @@ export class MemoryOperationLog implements OperationLog {
       log = this.#create(input.project)
     }
     this.#use(log)
-    const seen = log.ids.get(input.id) ?? log.olderIds.get(input.id)
+    const key = idempotencyKey(input.userId, input.id)
+    const seen = log.ids.get(key) ?? log.olderIds.get(key)
     if (seen !== undefined) {
       return { duplicate: true, epoch: log.epoch, seq: seen, id: input.id }
     }
@@ -160,7 +161,7 @@ export class MemoryOperationLog implements OperationLog {
     log.historyBytes += size
     this.#bytes += size + OP_OVERHEAD
     while (this.#overBounds(log)) this.#dropOldest(log)
-    this.#remember(log, input.id, log.head)
+    this.#remember(log, key, log.head)
     this.#keepBudget(log)
     return { duplicate: false, created, epoch: log.epoch, op: decode(input.project, log.head, json) }
   }

@@ -2,7 +2,7 @@ import type {
   AppendResult, LogMissing, NewOp, NewOpIfLogExists, OpenedLog, OperationLog, ReadResult
 } from '../../ports/operation-log.js'
 import { NO_EPOCH, type LogPosition, type Op } from '../../lib/types.js'
-import { isOpId, randomId } from '../../lib/ids.js'
+import { idempotencyKey, isOpId, randomId } from '../../lib/ids.js'
 import { opEnvelopeParts, storedOpJson, withStoredFrame } from './codec.js'
 import { DEFAULT_KEY_PREFIX, redisKeys, type OpLogKeys, type RedisKeys } from './keys.js'
 import { APPEND, HEAD, OPEN, READ, TOUCH, runScript, type RedisCommandClient } from './scripts.js'
@@ -143,7 +143,7 @@ export class RedisOperationLog implements OperationLog {
       : [this.#keys.channel(input.project), ...envelopeParts(this.#origin, input.project)]
     const reply = list(await runScript(this.#client, APPEND, keys.all, [
       this.#candidate(),
-      input.id,
+      idempotencyKey(input.userId, input.id),
       body,
       String(this.#historyLimit),
       String(this.#historyBytes),

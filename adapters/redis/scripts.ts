@@ -116,7 +116,7 @@ end
 
 /**
  * APPEND. KEYS: meta, ops, sizes, ids, ids:old, snap.
- * ARGV: [1] candidate epoch, [2] op id, [3] the op as JSON without `project`
+ * ARGV: [1] candidate epoch, [2] the op's idempotency key (`<userId>\n<op id>`, lib/ids.ts), [3] the op as JSON without `project`
  * and `seq`, [4] history limit (ops), [5] history bytes, [6] id retention,
  * [7] idle TTL ms ('0': none), [8] '0' to append only to an existing log,
  * '1' to create it, [9] channel to PUBLISH the sequenced op on, '' for

@@ -97,7 +97,7 @@ export class Delivery {
       outbox.reply(conn, { type: 'ack', project: frame.project, id, seq, ref: frame.ref })
     }
     // The log may show the op (a catch-up read) before the append answers: it is acked when delivered.
-    const forget = projects.get(frame.project)?.expectAck(id, ack) ?? (() => {})
+    const forget = projects.get(frame.project)?.expectAck(member.userId, id, ack) ?? (() => {})
     this.append(frame.project, id, member.userId, member.sessionId, frame.data).finally(forget).then((result) => {
       if (result.duplicate) {
         ack(result.seq)
@@ -262,7 +262,7 @@ export class Delivery {
       }
       if (page.ops.length === 0) return
       for (const op of page.ops) {
-        const ack = lp.unackedAck(op.id)
+        const ack = lp.unackedAck(op.userId, op.id)
         if (ack !== undefined && op.seq > lp.delivered && !lp.acks.has(op.seq)) {
           lp.acks.set(op.seq, () => { ack(op.seq) })
         }

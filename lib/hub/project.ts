@@ -3,6 +3,7 @@ import type { MemberFrame, PresenceMessage } from '../protocol/wire.js'
 import type { Connection } from './connection.js'
 import { SharedFrame } from './transport.js'
 import { opFrame } from '../protocol/op-frame.js'
+import { idempotencyKey } from '../ids.js'
 
 /** Sessions told gone that are remembered, so an older list does not bring them back. */
 const MAX_TOLD_GONE = 1000
@@ -255,18 +256,19 @@ export class LocalProject {
    * Remembers the ack of a local op until its append answers (the returned
    * function forgets it): a catch-up read may show the op first.
    */
-  expectAck (id: string, ack: (seq: number) => void): () => void {
-    // A second op with the same id in flight is a duplicate: the first one's ack stands.
-    if (this.#unacked.has(id)) return () => {}
-    this.#unacked.set(id, ack)
+  expectAck (userId: string, id: string, ack: (seq: number) => void): () => void {
+    const key = idempotencyKey(userId, id)
+    // A second op of the sender with the same id in flight is a duplicate: the first one's ack stands.
+    if (this.#unacked.has(key)) return () => {}
+    this.#unacked.set(key, ack)
     return () => {
-      if (this.#unacked.get(id) === ack) this.#unacked.delete(id)
+      if (this.#unacked.get(key) === ack) this.#unacked.delete(key)
     }
   }
 
-  /** The ack of a local op with this id whose append has not answered, if any. */
-  unackedAck (id: string): ((seq: number) => void) | undefined {
-    return this.#unacked.get(id)
+  /** The ack of a local op of this sender and id whose append has not answered, if any. */
+  unackedAck (userId: string, id: string): ((seq: number) => void) | undefined {
+    return this.#unacked.get(idempotencyKey(userId, id))
   }
 
   addAhead (entry: AckAhead): void {

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { createRedisOperationLog, type RedisOperationLog } from '../../adapters/redis/operation-log.js'
 import { RedisSnapshotStore } from '../../adapters/redis/snapshot-store.js'
+import { idempotencyKey } from '../../lib/ids.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
 import { decodeEnvelope } from '../../adapters/redis/codec.js'
 import { opFrame, storedOpJson } from '../../lib/protocol/op-frame.js'
@@ -185,7 +186,7 @@ t.test('stores a project under exactly the documented keys, all in one hash slot
   t.strictSame(Object.keys(entries[0]?.message ?? {}), ['op'], 'one field, op')
   t.strictSame(JSON.parse(entries[0]?.message.op ?? 'null'), { id: first.id, userId: 'user-1', sessionId: 'session-1', data: { a: 1 }, ts: first.ts },
     'the op as JSON, without project and seq')
-  t.equal(await shared.hGet(keys.ids, first.id), '1', 'the op id maps to its seq')
+  t.equal(await shared.hGet(keys.ids, idempotencyKey('user-1', first.id)), '1', 'the op id, within its sender\'s, maps to its seq')
 })
 
 t.test('rejects an invalid project id, op id or key prefix before any command reaches Redis', async t => {
@@ -573,8 +574,8 @@ t.test('turns the ids into a new generation by RENAME instead of trimming them o
   const project = uniqueProject()
   const keys = redisKeys(prefix).opLog(project)
   const acked = await Promise.all(range(1, 7).map(async () => accepted(await log.append(newOp(project)))))
-  t.strictSame({ ...await shared.hGetAll(keys.oldIds) }, Object.fromEntries(acked.slice(3, 6).map(op => [op.id, String(op.seq)])), 'ids:old: the full generation before')
-  t.strictSame({ ...await shared.hGetAll(keys.ids) }, { [(acked[6] as Op).id]: '7' }, 'ids: the newest')
+  t.strictSame({ ...await shared.hGetAll(keys.oldIds) }, Object.fromEntries(acked.slice(3, 6).map(op => [idempotencyKey(op.userId, op.id), String(op.seq)])), 'ids:old: the full generation before')
+  t.strictSame({ ...await shared.hGetAll(keys.ids) }, { [idempotencyKey('user-1', (acked[6] as Op).id)]: '7' }, 'ids: the newest')
   t.equal((await log.append(newOp(project, null, acked[3]?.id))).duplicate, true, 'the old generation is checked too')
   t.equal((await log.append(newOp(project, null, acked[0]?.id))).duplicate, false, 'the generation before it is gone')
 })

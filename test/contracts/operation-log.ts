@@ -230,7 +230,8 @@ export function operationLogContract (t: Test, name: string, factory: OperationL
       const original = accepted(await log.append(newOp(project, { v: 'original' })))
       const other = accepted(await log.append(newOp(project, { v: 'other' })))
       const before = await log.head(project)
-      const retry: NewOp = { ...newOp(project, { v: 'retried' }, original.id), userId: 'user-2', sessionId: null }
+      // A retry by the same sender, from another session.
+      const retry: NewOp = { ...newOp(project, { v: 'retried' }, original.id), userId: original.userId, sessionId: null }
       t.strictSame(await log.append(retry), { duplicate: true, epoch: before.epoch, seq: original.seq, id: original.id })
       t.strictSame(await log.head(project), before, 'the head did not move')
       t.strictSame(await readAll(log, project), [original, other], 'the log holds the original op only once')
@@ -258,6 +259,19 @@ export function operationLogContract (t: Test, name: string, factory: OperationL
       const second = await log.append(newOp(uniqueId('project'), 'b', id))
       t.equal(accepted(first).seq, 1)
       t.equal(accepted(second).seq, 1)
+    })
+
+    t.test('treats the same id from two senders as two ops, and each sender\'s retry as a duplicate', async t => {
+      const log = await open(t)
+      const project = uniqueId('project')
+      const id = uniqueId('op')
+      const ann = await log.append({ ...newOp(project, 'ann\'s', id), userId: 'ann' })
+      const bob = await log.append({ ...newOp(project, 'bob\'s', id), userId: 'bob' })
+      t.equal(accepted(ann).seq, 1)
+      t.equal(accepted(bob).seq, 2, 'one user\'s id never absorbs another user\'s op')
+      t.match(await log.append({ ...newOp(project, 'again', id), userId: 'bob' }), { duplicate: true, seq: 2 })
+      t.match(await log.append({ ...newOp(project, 'again', id), userId: 'ann' }), { duplicate: true, seq: 1 })
+      t.equal((await log.head(project)).seq, 2)
     })
 
     t.test('reads the ops after since up to the head, oldest first', async t => {

@@ -57,13 +57,14 @@ t.test('an op id sent again gets the original seq and is not broadcast again', a
   t.match(await alice.request({ type: 'op', project: 'doc', id: 'other', data: 'second' }), { seq: 2 })
   const retry = await alice.request({ type: 'op', project: 'doc', id: 'retry-me', data: 'changed' })
   t.same(retry, { type: 'ack', project: 'doc', id: 'retry-me', seq: 1, ref: retry.ref }, 'the retry is acked with the original seq')
-  // The same id from another member of the project is the same op too.
-  t.match(await bob.request({ type: 'op', project: 'doc', id: 'retry-me', data: 'bob' }), { id: 'retry-me', seq: 1 })
-  t.match(await alice.request({ type: 'op', project: 'doc', id: 'marker', data: 'marker' }), { seq: 3 })
+  // Ids are scoped by sender (1.2): another member's op with that id is its own op, and its retry a duplicate.
+  t.match(await bob.request({ type: 'op', project: 'doc', id: 'retry-me', data: 'bob' }), { id: 'retry-me', seq: 3 })
+  t.match(await bob.request({ type: 'op', project: 'doc', id: 'retry-me', data: 'bob again' }), { id: 'retry-me', seq: 3 })
+  t.match(await alice.request({ type: 'op', project: 'doc', id: 'marker', data: 'marker' }), { seq: 4 })
   await until(bob, () => opsOf(bob, 'doc').some((op) => op.id === 'marker'), 'the marker op')
-  t.same(opsOf(bob, 'doc').map((op) => [op.seq, op.id, op.data]), [[1, 'retry-me', 'first'], [2, 'other', 'second'], [3, 'marker', 'marker']],
-    'the op after the retries is the marker: nothing was broadcast twice')
-  t.same((await fetchOps(server, 'doc')).map((op) => op.data), ['first', 'second', 'marker'], 'the log holds the original only')
+  t.same(opsOf(bob, 'doc').map((op) => [op.seq, op.id, op.data]), [[1, 'retry-me', 'first'], [2, 'other', 'second'], [4, 'marker', 'marker']],
+    'bob got alice\'s ops once each (his own op only as an ack), and nothing twice')
+  t.same((await fetchOps(server, 'doc')).map((op) => op.data), ['first', 'second', 'bob', 'marker'], 'the log holds each op once')
 })
 
 t.test('the same op id in another project is a new op', async (t) => {
