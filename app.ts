@@ -14,6 +14,7 @@ import websocketPlugin from './plugins/websocket.js'
 import httpApiPlugin from './plugins/http-api.js'
 import statsPlugin from './plugins/stats.js'
 import demoPlugin from './plugins/demo.js'
+import openapiPlugin from './plugins/openapi.js'
 import recoveryPlugin from './plugins/recovery.js'
 import type { FlowConfig } from './lib/config.js'
 import type { Hub } from './lib/hub/hub.js'
@@ -81,6 +82,8 @@ async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void>
   await fastify.register(recoveryPlugin)
   await fastify.register(async function flowRoutes (child) {
     await child.register(errorsPlugin)
+    // Before any route: @fastify/swagger documents the routes registered after it.
+    await child.register(openapiPlugin)
     await child.register(authPlugin, { authenticate })
     // Before health: @fastify/websocket's onRequest hook must mark an upgrade
     // before under-pressure's may answer it 503, or the socket is never closed.

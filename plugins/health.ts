@@ -3,6 +3,7 @@ import underPressure from '@fastify/under-pressure'
 import type { FastifyInstance } from 'fastify'
 import type { FlowConfig } from '../lib/config.js'
 import { ConfigError } from '../lib/errors.js'
+import { errorResponse } from './errors.js'
 
 const port = {
   type: 'object',
@@ -120,6 +121,16 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
     exposeStatusRoute: {
       url: '/health',
       routeOpts: { logLevel: 'warn' },
+      routeSchemaOpts: {
+        tags: ['operations'],
+        summary: 'Whether this instance can serve, and on what',
+        description: 'Each port\'s adapter and circuit, Redis\' state and memory, warnings (docs/operations.md, ' +
+          'Health). 503 while the process is over a load limit: point the balancer\'s health check here.',
+        response: {
+          500: errorResponse('a bug (`internal`)'),
+          503: errorResponse('the process is over a load limit (`unavailable`)')
+        }
+      },
       routeResponseSchemaOpts: {
         instanceId: { type: 'string' },
         uptime: { type: 'number' },

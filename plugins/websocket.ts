@@ -7,6 +7,8 @@ import type { RawData, WebSocket } from 'ws'
 import type { Connection } from '../lib/hub/connection.js'
 import { closeCodeOf, releaseUpgrade, WsTransport } from '../adapters/ws/transport.js'
 import { routeUpgrades } from './websocket-upgrades.js'
+import { errorResponse } from './errors.js'
+import type { SwaggerTransform } from '@fastify/swagger'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -31,6 +33,35 @@ function toBuffer (data: RawData): Buffer {
   if (Array.isArray(data)) return Buffer.concat(data)
   return Buffer.from(data)
 }
+
+/**
+ * What the OpenAPI document says of `GET /ws` beyond its schema: the query
+ * and the answers, for the document only. As route schemas they would be
+ * checked at the upgrade, where the auth hook reads the query as it comes.
+ */
+const documentUpgrade: SwaggerTransform = ({ schema, url }) => ({
+  url,
+  schema: {
+    ...schema,
+    // @fastify/websocket hides its routes from the document; this one is Flow's API.
+    hide: false,
+    querystring: {
+      type: 'object',
+      properties: {
+        token: { type: 'string', description: 'the token, when not in the Authorization header (never logged)' },
+        userId: { type: 'string', description: 'authentication off: the user id the client names itself with (default anonymous)' }
+      }
+    },
+    response: {
+      101: { type: 'null', description: 'Switching Protocols: the socket speaks protocol v1' },
+      401: errorResponse('authentication is on and the token is missing or invalid (`unauthorized`)'),
+      403: errorResponse('a browser Origin not in FLOW_ALLOWED_ORIGINS (`forbidden`)'),
+      429: errorResponse('the address holds FLOW_MAX_CONNECTIONS_PER_IP connections already (`rate_limited`)'),
+      500: errorResponse('a bug (`internal`)'),
+      503: errorResponse('the process is over a load limit, named in the message, or shutting down (`unavailable`)')
+    }
+  }
+})
 
 /** `GET /ws`: the WebSocket endpoint of protocol v1. */
 async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
@@ -128,7 +159,13 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
 
   fastify.get('/ws', {
     websocket: true,
-    config: { flowSocket: true },
+    config: { flowSocket: true, swaggerTransform: documentUpgrade },
+    schema: {
+      tags: ['websocket'],
+      summary: 'Open a WebSocket (protocol v1)',
+      description: 'Upgraded to a WebSocket of protocol v1: one JSON frame per text message (docs/protocol.md). ' +
+        'Authentication happens here; a refused upgrade gets an HTTP answer and no socket.'
+    },
     // No request log lines for upgrades: the URL may carry ?token=.
     logLevel: 'warn',
     preValidation: [admit, fastify.flowAuth.socket]
