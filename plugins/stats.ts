@@ -8,6 +8,7 @@ import type { PortReport } from './ports.js'
 import type { RedisMemory } from './redis.js'
 import { createFlowMetrics } from './metrics.js'
 import { errorResponse } from './errors.js'
+import { EXEMPT_FROM_SHEDDING } from './health.js'
 
 /** What /ws/stats and /metrics read. */
 export interface StatsSources {
@@ -150,9 +151,10 @@ async function statsPlugin (fastify: FastifyInstance): Promise<void> {
     loop.close()
     metrics.close()
   })
-  fastify.get('/ws/stats', { logLevel: 'warn', schema: statsSchema }, async () => snapshot(sources, loop))
+  fastify.get('/ws/stats', { logLevel: 'warn', config: EXEMPT_FROM_SHEDDING, schema: statsSchema }, async () => snapshot(sources, loop))
   fastify.get('/metrics', {
     logLevel: 'warn',
+    config: EXEMPT_FROM_SHEDDING,
     schema: {
       tags: ['operations'],
       summary: 'Prometheus metrics',
