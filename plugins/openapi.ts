@@ -1,6 +1,5 @@
 import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
-import swaggerUi from '@fastify/swagger-ui'
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -75,6 +74,8 @@ async function openapiPlugin (fastify: FastifyInstance): Promise<void> {
   })
   if (config.openapiUi) {
     // Serves the UI at /docs and the document at /docs/json (and /docs/yaml), all hidden from it.
+    // Loaded only when on: with @fastify/static, it is most of the start-up cost of the docs.
+    const { default: swaggerUi } = await import('@fastify/swagger-ui')
     await fastify.register(swaggerUi, { routePrefix: DOCS })
     return
   }
