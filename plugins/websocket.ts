@@ -22,7 +22,22 @@ interface Link {
   readonly conn: Connection
   readonly ip: string
   readonly reqId: string
+  readonly transport: CountingTransport
+  /** ms since the Unix epoch */
+  readonly openedAt: number
+  /** messages received */
+  framesIn: number
   expiry: NodeJS.Timeout | undefined
+}
+
+/** The transport, counting the frames the hub hands it for the connection's close line. */
+class CountingTransport extends WsTransport {
+  framesOut = 0
+
+  override send (frame: Parameters<WsTransport['send']>[0]): void {
+    this.framesOut++
+    super.send(frame)
+  }
 }
 
 const LINK = Symbol('flow.link')
@@ -118,7 +133,9 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
   // memory at 10,000 connections): each finds its state on the socket.
   function onMessage (this: FlowSocket, data: RawData, isBinary: boolean): void {
     const link = this[LINK]
-    if (link !== undefined) hub.frame(link.conn, toBuffer(data), isBinary)
+    if (link === undefined) return
+    link.framesIn++
+    hub.frame(link.conn, toBuffer(data), isBinary)
   }
   function onPong (this: FlowSocket): void {
     const link = this[LINK]
@@ -132,7 +149,15 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
     if (left <= 0) perIp.delete(link.ip)
     else perIp.set(link.ip, left)
     hub.disconnect(link.conn)
-    connLog.info({ reqId: link.reqId, conn: link.conn.id, code }, 'connection closed')
+    // The connection's one line at info (with 'connection opened'): no project, no token.
+    connLog.info({
+      reqId: link.reqId,
+      conn: link.conn.id,
+      code,
+      durationMs: Date.now() - link.openedAt,
+      framesIn: link.framesIn,
+      framesOut: link.transport.framesOut
+    }, 'connection closed')
   }
   function onError (this: FlowSocket, err: Error): void {
     const link = this[LINK]
@@ -190,8 +215,10 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
       fastify.websocketServer.clients.delete(socket)
     }
     // Listeners first, before any await: messages are not buffered for us.
-    const transport = new WsTransport(socket)
-    const link: Link = { conn: hub.connect(transport, identity), ip, reqId: request.id, expiry: undefined }
+    const transport = new CountingTransport(socket)
+    const link: Link = {
+      conn: hub.connect(transport, identity), ip, reqId: request.id, transport, openedAt: Date.now(), framesIn: 0, expiry: undefined
+    }
     socket[LINK] = link
     socket.on('message', onMessage)
     socket.on('pong', onPong)
@@ -205,7 +232,7 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
       link.expiry = setTimeout(onExpiry, Math.min(Math.max(0, identity.expiresAt + CLOCK_SKEW_SECONDS * 1000 - Date.now()), 2 ** 31 - 1), socket)
       link.expiry.unref()
     }
-    connLog.info({ reqId: request.id, conn: link.conn.id, userId: identity.userId }, 'connection opened')
+    connLog.info({ reqId: request.id, conn: link.conn.id, userId: identity.userId, remoteAddress: ip }, 'connection opened')
   })
 }
 
