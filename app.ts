@@ -14,6 +14,8 @@ import websocketPlugin from './plugins/websocket.js'
 import httpApiPlugin from './plugins/http-api.js'
 import statsPlugin from './plugins/stats.js'
 import demoPlugin from './plugins/demo.js'
+import openapiPlugin from './plugins/openapi.js'
+import requestLogPlugin, { routeLogLevel } from './plugins/request-log.js'
 import recoveryPlugin from './plugins/recovery.js'
 import type { FlowConfig } from './lib/config.js'
 import type { Hub } from './lib/hub/hub.js'
@@ -101,6 +103,9 @@ async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void>
   await fastify.register(recoveryPlugin)
   await fastify.register(async function flowRoutes (child) {
     await child.register(errorsPlugin)
+    await child.register(requestLogPlugin)
+    // Before any route: @fastify/swagger documents the routes registered after it.
+    await child.register(openapiPlugin)
     await child.register(authPlugin, { authenticate })
     // Before health: @fastify/websocket's onRequest hook must mark an upgrade
     // before under-pressure's may answer it 503, or the socket is never closed.
@@ -109,7 +114,9 @@ async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void>
     await child.register(httpApiPlugin)
     await child.register(statsPlugin)
     if (demo === true) await child.register(demoPlugin)
-  }, { prefix: prefix ?? '' })
+    // Fastify's per-request lines are `info`: muted on Flow's routes (and only
+    // theirs), which log one line per request at `debug` instead (flow-request-log).
+  }, { prefix: prefix ?? '', logLevel: routeLogLevel(fastify.log) })
   const { instanceId, startedAt, stats } = fastify.flowConfig
   const { reports, health } = fastify.flowPorts
   fastify.decorate('flow', Object.freeze({

@@ -177,6 +177,14 @@ export const SETTINGS = {
     env: 'FLOW_HEALTH_CHECK_INTERVAL_MS', kind: 'int', default: 5000, min: 100, max: 600_000,
     doc: 'how often the health check, pressure sampling and the Redis memory and eviction-policy reads run'
   },
+  openapi: {
+    env: 'FLOW_OPENAPI', kind: 'bool', default: true,
+    doc: 'serve the OpenAPI 3.1 document of the HTTP API at `{prefix}/docs/json`; `false`: not served (404)'
+  },
+  openapiUi: {
+    env: 'FLOW_OPENAPI_UI', kind: 'bool', default: false,
+    doc: 'serve Swagger UI at `{prefix}/docs` (needs `FLOW_OPENAPI`)'
+  },
   redisUrl: {
     env: 'REDIS_URL', kind: 'url', default: 'redis://127.0.0.1:6379',
     doc: '`redis://` or `rediss://` URL, with username and password when needed'
@@ -366,6 +374,9 @@ export function resolveConfig (options: FlowConfigOptions = {}, env: NodeJS.Proc
   const config = out as unknown as FlowConfig
   if (config.auth === 'none' && (config.jwtSecret !== undefined || config.jwtPublicKey !== undefined)) {
     throw new ConfigError('FLOW_AUTH=none cannot be combined with FLOW_JWT_SECRET or FLOW_JWT_PUBLIC_KEY')
+  }
+  if (config.openapiUi && !config.openapi) {
+    throw new ConfigError('FLOW_OPENAPI_UI=true needs the OpenAPI document: FLOW_OPENAPI=false turns it off')
   }
   if (config.nodeEnv === 'production' && config.auth !== 'none' &&
       config.jwtSecret === undefined && config.jwtPublicKey === undefined) {

@@ -8,6 +8,28 @@ export function errorBody (status: number, code: ErrorCode, message: string): ob
   return { statusCode: status, code, error: STATUS_CODES[status] ?? 'Error', message }
 }
 
+/** The `$id` of the error body's schema, shared by every Flow route (`{ $ref: 'FlowError#' }`). */
+export const ERROR_SCHEMA_ID = 'FlowError'
+
+/** The schema of `errorBody`: what every Flow route answers an error with. */
+export const errorSchema = {
+  $id: ERROR_SCHEMA_ID,
+  type: 'object',
+  description: 'An error: Fastify\'s shape, with the protocol\'s error code (docs/protocol.md, Errors)',
+  required: ['statusCode', 'code', 'error', 'message'],
+  properties: {
+    statusCode: { type: 'integer', description: 'the HTTP status, as in the status line' },
+    code: { type: 'string', enum: Object.keys(HTTP_STATUS), description: 'the protocol\'s error code' },
+    error: { type: 'string', description: 'the status text, e.g. `Service Unavailable`' },
+    message: { type: 'string', description: 'what went wrong, for people (never a credential)' }
+  }
+} as const
+
+/** A response schema for an error status: the shared error body, with what this status means on this route. */
+export function errorResponse (description: string): { readonly description: string, readonly $ref: string } {
+  return { description, $ref: `${ERROR_SCHEMA_ID}#` }
+}
+
 function codeFor (status: number): ErrorCode {
   if (status === 401) return 'unauthorized'
   if (status === 403) return 'forbidden'
@@ -19,10 +41,12 @@ function codeFor (status: number): ErrorCode {
 }
 
 /**
- * The error handler of Flow's routes (and only theirs: it is registered in
- * the encapsulated context, so the host's error handling is untouched).
+ * The error handler of Flow's routes, and the schema of their error body
+ * (and only theirs: both are registered in the encapsulated context, so the
+ * host's error handling and schemas are untouched).
  */
 async function errorsPlugin (fastify: FastifyInstance): Promise<void> {
+  fastify.addSchema(errorSchema)
   fastify.setErrorHandler(function flowErrorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
     let status: number
     let code: ErrorCode

@@ -5,6 +5,7 @@ import { Ajv } from 'ajv'
 import { PROJECT_ID, OP_ID } from '../lib/ids.js'
 import { bearerToken, createAuthenticator } from '../lib/auth.js'
 import { RateLimitedError } from '../lib/errors.js'
+import { errorResponse } from './errors.js'
 
 /**
  * The POST body is JSON, checked as the WebSocket `op` frame is: without
@@ -16,17 +17,56 @@ const strictAjv = new Ajv({ coerceTypes: false, useDefaults: false, allErrors: f
 const params = {
   type: 'object',
   required: ['project'],
-  properties: { project: { type: 'string', pattern: PROJECT_ID.source } }
+  properties: {
+    project: { type: 'string', pattern: PROJECT_ID.source, description: 'the project id (docs/protocol.md, Words)' }
+  }
 }
 
 const member = {
   type: 'object',
+  description: 'one session joined to the project, on any instance',
   properties: {
-    sessionId: { type: 'string' },
-    userId: { type: 'string' },
-    presence: { type: 'object', additionalProperties: true },
-    joinedAt: { type: 'number' }
+    sessionId: { type: 'string', description: 'the session, one per connection and project' },
+    userId: { type: 'string', description: 'the user of the session\'s token (or of the host\'s identity)' },
+    presence: { type: 'object', additionalProperties: true, description: 'the session\'s last presence' },
+    joinedAt: { type: 'number', description: 'when it joined, ms since the Unix epoch' }
   }
+}
+
+const op = {
+  type: 'object',
+  description: 'a sequenced op: the `op` frame without `type`',
+  properties: {
+    project: { type: 'string' },
+    seq: { type: 'integer', description: 'the project\'s seq of this op: 1, 2, 3, ... within an epoch' },
+    id: { type: 'string', description: 'the op id: the sender\'s idempotency key, or one the server made' },
+    userId: { type: 'string', description: 'who sent it' },
+    sessionId: { type: ['string', 'null'], description: 'the sending session; null for ops posted over HTTP' },
+    data: { description: 'any JSON value; the server does not interpret it' },
+    ts: { type: 'number', description: 'when the server accepted it, ms since the Unix epoch' }
+  }
+}
+
+/** The answer to a posted op. */
+const accepted = {
+  type: 'object',
+  properties: {
+    project: { type: 'string' },
+    id: { type: 'string', description: 'the op id' },
+    seq: { type: 'integer', description: 'the op\'s seq' }
+  }
+}
+
+/** The error answers every project route may give. */
+const projectErrors = {
+  400: errorResponse('a bad project id, query or body (`bad_request`)'),
+  401: errorResponse('authentication is on and the token (or API key) is missing or invalid (`unauthorized`)'),
+  403: errorResponse('the token does not allow this project (`forbidden`)'),
+  429: errorResponse('over FLOW_HTTP_RATE_LIMIT requests per second, or too many new projects or ops in flight ' +
+    '(`rate_limited`); `retry-after` says when to retry'),
+  500: errorResponse('a bug (`internal`); the message says nothing more'),
+  503: errorResponse('the process is over a load limit (the message names it), or the op log is unavailable ' +
+    '(`unavailable`)')
 }
 
 /** Longest project id (docs/protocol.md); the router must let a path parameter this long through. */
@@ -120,8 +160,18 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
 
   fastify.get<{ Params: { project: string } }>('/projects/:project/members', {
     schema: {
+      tags: ['projects'],
+      summary: 'The members of a project',
+      description: 'Every session joined to the project, on every instance, with its presence.',
       params,
-      response: { 200: { type: 'object', properties: { project: { type: 'string' }, members: { type: 'array', items: member } } } }
+      response: {
+        200: {
+          type: 'object',
+          description: 'the members',
+          properties: { project: { type: 'string' }, members: { type: 'array', items: member } }
+        },
+        ...projectErrors
+      }
     },
     preValidation: fastify.flowAuth.read
   }, async (request) => {
@@ -131,13 +181,42 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
 
   fastify.get<{ Params: { project: string }, Querystring: { since: number, limit: number } }>('/projects/:project/ops', {
     schema: {
+      tags: ['projects'],
+      summary: 'A page of a project\'s history',
+      description: 'The ops after `since`, in seq order, at most `limit` (capped by FLOW_OPS_PAGE_MAX) and ' +
+        'FLOW_REPLAY_PAGE_BYTES of them (one op is always returned): read on from the last op\'s seq until you ' +
+        'reach `seq`. A project without a log answers epoch `none`, seq 0; a read creates nothing.',
       params,
       querystring: {
         type: 'object',
         properties: {
-          since: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 0 },
-          limit: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER, default: 100 }
+          since: {
+            type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 0,
+            description: 'the last seq you have: the page starts after it'
+          },
+          limit: {
+            type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER, default: 100,
+            description: 'most ops in the page (capped by FLOW_OPS_PAGE_MAX, 1,000 by default)'
+          }
         }
+      },
+      response: {
+        200: {
+          type: 'object',
+          description: 'a page of history',
+          properties: {
+            project: { type: 'string' },
+            epoch: { type: 'string', description: 'the log\'s epoch: compare it with yours (`none`: no log)' },
+            seq: { type: 'integer', description: 'the head: the seq of the project\'s last op' },
+            ops: { type: 'array', items: op },
+            reset: {
+              type: 'boolean',
+              description: 'true when the oldest kept op is newer than `since + 1`, or `since` is above the head: ' +
+                '`ops` is empty, and what you built from the ops must be rebuilt'
+            }
+          }
+        },
+        ...projectErrors
       }
     },
     preValidation: fastify.flowAuth.read
@@ -151,11 +230,28 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
     bodyLimit: config.maxPayloadBytes,
     validatorCompiler: ({ schema }) => strictAjv.compile(schema),
     schema: {
+      tags: ['projects'],
+      summary: 'Post an op to a project',
+      description: 'Appends the op and broadcasts it to the project\'s members as a client\'s op is ' +
+        '(`sessionId: null`, `userId` of the token, or `api`). The body is held to the frame-size and nesting ' +
+        'limits of a WebSocket frame. Needs the API key when FLOW_API_KEY is set.',
       params,
       body: {
         type: 'object',
         required: ['data'],
-        properties: { id: { type: 'string', pattern: OP_ID.source }, data: {} }
+        properties: {
+          id: {
+            type: 'string', pattern: OP_ID.source,
+            description: 'the idempotency key: a repeated id appends nothing (default: one the server makes)'
+          },
+          data: { description: 'any JSON value' }
+        }
+      },
+      response: {
+        200: { ...accepted, description: 'the id was posted before: the original seq, nothing appended' },
+        201: { ...accepted, description: 'appended' },
+        ...projectErrors,
+        413: errorResponse('the body is over FLOW_MAX_PAYLOAD_BYTES or nests too deep (`limit_exceeded`)')
       }
     },
     preValidation: fastify.flowAuth.write

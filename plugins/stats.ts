@@ -7,6 +7,8 @@ import type { Stats } from '../lib/stats.js'
 import type { PortReport } from './ports.js'
 import type { RedisMemory } from './redis.js'
 import { createFlowMetrics } from './metrics.js'
+import { errorResponse } from './errors.js'
+import { EXEMPT_FROM_SHEDDING } from './health.js'
 
 /** What /ws/stats and /metrics read. */
 export interface StatsSources {
@@ -52,6 +54,78 @@ export function snapshot (flow: StatsSources, loop: LoopMonitor): Record<string,
   }
 }
 
+/** An object of counts (`{ "join": 3 }`), for the schema of /ws/stats. */
+const counts = { type: 'object', additionalProperties: { type: 'number' } }
+
+/** An object whose properties are documented, and whose others are passed through as they are. */
+function open (description: string, properties: Record<string, object>): object {
+  return { type: 'object', description, additionalProperties: true, properties }
+}
+
+const number = (description: string): object => ({ type: 'number', description })
+
+/**
+ * /ws/stats' schema: documented field by field, and open (any field
+ * `snapshot` adds is answered even before it is documented here).
+ */
+const statsSchema = {
+  tags: ['operations'],
+  summary: 'This instance\'s figures, as JSON',
+  description: 'Connections, projects, sessions, frames, ops, broadcasts, fallbacks, memory and event loop of ' +
+    'this instance (docs/operations.md, Stats and metrics).',
+  response: {
+    200: open('the figures', {
+      instanceId: { type: 'string' },
+      uptimeSeconds: number('seconds since start'),
+      connections: number('open WebSocket connections'),
+      projects: number('projects with members on this instance'),
+      sessions: number('sessions on this instance'),
+      frames: open('frames received and sent', {
+        in: number('frames received'),
+        out: number('frames sent'),
+        rejected: number('frames answered with bad_request or unknown_type'),
+        rateLimited: number('frames dropped by the rate limit'),
+        inByType: { ...counts, description: 'valid frames received, by type' }
+      }),
+      ops: open('ops', {
+        appended: number('ops appended to the op log'),
+        duplicate: number('ops answered from idempotency'),
+        shed: number('ops refused because too many were waiting for the op log'),
+        inFlight: number('ops waiting for the op log now')
+      }),
+      history: {
+        type: ['object', 'null'],
+        description: 'what the memory op log in use holds; null when none',
+        properties: { bytes: { type: 'number' }, projects: { type: 'number' } }
+      },
+      broadcasts: open('messages to and from other instances', {
+        published: number('published'),
+        received: number('received'),
+        errors: number('publishes that failed')
+      }),
+      fallbacks: number('ports that switched to their memory fallback'),
+      recoveries: number('ports that switched back to Redis'),
+      degradedMs: number('time spent serving from the memory fallback, ms'),
+      circuit: { type: ['string', 'null'], description: 'the Redis circuit; null when no port is on Redis' },
+      errors: { ...counts, description: 'error frames sent, by code' },
+      connectionsOpened: number('connections opened since start'),
+      connectionsClosed: number('connections closed since start'),
+      slowConsumersClosed: number('connections closed for not reading'),
+      adapters: open('the adapter of each port', {
+        sessions: { type: 'string' }, broadcaster: { type: 'string' }, log: { type: 'string' }
+      }),
+      memory: open('process.memoryUsage(), bytes', {
+        rss: { type: 'number' }, heapUsed: { type: 'number' }, heapTotal: { type: 'number' }, external: { type: 'number' }
+      }),
+      eventLoop: open('over the last window', {
+        delayMs: open('event-loop delay, ms', { p50: { type: 'number' }, p99: { type: 'number' }, max: { type: 'number' } }),
+        utilization: number('event-loop utilisation, 0 to 1')
+      })
+    }),
+    500: errorResponse('a bug (`internal`)')
+  }
+}
+
 /**
  * `/ws/stats` (JSON for humans) and `/metrics` (Prometheus: Flow's figures
  * plus prom-client's default process and Node.js metrics, from a registry
@@ -77,8 +151,24 @@ async function statsPlugin (fastify: FastifyInstance): Promise<void> {
     loop.close()
     metrics.close()
   })
-  fastify.get('/ws/stats', { logLevel: 'warn' }, async () => snapshot(sources, loop))
-  fastify.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
+  fastify.get('/ws/stats', { logLevel: 'warn', config: EXEMPT_FROM_SHEDDING, schema: statsSchema }, async () => snapshot(sources, loop))
+  fastify.get('/metrics', {
+    logLevel: 'warn',
+    config: EXEMPT_FROM_SHEDDING,
+    schema: {
+      tags: ['operations'],
+      summary: 'Prometheus metrics',
+      description: 'Flow\'s `flow_*` figures and prom-client\'s default process and Node.js metrics, in the ' +
+        'Prometheus text format (docs/operations.md, Stats and metrics).',
+      response: {
+        200: {
+          description: 'the metrics, Prometheus text format',
+          content: { [metrics.registry.contentType]: { schema: { type: 'string' } } }
+        },
+        500: errorResponse('a bug (`internal`)')
+      }
+    }
+  }, async (_request, reply) => {
     void reply.type(metrics.registry.contentType)
     return await metrics.registry.metrics()
   })

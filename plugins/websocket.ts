@@ -7,6 +7,8 @@ import type { RawData, WebSocket } from 'ws'
 import type { Connection } from '../lib/hub/connection.js'
 import { closeCodeOf, releaseUpgrade, WsTransport } from '../adapters/ws/transport.js'
 import { routeUpgrades } from './websocket-upgrades.js'
+import { errorResponse } from './errors.js'
+import type { SwaggerTransform } from '@fastify/swagger'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -20,7 +22,22 @@ interface Link {
   readonly conn: Connection
   readonly ip: string
   readonly reqId: string
+  readonly transport: CountingTransport
+  /** ms since the Unix epoch */
+  readonly openedAt: number
+  /** messages received */
+  framesIn: number
   expiry: NodeJS.Timeout | undefined
+}
+
+/** The transport, counting the frames the hub hands it for the connection's close line. */
+class CountingTransport extends WsTransport {
+  framesOut = 0
+
+  override send (frame: Parameters<WsTransport['send']>[0]): void {
+    this.framesOut++
+    super.send(frame)
+  }
 }
 
 const LINK = Symbol('flow.link')
@@ -31,6 +48,35 @@ function toBuffer (data: RawData): Buffer {
   if (Array.isArray(data)) return Buffer.concat(data)
   return Buffer.from(data)
 }
+
+/**
+ * What the OpenAPI document says of `GET /ws` beyond its schema: the query
+ * and the answers, for the document only. As route schemas they would be
+ * checked at the upgrade, where the auth hook reads the query as it comes.
+ */
+const documentUpgrade: SwaggerTransform = ({ schema, url }) => ({
+  url,
+  schema: {
+    ...schema,
+    // @fastify/websocket hides its routes from the document; this one is Flow's API.
+    hide: false,
+    querystring: {
+      type: 'object',
+      properties: {
+        token: { type: 'string', description: 'the token, when not in the Authorization header (never logged)' },
+        userId: { type: 'string', description: 'authentication off: the user id the client names itself with (default anonymous)' }
+      }
+    },
+    response: {
+      101: { type: 'null', description: 'Switching Protocols: the socket speaks protocol v1' },
+      401: errorResponse('authentication is on and the token is missing or invalid (`unauthorized`)'),
+      403: errorResponse('a browser Origin not in FLOW_ALLOWED_ORIGINS (`forbidden`)'),
+      429: errorResponse('the address holds FLOW_MAX_CONNECTIONS_PER_IP connections already (`rate_limited`)'),
+      500: errorResponse('a bug (`internal`)'),
+      503: errorResponse('the process is over a load limit, named in the message, or shutting down (`unavailable`)')
+    }
+  }
+})
 
 /** `GET /ws`: the WebSocket endpoint of protocol v1. */
 async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
@@ -87,7 +133,9 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
   // memory at 10,000 connections): each finds its state on the socket.
   function onMessage (this: FlowSocket, data: RawData, isBinary: boolean): void {
     const link = this[LINK]
-    if (link !== undefined) hub.frame(link.conn, toBuffer(data), isBinary)
+    if (link === undefined) return
+    link.framesIn++
+    hub.frame(link.conn, toBuffer(data), isBinary)
   }
   function onPong (this: FlowSocket): void {
     const link = this[LINK]
@@ -101,7 +149,15 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
     if (left <= 0) perIp.delete(link.ip)
     else perIp.set(link.ip, left)
     hub.disconnect(link.conn)
-    connLog.info({ reqId: link.reqId, conn: link.conn.id, code }, 'connection closed')
+    // The connection's one line at info (with 'connection opened'): no project, no token.
+    connLog.info({
+      reqId: link.reqId,
+      conn: link.conn.id,
+      code,
+      durationMs: Date.now() - link.openedAt,
+      framesIn: link.framesIn,
+      framesOut: link.transport.framesOut
+    }, 'connection closed')
   }
   function onError (this: FlowSocket, err: Error): void {
     const link = this[LINK]
@@ -128,7 +184,13 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
 
   fastify.get('/ws', {
     websocket: true,
-    config: { flowSocket: true },
+    config: { flowSocket: true, swaggerTransform: documentUpgrade },
+    schema: {
+      tags: ['websocket'],
+      summary: 'Open a WebSocket (protocol v1)',
+      description: 'Upgraded to a WebSocket of protocol v1: one JSON frame per text message (docs/protocol.md). ' +
+        'Authentication happens here; a refused upgrade gets an HTTP answer and no socket.'
+    },
     // No request log lines for upgrades: the URL may carry ?token=.
     logLevel: 'warn',
     preValidation: [admit, fastify.flowAuth.socket]
@@ -153,8 +215,10 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
       fastify.websocketServer.clients.delete(socket)
     }
     // Listeners first, before any await: messages are not buffered for us.
-    const transport = new WsTransport(socket)
-    const link: Link = { conn: hub.connect(transport, identity), ip, reqId: request.id, expiry: undefined }
+    const transport = new CountingTransport(socket)
+    const link: Link = {
+      conn: hub.connect(transport, identity), ip, reqId: request.id, transport, openedAt: Date.now(), framesIn: 0, expiry: undefined
+    }
     socket[LINK] = link
     socket.on('message', onMessage)
     socket.on('pong', onPong)
@@ -168,7 +232,7 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
       link.expiry = setTimeout(onExpiry, Math.min(Math.max(0, identity.expiresAt + CLOCK_SKEW_SECONDS * 1000 - Date.now()), 2 ** 31 - 1), socket)
       link.expiry.unref()
     }
-    connLog.info({ reqId: request.id, conn: link.conn.id, userId: identity.userId }, 'connection opened')
+    connLog.info({ reqId: request.id, conn: link.conn.id, userId: identity.userId, remoteAddress: ip }, 'connection opened')
   })
 }
 

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Test } from 'tap'
 import flow, { type FlowOptions } from '../../app.js'
 
@@ -12,13 +12,15 @@ export interface TestServer {
 }
 
 /**
- * Starts Flow on a free loopback port with the given options; the
+ * Starts Flow on a free loopback port with the given options (and the
+ * app's `fastifyOptions`: no logger by default); the
  * environment is not read (pass `env` to test it). Closed at the end of `t`.
  * The event-loop delay limit is off unless a test sets it: on a loaded
  * machine a one-second stall would answer a test's request 503.
  */
-export async function startServer (t: Test, options: FlowOptions = {}, setup?: (app: FastifyInstance) => Promise<void>): Promise<TestServer> {
-  const app = Fastify({ logger: false })
+export async function startServer (t: Test, options: FlowOptions = {}, setup?: (app: FastifyInstance) => Promise<void>,
+  fastifyOptions: FastifyServerOptions = { logger: false }): Promise<TestServer> {
+  const app = Fastify(fastifyOptions)
   if (setup !== undefined) await setup(app)
   await app.register(flow, { env: {}, maxEventLoopDelayMs: 0, ...options })
   await app.listen({ port: 0, host: '127.0.0.1' })
