@@ -240,7 +240,7 @@ async function race (t: Test, project: string, options: FlowOptions, onReference
   const seq1 = opsOf(ref1, project)
   t.same(seq0.map((op) => op.seq), Array.from({ length: last }, (_, i) => i + 1), 'the reference on instance 0 got ops 1..head, in order, once')
   t.same(seq1.map((op) => op.id), seq0.map((op) => op.id), 'the reference on instance 1 got the same ops in the same order')
-  const ref = new Reference(seq0 as unknown as Op[])
+  const ref = new Reference(seq0)
   const wrongAcks = acks.flat().filter((a) => ref.ids[(a.seq as number) - 1] !== a.id)
   t.same(wrongAcks, [], 'every writer\'s ack names the op the references have at that seq')
   const referenceResets = ref0.all('reset').length + ref1.all('reset').length
