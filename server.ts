@@ -87,10 +87,10 @@ function isProxyEntry (entry: string): boolean {
 
 /** A Fastify app serving Flow at the root, logging with pino, with the demo board unless `demo: false`. */
 export async function buildServer (options: FlowOptions & { readonly logLevel?: string } = {}): Promise<FastifyInstance> {
-  const { logLevel, prefix, authenticate, ports, env, redis, demo, ...settings } = options
+  const { logLevel, prefix, authenticate, ports, env, redis, demo, snapshots, ...settings } = options
   const config = resolveConfig({ ...settings, ...(logLevel === undefined ? {} : { logLevel }) }, env)
   // `npm start` serves the demo board unless told not to.
-  const flowOptions: FlowOptions = { ...settings, env, prefix, authenticate, ports, redis, demo: demo ?? true }
+  const flowOptions: FlowOptions = { ...settings, env, prefix, authenticate, ports, redis, snapshots, demo: demo ?? true }
   const app = Fastify({
     logger: {
       level: config.logLevel,

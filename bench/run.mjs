@@ -8,6 +8,7 @@
 //   node bench/run.mjs --short --only fanout-flow,fanout-socketio
 //   node bench/run.mjs --profile             # also a CPU profile of Flow under the fan-out load
 //   node bench/run.mjs --only hostile-flow,hostile-flow-memory --repeat 3   # the hostile tenant, quiet/hostile pairs
+//   node bench/run.mjs --only snapshot-flow-memory,snapshot-flow            # joiner time to live: replay vs snapshot + tail
 //
 // Before each scenario it waits for a quiet machine (1-minute load below 1,
 // or cores at least 80 % idle over a short sample: see waitForQuiet).
@@ -20,6 +21,7 @@ import { runFanout } from './fanout.mjs'
 import { hostileMarkdown, hostileTargets, runHostile } from './hostile.mjs'
 import { httpTable, runHttp } from './http.mjs'
 import { profileTables, runProfile } from './profile.mjs'
+import { runSnapshot, snapshotTable } from './snapshot.mjs'
 
 const OPTIONS = {
   short: false,
@@ -41,6 +43,7 @@ function plan (o) {
   const hostile = short
     ? { projects: 10, members: 20, rate: o.rate, seconds: 6, warmup: 1, after: 5, repeat: o.repeat, hostileWrites: 50, hostileReads: 6, hostilePosts: 150, hostileJoins: 1, hostileSyncers: 2 }
     : { rate: o.rate, repeat: o.repeat }
+  const snap = short ? { ops: 5000, every: 1000, repeat: 3 } : { ops: 25_000, every: 1000, repeat: 11 }
   const scenarios = [
     { name: 'fanout-flow', group: 'fanout', run: () => runFanout({ ...fan, target: 'flow', instances: 2 }) },
     { name: 'fanout-socketio', group: 'fanout', run: () => runFanout({ ...fan, target: 'socketio', instances: 2 }) },
@@ -56,7 +59,10 @@ function plan (o) {
     { name: 'hostile-flow', group: 'hostile', run: () => runHostile({ ...hostile, instances: 2 }) },
     { name: 'hostile-flow-memory', group: 'hostile', run: () => runHostile({ ...hostile, instances: 1, memory: true }) },
     { name: 'connections-flow', group: 'connections', run: () => runConnections({ target: 'flow', settle: short ? 2 : 3, idle: short ? 3 : 10 }) },
-    { name: 'http-flow', group: 'http', run: () => runHttp({ seconds: short ? 3 : 10 }) }
+    { name: 'http-flow', group: 'http', run: () => runHttp({ seconds: short ? 3 : 10 }) },
+    // A new joiner on a long project: full replay (since 0) against snapshot + tail, interleaved.
+    { name: 'snapshot-flow-memory', group: 'snapshot', run: () => runSnapshot({ ...snap }) },
+    { name: 'snapshot-flow', group: 'snapshot', run: () => runSnapshot({ ...snap, redis: true }) }
   ]
   if (!short) {
     scenarios.push(
@@ -211,6 +217,11 @@ export function markdown (run) {
   if (conns.length > 0) out.push('', '### Idle connections', '', connectionsTable(conns))
   const http = ['http-flow', 'http-flow-memory'].filter((k) => r[k]).map((k) => r[k])
   if (http.length > 0) out.push('', '### HTTP', '', httpTable(http))
+  const snaps = ['snapshot-flow-memory', 'snapshot-flow'].filter((k) => r[k]).map((k) => r[k])
+  if (snaps.length > 0) {
+    const s = snaps[0].options
+    out.push('', `### Snapshots: a new joiner on a ${num(s.ops)}-op project (a snapshot every ${num(s.every)} ops), medians of ${s.repeat} interleaved joins`, '', snapshotTable(snaps))
+  }
   if (r['profile-flow']) {
     const p = r['profile-flow']
     const t = profileTables(p, 25)
