@@ -78,7 +78,8 @@ export class Replayer {
       member.lastSeq = Math.max(member.lastSeq, seq)
       return
     }
-    // Sent once the history is known to reach back to it: a client never gets a snapshot and then `reset`.
+    // Sent once the history is known to reach back to it (so `reset` follows a snapshot only when more than
+    // twice the history bounds are appended while its ops are sent). It replaces what a replay sent before it.
     if (await this.#replayFrom(lp, member, seq, lp.epoch, target, send) === 'reset') reset()
   }
 

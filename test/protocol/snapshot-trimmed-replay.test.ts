@@ -1,11 +1,10 @@
 /**
  * A replay that the history is trimmed under, between two of its pages:
  * the joiner asked for state (`snapshot: true`) with a `since` the history
- * served when the replay began. Today it gets the ops of the first pages,
- * then `snapshot` and the ops after it: not "a snapshot, then the ops after
- * it" (and when the snapshot is older than the ops already sent, those ops
- * come twice). The check is marked todo until the protocol says which it
- * is; the test prints the frames the joiner got.
+ * served when the replay began. It gets the ops of the first pages, then a
+ * `snapshot` (which replaces its state and position, docs/protocol.md,
+ * Snapshots) and every op after it once: never `reset`, and each run of ops
+ * contiguous.
  */
 import t from 'tap'
 import { startServer } from '../helpers/server.js'
@@ -40,9 +39,13 @@ t.test('a joiner taking state whose replay is trimmed between pages gets the sna
   const shown = frames.map((f) => f.type === 'op' ? f.seq : `${f.type}@${String(f.seq)}`)
   t.comment(JSON.stringify(shown))
   t.same(joiner.all('reset'), [], 'no reset')
-  const first = frames[0]
-  const start = first?.type === 'snapshot' ? (first.seq as number) : 205
-  const seqs = frames.slice(first?.type === 'snapshot' ? 1 : 0).map((f) => f.type === 'op' ? f.seq : f.type)
-  t.same(seqs, Array.from({ length: seqs.length }, (_, i) => start + 1 + i), 'a snapshot (if any) first, then ops contiguous after it',
-    { todo: 'the replay falls back to the snapshot after sending the ops of its first pages' })
+  const at = frames.findIndex((f) => f.type === 'snapshot')
+  const before = (at === -1 ? frames : frames.slice(0, at)).map((f) => f.seq)
+  t.same(before, Array.from({ length: before.length }, (_, i) => 206 + i), 'the replay\'s ops, contiguous from since + 1')
+  if (at === -1) return
+  const snapshot = frames[at] as { seq: number, state: number }
+  t.equal(snapshot.state, snapshot.seq, 'the snapshot is the fold of ops 1..seq')
+  t.ok(before.length === 0 || snapshot.seq > (before.at(-1) as number), 'it is newer than what was replayed')
+  const after = frames.slice(at + 1).map((f) => f.type === 'op' ? f.seq : f.type)
+  t.same(after, Array.from({ length: after.length }, (_, i) => snapshot.seq + 1 + i), 'then every op after it once, in order')
 })
