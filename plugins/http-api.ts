@@ -57,6 +57,17 @@ const accepted = {
   }
 }
 
+/** A snapshot (protocol 1.2). */
+const snapshotBody = {
+  type: 'object',
+  properties: {
+    project: { type: 'string' },
+    epoch: { type: 'string', description: 'the epoch of the log the state belongs to' },
+    seq: { type: 'integer', description: 'the state is the fold of the ops 1..seq of that epoch' },
+    state: { description: 'any JSON value, as the reducer or the client made it' }
+  }
+}
+
 /** The error answers every project route may give. */
 const projectErrors = {
   400: errorResponse('a bad project id, query or body (`bad_request`)'),
@@ -179,7 +190,7 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
     return { project, members: await hub.members(project) }
   })
 
-  fastify.get<{ Params: { project: string }, Querystring: { since: number, limit: number } }>('/projects/:project/ops', {
+  fastify.get<{ Params: { project: string }, Querystring: { since: number, limit: number, snapshot: boolean } }>('/projects/:project/ops', {
     schema: {
       tags: ['projects'],
       summary: 'A page of a project\'s history',
@@ -197,6 +208,11 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
           limit: {
             type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER, default: 100,
             description: 'most ops in the page (capped by FLOW_OPS_PAGE_MAX, 1,000 by default)'
+          },
+          snapshot: {
+            type: 'boolean', default: false,
+            description: '(protocol 1.2) start at the project\'s snapshot when it is newer than `since`: the page ' +
+              'carries it as `snapshot` and its ops follow it (`snapshot: null` when there is none newer)'
           }
         }
       },
@@ -213,6 +229,11 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
               type: 'boolean',
               description: 'true when the oldest kept op is newer than `since + 1`, or `since` is above the head: ' +
                 '`ops` is empty, and what you built from the ops must be rebuilt'
+            },
+            snapshot: {
+              type: ['object', 'null'],
+              description: '(with `snapshot=true`) the snapshot the page starts at, or null',
+              properties: { epoch: { type: 'string' }, seq: { type: 'integer' }, state: {} }
             }
           }
         },
@@ -223,7 +244,75 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
   }, async (request) => {
     const { project } = request.params
     const limit = Math.min(request.query.limit, config.opsPageMax)
+    if (request.query.snapshot) return await hub.historyFromSnapshot(project, request.query.since, limit)
     return await hub.history(project, request.query.since, limit)
+  })
+
+  fastify.get<{ Params: { project: string } }>('/projects/:project/snapshot', {
+    schema: {
+      tags: ['snapshots'],
+      summary: 'The project\'s snapshot',
+      description: '(protocol 1.2) The project\'s newest snapshot of its current epoch: its state at `seq`. ' +
+        'Read the ops after it with `GET /projects/:project/ops?since=<seq>`.',
+      params,
+      response: {
+        200: { ...snapshotBody, description: 'the snapshot' },
+        ...projectErrors,
+        404: errorResponse('the project has no snapshot of its current epoch (`not_found`)')
+      }
+    },
+    preValidation: fastify.flowAuth.read
+  }, async (request) => {
+    const { project, epoch, seq, state } = await hub.snapshot(request.params.project)
+    return { project, epoch, seq, state }
+  })
+
+  fastify.put<{ Params: { project: string }, Body: { epoch: string, seq: number, state: unknown } }>('/projects/:project/snapshot', {
+    // The state, and room for the rest of the body; a larger state is refused by the hub with 413.
+    bodyLimit: config.snapshotMaxBytes + 4096,
+    validatorCompiler: ({ schema }) => strictAjv.compile(schema),
+    schema: {
+      tags: ['snapshots'],
+      summary: 'Store a snapshot of the project',
+      description: '(protocol 1.2) Stores `state` as the project\'s state at `seq` of `epoch`, as the `snapshot` ' +
+        'frame does: kept when the epoch is current, `seq` at most the head, and newer than the stored one. ' +
+        'Needs write access (the API key when FLOW_API_KEY is set).',
+      params,
+      body: {
+        type: 'object',
+        required: ['epoch', 'seq', 'state'],
+        properties: {
+          epoch: { type: 'string', minLength: 1, maxLength: 128, description: 'the epoch the state belongs to' },
+          seq: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'the last op folded in' },
+          state: { description: 'any JSON value, at most FLOW_SNAPSHOT_MAX_BYTES as JSON' }
+        }
+      },
+      response: {
+        200: {
+          type: 'object',
+          description: 'whether it was kept, and why not',
+          properties: {
+            project: { type: 'string' },
+            epoch: { type: 'string' },
+            seq: { type: 'integer' },
+            stored: { type: 'boolean' },
+            reason: {
+              type: 'string', enum: ['epoch', 'ahead', 'older', 'disabled'],
+              description: '`epoch`: not the current one; `ahead`: above the head; `older`: a newer one is kept; ' +
+                '`disabled`: this server keeps no snapshots'
+            }
+          }
+        },
+        ...projectErrors,
+        413: errorResponse('the state is over FLOW_SNAPSHOT_MAX_BYTES or nests too deep (`limit_exceeded`)')
+      }
+    },
+    preValidation: fastify.flowAuth.write
+  }, async (request) => {
+    const { project } = request.params
+    const { epoch, seq, state } = request.body
+    const result = await hub.putSnapshot(project, epoch, seq, state)
+    return { project, epoch, seq, stored: result.stored, reason: result.stored ? undefined : result.reason }
   })
 
   fastify.post<{ Params: { project: string }, Body: { id?: string, data: unknown } }>('/projects/:project/ops', {

@@ -84,9 +84,11 @@ const FLOW_ROUTES = [
   'GET /rt/metrics',
   'GET /rt/projects/{project}/members',
   'GET /rt/projects/{project}/ops',
+  'GET /rt/projects/{project}/snapshot',
   'GET /rt/ws',
   'GET /rt/ws/stats',
-  'POST /rt/projects/{project}/ops'
+  'POST /rt/projects/{project}/ops',
+  'PUT /rt/projects/{project}/snapshot'
 ]
 
 t.test('the OpenAPI document at <prefix>/docs/json lists every Flow HTTP route with the prefix, and no other', async (t) => {
@@ -113,7 +115,7 @@ t.test('every operation is described, and its error answers use the shared error
     properties: { code: { type: 'string' } }
   })
   t.same((doc.components.schemas.FlowError as { properties: { code: { enum: string[] } } }).properties.code.enum,
-    ['bad_request', 'unknown_type', 'unauthorized', 'forbidden', 'not_joined', 'limit_exceeded', 'rate_limited', 'unavailable', 'internal'])
+    ['bad_request', 'unknown_type', 'unauthorized', 'forbidden', 'not_joined', 'limit_exceeded', 'rate_limited', 'unavailable', 'not_found', 'internal'])
   for (const [path, item] of Object.entries(doc.paths)) {
     for (const [method, op] of Object.entries(item)) {
       const where = `${method.toUpperCase()} ${path}`
@@ -132,7 +134,7 @@ t.test('every operation is described, and its error answers use the shared error
   const post = doc.paths['/rt/projects/{project}/ops']?.post
   t.same(Object.keys(post?.responses ?? {}).sort(), ['200', '201', '400', '401', '403', '413', '429', '500', '503'])
   const history = doc.paths['/rt/projects/{project}/ops']?.get
-  t.same(history?.parameters?.map((p) => `${p.in} ${p.name}`).sort(), ['path project', 'query limit', 'query since'])
+  t.same(history?.parameters?.map((p) => `${p.in} ${p.name}`).sort(), ['path project', 'query limit', 'query since', 'query snapshot'])
   t.match(history?.responses['200']?.content?.['application/json']?.schema, {
     properties: { epoch: { type: 'string' }, seq: { type: 'integer' }, reset: { type: 'boolean' }, ops: { type: 'array' } }
   })

@@ -43,7 +43,7 @@ t.test('a joiner taking state whose replay is trimmed between pages gets the sna
   const before = (at === -1 ? frames : frames.slice(0, at)).map((f) => f.seq)
   t.same(before, Array.from({ length: before.length }, (_, i) => 206 + i), 'the replay\'s ops, contiguous from since + 1')
   if (at === -1) return
-  const snapshot = frames[at] as { seq: number, state: number }
+  const snapshot = frames[at] as unknown as { seq: number, state: number }
   t.equal(snapshot.state, snapshot.seq, 'the snapshot is the fold of ops 1..seq')
   t.ok(before.length === 0 || snapshot.seq > (before.at(-1) as number), 'it is newer than what was replayed')
   const after = frames.slice(at + 1).map((f) => f.type === 'op' ? f.seq : f.type)
