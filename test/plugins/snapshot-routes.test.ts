@@ -66,6 +66,8 @@ t.test('the host reducer\'s snapshots are served over HTTP; read-only identities
     else await new Promise((resolve) => setTimeout(resolve, 20))
   }
   t.match(snapshot, { seq: 20, state: { n: 20 } }, 'the reducer folded 20 ops')
-  const refused = await put(`${server.http}`, 'board?userId=viewer', { epoch: 'e', seq: 1, state: {} })
+  const refused = await fetch(`${server.http}/projects/board/snapshot?userId=viewer`, {
+    method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ epoch: 'e', seq: 1, state: {} })
+  })
   t.equal(refused.status, 403, 'a read-only identity may not store one')
 })
