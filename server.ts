@@ -51,14 +51,15 @@ export async function buildServer (options: FlowOptions & { readonly logLevel?: 
 }
 
 /**
- * `npm start`: listens on HOST:PORT; SIGTERM or SIGINT drains (acks ops in
- * flight, flushes, closes sockets with 1001) and exits. A second signal
- * during the drain is logged and does not cut it short.
+ * `npm start` and `flow-realtime` (cli.ts): listens on HOST:PORT of `env`
+ * (default process.env); SIGTERM or SIGINT drains (acks ops in flight,
+ * flushes, closes sockets with 1001) and exits. A second signal during the
+ * drain is logged and does not cut it short.
  */
-export async function main (): Promise<void> {
+export async function main (env?: NodeJS.ProcessEnv): Promise<void> {
   let app: FastifyInstance
   try {
-    app = await buildServer()
+    app = await buildServer(env === undefined ? {} : { env })
     await app.ready()
   } catch (err) {
     process.stderr.write(`flow: cannot start: ${err instanceof Error ? err.message : String(err)}\n`)
