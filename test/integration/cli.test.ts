@@ -50,7 +50,7 @@ t.test('a bad value, a flag without its value, or a credential given as a flag i
 t.test('flow-realtime --port --host serves /health there, flags winning over the environment, and drains on SIGTERM', async (t) => {
   const port = await freePort()
   const proc = spawnNode(t, ['dist/cli.js', '--port', String(port), '--host=127.0.0.1', '--session-ttl-seconds', '45'], { PORT: '1', HOST: '0.0.0.0' })
-  await proc.waitFor(new RegExp(`Server listening at http://127\\.0\\.0\\.1:${port}`))
+  await proc.waitFor(new RegExp(`Server listening at http://127\\.0\\.0\\.1:${port}`), { timeoutMs: 30_000 })
   const res = await fetch(`http://127.0.0.1:${port}/health`)
   t.equal(res.status, 200)
   t.match(await res.json(), { status: 'ok' })

@@ -22,7 +22,7 @@ t.test('fastify start -o boots without the maxParamLength warning and redacts ?t
   const port = await freePort()
   // -l debug: request lines are logged whether they are at info or debug.
   const proc = spawnNode(t, ['node_modules/fastify-cli/cli.js', 'start', '-o', '-l', 'debug', '-a', '127.0.0.1', '-p', String(port), 'dist/app.js'])
-  await proc.waitFor(new RegExp(`Server listening at http://127\\.0\\.0\\.1:${port}`))
+  await proc.waitFor(new RegExp(`Server listening at http://127\\.0\\.0\\.1:${port}`), { timeoutMs: 30_000 })
   t.equal((await fetch(`http://127.0.0.1:${port}/projects/doc-1/ops?since=0&token=sekrit-one`)).status, 200)
   t.equal((await fetch(`http://127.0.0.1:${port}/nowhere?token=sekrit-two`)).status, 404)
   await proc.waitFor(/\/nowhere\?token=\[REDACTED\]/)
