@@ -9,7 +9,7 @@ t.test('fastify start serves Flow\'s /health from dist/app.js', async (t) => {
   // no sh). It reads `-p 0` as "no port" (3000), so the port is a free one.
   const port = await freePort()
   const proc = spawnNode(t, ['node_modules/fastify-cli/cli.js', 'start', '-l', 'info', '-a', '127.0.0.1', '-p', String(port), 'dist/app.js'])
-  await proc.waitFor(new RegExp(`Server listening at http://127\\.0\\.0\\.1:${port}`))
+  await proc.waitFor(new RegExp(`Server listening at http://127\\.0\\.0\\.1:${port}`), { timeoutMs: 30_000 })
   const res = await fetch(`http://127.0.0.1:${port}/health`)
   t.equal(res.status, 200)
   t.match(await res.json(), { status: 'ok', auth: 'open', ports: { sessions: { adapter: 'memory' }, broadcaster: { adapter: 'memory' }, log: { adapter: 'memory' } } })
