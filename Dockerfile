@@ -17,9 +17,11 @@ WORKDIR /app
 # package.json says "engines": { "node": ">=20.19" }; npm only warns, so fail here.
 RUN node -e "const [a, b] = process.versions.node.split('.').map(Number); if (a < 20 || (a === 20 && b < 19)) { console.error('Node >= 20.19 needed, got ' + process.version); process.exit(1) }"
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+# --ignore-scripts: package.json's prepare builds dist/ in a clone, but the
+# sources are copied below and built by the explicit npm run build.
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
-COPY app.ts server.ts ./
+COPY app.ts server.ts cli.ts ./
 COPY lib ./lib
 COPY ports ./ports
 COPY adapters ./adapters
@@ -34,7 +36,10 @@ ENV HOST=0.0.0.0 \
     NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+# fastify and @fastify/websocket are peer dependencies: npm installs them
+# here too (--omit=dev keeps peers). No script of a production dependency
+# needs to run, and the project's own prepare needs the sources.
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 # The demo board served at / (plugins/demo.ts reads it at start).
 COPY demo ./demo

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import { resolveConfig, type FlowConfigOptions } from './lib/config.js'
 import type { HubPorts } from './lib/hub/hub.js'
 import configPlugin from './plugins/config.js'
@@ -24,6 +24,7 @@ import type { OnOp } from './lib/hub/op-hook.js'
 import type { Stats } from './lib/stats.js'
 import type { CircuitBreaker } from './lib/breaker.js'
 import type { PortReport } from './plugins/ports.js'
+import { redactingLogger } from './lib/redact.js'
 
 export type { FlowConfig, FlowConfigOptions } from './lib/config.js'
 export type { Identity } from './lib/hub/transport.js'
@@ -79,6 +80,30 @@ export interface Flow {
   readonly breaker: CircuitBreaker | null
 }
 
+/**
+ * The Fastify server options Flow runs best with, for `fastify start -o
+ * dist/app.js` (fastify-cli reads a plugin module's `options` export) and
+ * used by `npm start` too: project ids up to 128 characters fit the router
+ * (no `maxParamLength` warning), keep-alive connections do not hold the
+ * close, and credentials stay out of the logs (`?token=` in a URL, the
+ * Authorization header). fastify-cli's `-l` gives the log level.
+ */
+export const options = Object.freeze({
+  routerOptions: Object.freeze({ maxParamLength: 256 }),
+  forceCloseConnections: 'idle',
+  logger: redactingLogger
+} satisfies FastifyServerOptions)
+
+/**
+ * `fastify start -o` also hands the plugin the `options` above as plugin
+ * options: those keys (the very objects exported) are not Flow settings and
+ * are dropped; anything else unknown is still refused.
+ */
+function withoutServerOptions (opts: FlowOptions): FlowOptions {
+  const server: Record<string, unknown> = options
+  return Object.fromEntries(Object.entries(opts).filter(([key, value]) => server[key] !== value))
+}
+
 declare module 'fastify' {
   interface FastifyInstance {
     /** Flow's read-only facade, set once every part of Flow is registered */
@@ -94,7 +119,7 @@ declare module 'fastify' {
  * are untouched. Last, `fastify.flow` is the read-only facade for the host.
  */
 async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void> {
-  const { prefix, authenticate, ports, env, redis, demo, snapshots, onOp, ...settings } = opts
+  const { prefix, authenticate, ports, env, redis, demo, snapshots, onOp, ...settings } = withoutServerOptions(opts)
   const config = resolveConfig(settings, env)
   await fastify.register(configPlugin, { config })
   await fastify.register(redisPlugin, { client: redis })

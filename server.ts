@@ -1,63 +1,11 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { pathToFileURL } from 'node:url'
-import flow, { type FlowOptions } from './app.js'
+import flow, { options as serverOptions, type FlowOptions } from './app.js'
 import { isIP } from 'node:net'
 import { resolveConfig } from './lib/config.js'
 import { ConfigError } from './lib/errors.js'
 
-/** Query and matrix parameters whose value is a credential, by key as decoded (lower case). */
-const SECRET_KEYS = new Set(['token', 'access_token', 'api_key', 'apikey'])
-
-/**
- * Where a parameter starts in a URL or in text quoting one: a separator
- * (`?` or `&` for a query, `;` for a matrix parameter such as
- * `/ws;token=...`), a key and `=`.
- */
-const PARAM_KEY = /([?&;])([^=&;?#\s/"\\]*)=/g
-/**
- * A credential's value: up to the next `&`, `;`, white space, `"` or `\`
- * (the last two end a string in a JSON log line). A `/`, `?` or `#` in it
- * does not end it: more is hidden rather than less.
- */
-const SECRET_VALUE = /[^&;\s"\\]*/y
-
-/** A key as a server would read it: percent-decoded (repeatedly), `+` as a space, trimmed, lower case, without `[...]`. */
-function decodedKey (key: string): string {
-  let k = key
-  for (let i = 0; i < 4; i++) {
-    const next = k.replace(/\+/g, ' ').replace(/%([0-9a-f]{2})/gi, (_match, hex: string) => String.fromCharCode(parseInt(hex, 16)))
-    if (next === k) break
-    k = next
-  }
-  return k.trim().toLowerCase().replace(/\[.*$/, '')
-}
-
-/**
- * Hides credentials in a URL, or in any text quoting URLs (a log message, a
- * JSON log line): the value of every query parameter (`?token=`, `&apiKey=`)
- * and matrix parameter (`;token=`) whose key decodes to `token`,
- * `access_token`, `api_key` or `apikey`, whatever its case or
- * percent-encoding (`?%74oken=`, `?TOKEN=`), becomes `[REDACTED]`.
- */
-export function redactUrl (text: string): string {
-  let out = ''
-  let copied = 0
-  const keys = new RegExp(PARAM_KEY)
-  for (let match = keys.exec(text); match !== null; match = keys.exec(text)) {
-    // Another parameter's value is searched on: it may quote a URL (`?next=/ws?token=...`).
-    if (!SECRET_KEYS.has(decodedKey(match[2] ?? ''))) continue
-    const value = new RegExp(SECRET_VALUE)
-    value.lastIndex = keys.lastIndex
-    value.exec(text)
-    out += `${text.slice(copied, keys.lastIndex)}[REDACTED]`
-    copied = value.lastIndex
-    keys.lastIndex = value.lastIndex
-  }
-  return copied === 0 ? text : out + text.slice(copied)
-}
-
-/** A Node HTTP parser error keeps the raw request (its URL, its headers) as bytes. */
-const RAW_PACKET = /"rawPacket":\{"type":"Buffer","data":\[[0-9,]*\]\}/g
+export { redactUrl } from './lib/redact.js'
 
 /**
  * FLOW_TRUST_PROXY as Fastify's `trustProxy`: `true` (any proxy), or the
@@ -92,27 +40,9 @@ export async function buildServer (options: FlowOptions & { readonly logLevel?: 
   // `npm start` serves the demo board unless told not to.
   const flowOptions: FlowOptions = { ...settings, env, prefix, authenticate, ports, redis, snapshots, demo: demo ?? true }
   const app = Fastify({
-    logger: {
-      level: config.logLevel,
-      redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["sec-websocket-protocol"]'],
-      hooks: {
-        // The whole line as written: messages quote URLs too (Fastify's 404
-        // says "Route GET:<url> not found"), and so do errors and their
-        // stacks, and objects such as @fastify/websocket's { path }.
-        streamWrite (line) {
-          return redactUrl(line).replace(RAW_PACKET, '"rawPacket":"[REDACTED]"')
-        }
-      },
-      serializers: {
-        req (req: { method: string, url: string, ip?: string }) {
-          return { method: req.method, url: redactUrl(req.url), remoteAddress: req.ip }
-        }
-      }
-    },
-    // Project ids are up to 128 characters; longer ones get the API's 400, not the router's 414.
-    routerOptions: { maxParamLength: 256 },
-    // WebSocket clients and HTTP keep-alive must not hold the close forever.
-    forceCloseConnections: 'idle',
+    // The settings `fastify start -o` takes from app.ts too: the router, closing, redacting logs.
+    ...serverOptions,
+    logger: { ...serverOptions.logger, level: config.logLevel },
     // Behind a proxy the client's address (per-address limits) is the one X-Forwarded-For gives.
     trustProxy: trustProxyOption(config.trustProxy)
   })
@@ -121,14 +51,15 @@ export async function buildServer (options: FlowOptions & { readonly logLevel?: 
 }
 
 /**
- * `npm start`: listens on HOST:PORT; SIGTERM or SIGINT drains (acks ops in
- * flight, flushes, closes sockets with 1001) and exits. A second signal
- * during the drain is logged and does not cut it short.
+ * `npm start` and `flow-realtime` (cli.ts): listens on HOST:PORT of `env`
+ * (default process.env); SIGTERM or SIGINT drains (acks ops in flight,
+ * flushes, closes sockets with 1001) and exits. A second signal during the
+ * drain is logged and does not cut it short.
  */
-export async function main (): Promise<void> {
+export async function main (env?: NodeJS.ProcessEnv): Promise<void> {
   let app: FastifyInstance
   try {
-    app = await buildServer()
+    app = await buildServer(env === undefined ? {} : { env })
     await app.ready()
   } catch (err) {
     process.stderr.write(`flow: cannot start: ${err instanceof Error ? err.message : String(err)}\n`)
