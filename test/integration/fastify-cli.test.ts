@@ -26,7 +26,8 @@ t.test('fastify start -o boots without the maxParamLength warning and redacts ?t
   t.equal((await fetch(`http://127.0.0.1:${port}/projects/doc-1/ops?since=0&token=sekrit-one`)).status, 200)
   t.equal((await fetch(`http://127.0.0.1:${port}/nowhere?token=sekrit-two`)).status, 404)
   await proc.waitFor(/\/nowhere\?token=\[REDACTED\]/)
-  t.match(proc.stdout, /\/projects\/doc-1\/ops\?since=0&token=\[REDACTED\]/, 'the request line shows where the token was')
+  // Flow's own request lines carry the path only (flow-request-log); Fastify's line for a route outside Flow keeps the query, redacted.
+  t.match(proc.stdout, /"path":"\/projects\/doc-1\/ops"/, 'Flow\'s request line names the path, without its query')
   t.notMatch(proc.stdout + proc.stderr, /sekrit/, 'no token in the logs')
   t.notMatch(proc.stdout + proc.stderr, /maxParamLength/, 'no maxParamLength warning: app.ts\'s options set the router')
   const long = 'p'.repeat(128)
