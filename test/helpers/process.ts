@@ -197,7 +197,9 @@ export interface EntryServer {
  */
 export async function startEntry (t: Test, env: Record<string, string> = {}): Promise<EntryServer> {
   const proc = spawnNode(t, ['dist/server.js'], { PORT: '0', HOST: '127.0.0.1', ...env })
-  const match = await proc.waitFor(/Server listening at http:\/\/([^"\s]+)/)
+  // Starting takes 1-2 s on a quiet machine; the suite runs two files at once on 2 cores beside
+  // browsers and Redis servers, where it was seen to take 10 s.
+  const match = await proc.waitFor(/Server listening at http:\/\/([^"\s]+)/, { timeoutMs: 30_000 })
   const address = match[1] as string
   return { proc, http: `http://${address}`, ws: `ws://${address}/ws` }
 }
