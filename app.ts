@@ -13,7 +13,7 @@ import healthPlugin from './plugins/health.js'
 import websocketPlugin from './plugins/websocket.js'
 import httpApiPlugin from './plugins/http-api.js'
 import statsPlugin from './plugins/stats.js'
-import demoPlugin from './plugins/demo.js'
+import demoPlugin, { demoBoard } from './plugins/demo.js'
 import recoveryPlugin from './plugins/recovery.js'
 import type { FlowConfig } from './lib/config.js'
 import type { Hub } from './lib/hub/hub.js'
@@ -87,7 +87,7 @@ async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void>
   await fastify.register(configPlugin, { config })
   await fastify.register(redisPlugin, { client: redis })
   await fastify.register(portsPlugin, { ports })
-  await fastify.register(hubPlugin, { snapshots })
+  await fastify.register(hubPlugin, { snapshots: snapshots ?? (demo === true ? demoBoard : undefined) })
   await fastify.register(recoveryPlugin)
   await fastify.register(async function flowRoutes (child) {
     await child.register(errorsPlugin)
