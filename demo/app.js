@@ -60,13 +60,17 @@ function notice (text) {
   noticeEl.hidden = text === ''
 }
 
+/** Where the last snapshot the board was built from is (for tests and the console). @type {{ seq: number } | undefined} */
+let loaded
+
 const client = new FlowClient({ url: wsUrl.toString() })
 const board = client.join(project, {
   presence: { name: userId },
   // The server folds the board (its reducer, plugins/demo.ts): every join and
   // reconnect the history cannot serve gets the board as a snapshot, then the ops after it.
   snapshot: true,
-  onSnapshot: (state) => {
+  onSnapshot: (state, { seq }) => {
+    loaded = { seq }
     const held = isObject(state) && isObject(state.notes) ? state.notes : {}
     notes.clear()
     for (const [id, note] of Object.entries(held)) {
@@ -155,5 +159,5 @@ $('add', HTMLFormElement).addEventListener('submit', (event) => {
 })
 
 // A hook for tests and the console.
-Object.assign(window, { __flow: { client, board, notes } })
+Object.assign(window, { __flow: { client, board, notes, get loaded () { return loaded } } })
 client.connect()
