@@ -105,7 +105,20 @@ function noteItem (id, note, pending) {
   return li
 }
 
+/** A redraw is asked for the next frame already. */
+let drawing = false
+
+/** Redraws the board at the next frame: a replay of thousands of ops draws it once, not once per op. */
 function render () {
+  if (drawing) return
+  drawing = true
+  requestAnimationFrame(() => {
+    drawing = false
+    draw()
+  })
+}
+
+function draw () {
   const items = [...notes].map(([id, note]) => noteItem(id, note, false))
   // Own notes not acknowledged yet, drawn after the confirmed ones.
   for (const { data } of board.pending) {

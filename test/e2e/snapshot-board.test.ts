@@ -99,10 +99,26 @@ async function shown (page: Page): Promise<string[][]> {
   ]))
 }
 
-/** Waits until the tab shows `expected` exactly. */
-async function boardIs (page: Page, expected: string[][], what: string): Promise<void> {
+/** Waits until the tab shows `expected` exactly; when it does not, says what it shows and what the server has. */
+async function boardIs (page: Page, expected: string[][], what: string, project: string): Promise<void> {
   const want = JSON.stringify(expected)
-  await waitFor(async () => JSON.stringify(await shown(page)) === want, { what, timeoutMs: BOARD_MS, intervalMs: 100 })
+  try {
+    await waitFor(async () => JSON.stringify(await shown(page)) === want, { what, timeoutMs: BOARD_MS, intervalMs: 100 })
+  } catch (err) {
+    const tab = await page.evaluate(() => {
+      const flow = (window as unknown as { __flow: { board: { epoch: string, seq: number }, loaded: { seq: number } | undefined } }).__flow
+      return { epoch: flow.board.epoch, seq: flow.board.seq, snapshot: flow.loaded?.seq, notice: document.getElementById('notice')?.textContent }
+    })
+    // What a joiner that takes state gets now.
+    const probe = new FlowClient({ url: `${entry.ws}?userId=probe`, WebSocket })
+    const got: { snapshot?: number, reset?: number } = {}
+    probe.join(project, { snapshot: true, onSnapshot: (_state, { seq }) => { got.snapshot = seq }, onReset: ({ seq }) => { got.reset = seq } })
+    probe.connect()
+    await waitFor(() => got.snapshot ?? got.reset, { what: 'the probe\'s snapshot or reset', timeoutMs: 10_000 }).catch(() => null)
+    probe.close()
+    const detail = { tab, notes: (await shown(page)).length, probe: got }
+    throw new Error(`${(err as Error).message}: ${JSON.stringify(detail)}\n${entry.proc.stdout.slice(-3000)}`)
+  }
 }
 
 t.test('25,000 ops, then a new tab shows the board; after a Redis restart and a reload, two tabs show the same board', async (t) => {
@@ -128,7 +144,7 @@ t.test('25,000 ops, then a new tab shows the board; after a Redis restart and a 
 
   const opening = Date.now()
   const first = await open(project, 'ann')
-  await boardIs(first, expected, `the ${NOTES} notes in a new tab`)
+  await boardIs(first, expected, `the ${NOTES} notes in a new tab`, project)
   const boardMs = Date.now() - opening
   t.comment(`a new tab showed the full board ${boardMs} ms after it was opened`)
   t.same(await shown(first), expected, 'the new tab shows exactly the reference fold')
@@ -160,8 +176,8 @@ t.test('25,000 ops, then a new tab shows the board; after a Redis restart and a 
   await first.reload()
   await first.locator('#status[data-status="open"]').waitFor()
   const second = await open(project, 'bob')
-  await boardIs(first, expected, 'the board after the reload')
-  await boardIs(second, expected, 'the board in a second tab')
+  await boardIs(first, expected, 'the board after the reload', project)
+  await boardIs(second, expected, 'the board in a second tab', project)
   t.same(await shown(first), await shown(second), 'both tabs show the same board')
   t.same(await shown(second), expected, 'the reference fold')
   await shot(t, second, 'snapshot-board-after-redis-restart')
