@@ -13,7 +13,7 @@ import healthPlugin from './plugins/health.js'
 import websocketPlugin from './plugins/websocket.js'
 import httpApiPlugin from './plugins/http-api.js'
 import statsPlugin from './plugins/stats.js'
-import demoPlugin from './plugins/demo.js'
+import demoPlugin, { demoBoard } from './plugins/demo.js'
 import openapiPlugin from './plugins/openapi.js'
 import requestLogPlugin, { routeLogLevel } from './plugins/request-log.js'
 import recoveryPlugin from './plugins/recovery.js'
@@ -124,7 +124,7 @@ async function flow (fastify: FastifyInstance, opts: FlowOptions): Promise<void>
   await fastify.register(configPlugin, { config })
   await fastify.register(redisPlugin, { client: redis })
   await fastify.register(portsPlugin, { ports })
-  await fastify.register(hubPlugin, { snapshots, onOp })
+  await fastify.register(hubPlugin, { snapshots: snapshots ?? (demo === true ? demoBoard : undefined), onOp })
   await fastify.register(recoveryPlugin)
   await fastify.register(async function flowRoutes (child) {
     await child.register(errorsPlugin)

@@ -7,8 +7,8 @@
 import { FlowError, serverError } from './errors.js'
 import type { ErrorReceived, ProjectFrame } from './frames.js'
 import { OP_ID, randomOpId } from './ids.js'
-import type { Ack, FlowEvents, JoinOptions, Member, Op, PendingOp, Presence, ResetInfo, SendOptions } from './types.js'
-import type { JoinedFrame, JoinFrame, MemberFrame, PresenceMessage, ResetFrame, SyncedFrame, SyncFrame } from '../lib/protocol/wire.js'
+import type { Ack, FlowEvents, JoinOptions, Member, Op, PendingOp, Presence, ResetInfo, SendOptions, SnapshotInfo, SnapshotPosition, StoredResult } from './types.js'
+import type { JoinedFrame, JoinFrame, MemberFrame, PresenceMessage, ResetFrame, SnapshotFrame, SnapshotUpload, StoredFrame, SyncedFrame, SyncFrame } from '../lib/protocol/wire.js'
 
 /** A project joined through `FlowClient.join`. */
 export interface ProjectHandle {
@@ -19,7 +19,7 @@ export interface ProjectHandle {
   readonly sessionId: string | undefined
   /** the epoch `seq` belongs to; undefined before the first `joined` (unless given to join) */
   readonly epoch: string | undefined
-  /** the last seq handed to the app (as an `op`, an `ack`, or the seq of a `reset`) */
+  /** the last seq handed to the app (as an `op`, an `ack`, or the seq of a `reset` or a `snapshot`) */
   readonly seq: number
   /** the members, this session included, as of the last event */
   readonly members: readonly Member[]
@@ -40,6 +40,19 @@ export interface ProjectHandle {
   send (data: unknown, options?: SendOptions): Promise<Ack>
   /** Sets this session's presence; frames are throttled, the last state is always sent. */
   setPresence (state: Presence): void
+  /**
+   * (protocol 1.2) Stores `state` as the project's snapshot at `position`
+   * (default: the handle's `epoch` and `seq`, so `state` must be what the
+   * app has folded up to now). Sent once joined; resolves with the server's
+   * answer, `{ stored }` or `{ stored: false, reason }`. Rejects with a
+   * `FlowError`: the server's code when it refused the frame
+   * (`limit_exceeded`: larger than FLOW_SNAPSHOT_MAX_BYTES, `rate_limited`,
+   * ...), `invalid_frame` when it cannot be sent (not JSON, over
+   * `maxFrameBytes`, no position yet), `unavailable` when the connection
+   * dropped before the answer (upload again: `older` then means the first
+   * one was kept), `left` on `leave()`.
+   */
+  uploadSnapshot (state: unknown, position?: SnapshotPosition): Promise<StoredResult>
   /** Leaves the project: unacknowledged sends reject with `left`. Resolves when the server confirmed (or the connection is gone). */
   leave (): Promise<void>
 }
@@ -77,7 +90,19 @@ interface Sending {
   retry: ReturnType<typeof setTimeout> | undefined
 }
 
-type Purpose = { readonly kind: 'join' } | { readonly kind: 'sync' } | { readonly kind: 'op', readonly id: string }
+/** A snapshot upload, waiting to be sent (`ref` undefined) or for its `stored`. */
+interface Upload {
+  readonly json: string
+  readonly resolve: (result: StoredResult) => void
+  readonly reject: (err: FlowError) => void
+  ref: number | undefined
+}
+
+type Purpose =
+  | { readonly kind: 'join' }
+  | { readonly kind: 'sync' }
+  | { readonly kind: 'op', readonly id: string }
+  | { readonly kind: 'upload', readonly upload: Upload }
 
 /** Codes after which the same frame may succeed later. */
 const RETRYABLE: ReadonlySet<string> = new Set(['rate_limited', 'unavailable', 'internal'])
@@ -92,6 +117,11 @@ export class Project implements ProjectHandle {
   readonly ready: Promise<void>
   readonly #host: ProjectHost
   readonly #onReset: JoinOptions['onReset']
+  readonly #onSnapshot: JoinOptions['onSnapshot']
+  /** joins and syncs ask for a `snapshot` where the history cannot serve (protocol 1.2) */
+  readonly #takesState: boolean
+  /** the app has no state yet (`snapshot: true` without `since`): joins omit `since` and get a snapshot */
+  #needsState: boolean
   /** joining: waiting for a connection or for `joined`; joined: live on the current connection */
   #state: 'joining' | 'joined' | 'left' | 'failed' = 'joining'
   #epoch: string | undefined
@@ -115,9 +145,11 @@ export class Project implements ProjectHandle {
   /** the sync in flight, with the epoch it asked from */
   #sync: { readonly ref: number, readonly epoch: string | undefined } | undefined
   #syncTimer: ReturnType<typeof setTimeout> | undefined
-  /** reset callbacks running: entries wait in the buffer */
+  /** snapshot uploads, in the order asked */
+  readonly #uploads = new Set<Upload>()
+  /** reset and snapshot callbacks running: entries wait in the buffer */
   #holds = 0
-  /** the last reset callback still running */
+  /** the last reset or snapshot callback still running */
   #resetTail: Promise<void> | undefined
   #joinedOnce = false
   #resolveReady: () => void = () => {}
@@ -127,6 +159,9 @@ export class Project implements ProjectHandle {
     this.project = project
     this.#host = host
     this.#onReset = options.onReset
+    this.#onSnapshot = options.onSnapshot
+    this.#takesState = options.snapshot === true
+    this.#needsState = this.#takesState && options.since === undefined
     this.#seq = options.since ?? 0
     this.#epoch = options.epoch
     this.#presence = options.presence ?? {}
@@ -192,6 +227,37 @@ export class Project implements ProjectHandle {
     this.#schedulePresence()
   }
 
+  uploadSnapshot (state: unknown, position?: SnapshotPosition): Promise<StoredResult> {
+    if (this.closed) return Promise.reject(new FlowError('left', `${this.project} was left`, this.project))
+    const epoch = position?.epoch ?? this.#epoch
+    const seq = position?.seq ?? this.#seq
+    if (epoch === undefined) {
+      return Promise.reject(new FlowError('invalid_frame', 'no position to upload a snapshot at: await ready, or pass { epoch, seq }', this.project))
+    }
+    if (typeof epoch !== 'string' || !Number.isSafeInteger(seq) || seq < 0) {
+      return Promise.reject(new FlowError('invalid_frame', 'a snapshot position is { epoch: string, seq: integer >= 0 }', this.project))
+    }
+    let json: string | undefined
+    try {
+      json = JSON.stringify({ type: 'snapshot', project: this.project, epoch, seq, state } satisfies Omit<SnapshotUpload, 'ref'>)
+    } catch (err) {
+      return Promise.reject(new FlowError('invalid_frame', `snapshot state is not JSON: ${String(err)}`, this.project))
+    }
+    if (state === undefined || typeof state === 'function' || typeof state === 'symbol') {
+      return Promise.reject(new FlowError('invalid_frame', 'snapshot state is not JSON (undefined, a function or a symbol)', this.project))
+    }
+    // The ref goes in last: `{...,"ref":N}`.
+    const size = (json.length + 30) * 3 <= this.#host.maxFrameBytes ? 0 : new TextEncoder().encode(json).length + 30
+    if (size > this.#host.maxFrameBytes) {
+      return Promise.reject(new FlowError('invalid_frame', `the snapshot frame would be ${size} bytes, over the ${this.#host.maxFrameBytes} byte limit`, this.project))
+    }
+    return new Promise<StoredResult>((resolve, reject) => {
+      const upload: Upload = { json, resolve, reject, ref: undefined }
+      this.#uploads.add(upload)
+      this.#sendUpload(upload)
+    })
+  }
+
   async leave (): Promise<void> {
     if (this.closed) return
     const onServer = this.#state === 'joined' || this.#joinRef !== undefined
@@ -208,8 +274,10 @@ export class Project implements ProjectHandle {
     const ref = this.#host.ref()
     this.#joinRef = ref
     this.#refs.set(ref, { kind: 'join' })
-    const epoch = this.#epoch === undefined ? {} : { epoch: this.#epoch }
-    const frame: JoinFrame = { type: 'join', project: this.project, since: this.#seq, presence: this.#presence, ref, ...epoch }
+    // An app with no state yet asks for the project's state from scratch: no `since`, a snapshot always comes.
+    const position = this.#needsState ? {} : this.#epoch === undefined ? { since: this.#seq } : { since: this.#seq, epoch: this.#epoch }
+    const state = this.#takesState ? { snapshot: true as const } : {}
+    const frame: JoinFrame = { type: 'join', project: this.project, ...position, presence: this.#presence, ref, ...state }
     if (this.#host.send(JSON.stringify(frame))) this.#presenceSent = this.#presenceJson
   }
 
@@ -231,6 +299,12 @@ export class Project implements ProjectHandle {
       clearTimeout(s.retry)
       s.retry = undefined
       s.ref = undefined
+    }
+    // Uploads sent on the lost connection may or may not be stored: the app decides whether to upload again.
+    for (const upload of [...this.#uploads]) {
+      if (upload.ref === undefined) continue
+      this.#uploads.delete(upload)
+      upload.reject(new FlowError('unavailable', 'the connection dropped before the snapshot upload was answered', this.project))
     }
   }
 
@@ -265,6 +339,12 @@ export class Project implements ProjectHandle {
       case 'reset':
         this.#reset(frame)
         return
+      case 'snapshot':
+        this.#snapshot(frame)
+        return
+      case 'stored':
+        this.#stored(frame)
+        return
       case 'member':
         this.#member(frame)
         return
@@ -294,6 +374,7 @@ export class Project implements ProjectHandle {
     if (this.closed) return
     // Unacked ops go again, with their ids, in the order first sent.
     for (const s of this.#sending.values()) this.#transmit(s)
+    for (const upload of this.#uploads) this.#sendUpload(upload)
     this.#schedulePresence()
   }
 
@@ -324,6 +405,10 @@ export class Project implements ProjectHandle {
         this.#sync = undefined
         this.#retrySync()
         return
+      case 'upload':
+        this.#uploads.delete(purpose.upload)
+        purpose.upload.reject(err)
+        return
       case 'op': {
         const s = this.#sending.get(purpose.id)
         if (s === undefined) return
@@ -349,6 +434,9 @@ export class Project implements ProjectHandle {
 
   /** Stops for good: timers cleared, unacked sends and `ready` rejected. */
   #end (state: 'left' | 'failed', err: FlowError): void {
+    const uploads = [...this.#uploads]
+    this.#uploads.clear()
+    for (const upload of uploads) upload.reject(err)
     this.drop()
     this.#state = state
     if (!this.#joinedOnce) this.#rejectReady(err)
@@ -416,7 +504,8 @@ export class Project implements ProjectHandle {
     if (this.#sync !== undefined || this.#syncTimer !== undefined || this.#state !== 'joined') return
     const ref = this.#host.ref()
     const epoch = this.#epoch === undefined ? {} : { epoch: this.#epoch }
-    const frame: SyncFrame = { type: 'sync', project: this.project, since: this.#seq, ref, ...epoch }
+    const state = this.#takesState ? { snapshot: true as const } : {}
+    const frame: SyncFrame = { type: 'sync', project: this.project, since: this.#seq, ref, ...epoch, ...state }
     if (!this.#host.send(JSON.stringify(frame))) return
     this.#sync = { ref, epoch: this.#epoch }
     this.#refs.set(ref, { kind: 'sync' })
@@ -453,21 +542,59 @@ export class Project implements ProjectHandle {
     }
     this.#epoch = frame.epoch
     this.#seq = frame.seq
+    // The app reloads its state: from now on it has one.
+    this.#needsState = false
     this.#holds++
     this.#host.emit('reset', this.project, frame.epoch, frame.seq)
-    this.#callOnReset({ project: this.project, epoch: frame.epoch, seq: frame.seq })
+    const info: ResetInfo = { project: this.project, epoch: frame.epoch, seq: frame.seq }
+    const onReset = this.#onReset
+    this.#hold(onReset === undefined ? undefined : () => onReset(info))
   }
 
   /**
-   * Runs the app's reset callbacks one at a time, in order. Live entries wait
-   * in the buffer until the last one settled; a callback that returns no
-   * promise releases them at once.
+   * The project's state at `seq` (protocol 1.2): like a reset, but the
+   * state comes with it, and the ops after `seq` follow (a replay that may
+   * start below where the app is: those ops are handed over again, on top
+   * of the snapshot's state).
    */
-  #callOnReset (info: ResetInfo): void {
+  #snapshot (frame: SnapshotFrame): void {
+    // Of our epoch, at or below where a consistent app already is (the answer to a sync that raced a
+    // reset or another snapshot): we are past it, and the ops after it that we have are dropped as seen.
+    if (!this.#needsState && frame.epoch === this.#epoch && frame.seq <= this.#seq) return
+    const same = frame.epoch === this.#epoch
+    const ending = this.#epoch ?? ''
+    const waiting = [...this.#buffer.values()].sort((a, b) => a.seq - b.seq)
+    this.#buffer.clear()
+    for (const entry of waiting) {
+      // Entries of this epoch after the snapshot are still to come in order.
+      if (same && entry.seq > frame.seq) {
+        this.#buffer.set(entry.seq, entry)
+        continue
+      }
+      // Own acks of what the state holds (or of the epoch it ended): in the state.
+      const id = entry.kind === 'ack' ? entry.id : entry.op.id
+      if (this.#sending.has(id)) this.#confirm(id, entry.seq, same ? frame.epoch : ending, true)
+    }
+    this.#epoch = frame.epoch
+    this.#seq = frame.seq
+    this.#needsState = false
+    this.#holds++
+    const info: SnapshotInfo = { project: this.project, epoch: frame.epoch, seq: frame.seq }
+    this.#host.emit('snapshot', this.project, frame.state, info)
+    const onSnapshot = this.#onSnapshot
+    this.#hold(onSnapshot === undefined ? undefined : () => onSnapshot(frame.state, info))
+  }
+
+  /**
+   * Runs the app's reset and snapshot callbacks one at a time, in order.
+   * Live entries wait in the buffer until the last one settled; a callback
+   * that returns no promise releases them at once. The caller took a hold.
+   */
+  #hold (callback: (() => void | Promise<void>) | undefined): void {
     const call = (): Promise<void> | undefined => {
-      if (this.#onReset === undefined || this.closed) return undefined
+      if (callback === undefined || this.closed) return undefined
       try {
-        const result = this.#onReset(info)
+        const result = callback()
         return result instanceof Promise ? result.catch(reportLater) : undefined
       } catch (err) {
         reportLater(err)
@@ -494,12 +621,29 @@ export class Project implements ProjectHandle {
     this.#release()
   }
 
-  /** A reset callback is done: when none is left, the held entries go. */
+  /** A reset or snapshot callback is done: when none is left, the held entries go. */
   #release (): void {
     this.#holds--
     if (this.#holds > 0 || this.#state !== 'joined') return
     this.#drain()
     if (this.#buffer.size > 0) this.#requestSync()
+  }
+
+  #stored (frame: StoredFrame): void {
+    if (typeof frame.ref !== 'number') return
+    const purpose = this.#refs.get(frame.ref)
+    if (purpose?.kind !== 'upload') return
+    this.#refs.delete(frame.ref)
+    this.#uploads.delete(purpose.upload)
+    purpose.upload.resolve(frame.stored ? { stored: true } : { stored: false, reason: frame.reason })
+  }
+
+  #sendUpload (upload: Upload): void {
+    if (this.#state !== 'joined' || upload.ref !== undefined) return
+    const ref = this.#host.ref()
+    if (!this.#host.send(`${upload.json.slice(0, -1)},"ref":${ref}}`)) return
+    upload.ref = ref
+    this.#refs.set(ref, { kind: 'upload', upload })
   }
 
   // ---------------------------------------------------------------- members and presence

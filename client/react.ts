@@ -11,7 +11,7 @@
  */
 import { useCallback, useEffect, useRef, useState } from 'react'
 import type { FlowClient, ProjectHandle } from './index.js'
-import type { Ack, Member, PendingOp, Presence, ResetInfo, SendOptions, Status } from './types.js'
+import type { Ack, Member, PendingOp, Presence, ResetInfo, SendOptions, SnapshotInfo, Status } from './types.js'
 
 /**
  * One step of the project's log as the reducer gets it: another session's op
@@ -53,6 +53,21 @@ export interface UseFlowProjectOptions<S> {
    * is the hook's `error`.
    */
   readonly onReset?: (reset: ResetInfo) => S | Promise<S>
+  /**
+   * (protocol 1.2) Take the project's state from the server: the join asks
+   * for a snapshot (the server's host reducer, or one a client uploaded),
+   * `state` starts from it and the entries after it are folded into it; a
+   * reconnect beyond the history gets a snapshot again instead of a reset.
+   * Read at the join. The server's state must be an `S` (its reducer folds
+   * ops as `reducer` folds entries), or give `onSnapshot`.
+   */
+  readonly snapshot?: boolean
+  /**
+   * Turns a snapshot's state into `S` (default: the state as it is). Like
+   * `onReset`: live entries wait until it settles; if it throws, the state
+   * is kept and the error is the hook's `error`.
+   */
+  readonly onSnapshot?: (state: unknown, info: SnapshotInfo) => S | Promise<S>
 }
 
 /** What `useFlowProject` returns: a snapshot, new at every change, and two stable functions. */
@@ -65,14 +80,14 @@ export interface FlowProject<S> {
   readonly members: readonly Member[]
   /** the log folded by the reducer, in seq order */
   readonly state: S
-  /** the last seq folded into `state` (or the last reset's) */
+  /** the last seq folded into `state` (or the last reset's or snapshot's) */
   readonly seq: number
   readonly epoch: string | undefined
   /** this session's id on the current connection */
   readonly sessionId: string | undefined
   /** own ops sent and not acknowledged yet, in the order sent: an optimistic UI draws them over `state` */
   readonly pending: readonly PendingOp[]
-  /** the last error about this project: a refused join or op, a dropped presence frame, an `onReset` that threw */
+  /** the last error about this project: a refused join or op, a dropped presence frame, an `onReset` or `onSnapshot` that threw */
   readonly error: Error | undefined
   /**
    * Sends an op to the project the hook is on now; the same promise as
@@ -126,9 +141,9 @@ function fresh<S> (client: FlowClient, project: string, options: UseFlowProjectO
  *
  * A client joins a project once: two mounted components on the same client
  * and project get `error` on the second (share the first one's result
- * through props or context instead). `reducer`, `onReset` and the options
- * are read when needed (the latest render's); `presence`, `since`, `epoch`
- * and `initialState` are taken at the join.
+ * through props or context instead). `reducer`, `onReset`, `onSnapshot` and the options
+ * are read when needed (the latest render's); `presence`, `since`, `epoch`,
+ * `snapshot` and `initialState` are taken at the join.
  */
 export function useFlowProject (client: FlowClient, project: string, options?: UseFlowProjectOptions<readonly FlowEntry[]>): FlowProject<readonly FlowEntry[]>
 export function useFlowProject<S> (client: FlowClient, project: string, options: UseFlowProjectOptions<S> & { readonly reducer: FlowReducer<S>, readonly initialState: S }): FlowProject<S>
@@ -192,6 +207,17 @@ export function useFlowProject<S> (client: FlowClient, project: string, options:
             error = asError(err)
           }
           publish()
+        },
+        snapshot: options.snapshot === true,
+        onSnapshot: async (state, info) => {
+          const load = latest.current.onSnapshot
+          try {
+            const next = load === undefined ? state as S : await load(state, info)
+            if (live) folded = next
+          } catch (err) {
+            error = asError(err)
+          }
+          publish()
         }
       })
     } catch (err) {
@@ -216,6 +242,7 @@ export function useFlowProject<S> (client: FlowClient, project: string, options:
       client.on('members', (p) => { if (mine(p)) publish() }),
       client.on('presence', (p) => { if (mine(p)) publish() }),
       client.on('reset', (p) => { if (mine(p)) publish() }),
+      client.on('snapshot', (p) => { if (mine(p)) publish() }),
       client.on('status', () => { publish() }),
       client.on('error', (err) => { if (err.project === project) fail(err) })
     ]

@@ -23,9 +23,9 @@ export interface AckEvent extends Ack {
   /**
    * false: this ack is the next entry of the ordered stream (seq = the
    * previous op's or ack's seq + 1): apply it. true: the op is already part
-   * of the state a `reset` told the app to load (it was acknowledged at or
-   * below that reset's seq, or in the epoch the reset ended): do not apply
-   * it again.
+   * of the state a `reset` told the app to load or a `snapshot` handed it
+   * (it was acknowledged at or below that seq, or in the epoch the reset or
+   * snapshot ended): do not apply it again.
    */
   readonly stale: boolean
 }
@@ -55,6 +55,11 @@ export interface FlowEvents {
   presence: (project: string, sessionId: string, userId: string, state: Presence) => void
   /** the op log's history no longer reaches back: reload state up to `seq`, live ops continue after it */
   reset: (project: string, epoch: string, seq: number) => void
+  /**
+   * (a join with `snapshot: true`) the project's state at `seq` of `epoch`:
+   * the app's state becomes `state`, and the ops after `seq` follow
+   */
+  snapshot: (project: string, state: unknown, info: SnapshotInfo) => void
   /** the connection's status changed; `retry` is set while a new attempt is scheduled */
   status: (status: Status, retry?: RetryInfo) => void
   /** a protocol error not tied to a send (those reject the send's promise) */
@@ -128,6 +133,31 @@ export interface ResetInfo {
   readonly seq: number
 }
 
+/** Where a snapshot's state is in the project's log: what the ops `1..seq` of `epoch` fold into. */
+export interface SnapshotInfo {
+  readonly project: string
+  readonly epoch: string
+  readonly seq: number
+}
+
+/** Where an uploaded snapshot's state is; default: the handle's `epoch` and `seq`. */
+export interface SnapshotPosition {
+  readonly epoch: string
+  readonly seq: number
+}
+
+/** The server's answer to `uploadSnapshot`. */
+export interface StoredResult {
+  /** true: kept; the project's joiners beyond the history may get it */
+  readonly stored: boolean
+  /**
+   * why it was not kept: `epoch` (not the current one), `ahead` (above the
+   * head), `older` (one at this seq or a newer one is kept), `disabled` (the
+   * server keeps no snapshots)
+   */
+  readonly reason?: 'epoch' | 'ahead' | 'older' | 'disabled'
+}
+
 export interface JoinOptions {
   /** the presence other members see; later changes through `setPresence` */
   readonly presence?: Presence
@@ -145,6 +175,22 @@ export interface JoinOptions {
    * hands them over from `seq + 1`.
    */
   readonly onReset?: (reset: ResetInfo) => void | Promise<void>
+  /**
+   * (protocol 1.2) The app takes the project's state: every join, rejoin and
+   * sync asks for a `snapshot` where the history cannot serve the app's
+   * position (and the first join, without `since`, always gets one, at seq 0
+   * with the server's initial state when the project has none stored), so
+   * the app gets `onSnapshot` and the ops after it instead of a `reset`.
+   * `reset` still comes when neither a snapshot nor the history can serve.
+   */
+  readonly snapshot?: boolean
+  /**
+   * Called on every `snapshot` of this project (with `snapshot: true`): the
+   * app's state becomes `state`, the project's state up to `seq`. Like
+   * `onReset`, live ops wait until the returned promise settles, then
+   * continue from `seq + 1`.
+   */
+  readonly onSnapshot?: (state: unknown, info: SnapshotInfo) => void | Promise<void>
 }
 
 export interface SendOptions {

@@ -5,7 +5,6 @@
 import { FlowClient } from './client/flow-client.js'
 
 /** @typedef {import('./client/flow-client.js').Member} Member */
-/** @typedef {import('./client/flow-client.js').Op} Op */
 /** @typedef {{ add?: { id: string, text: string }, remove?: string }} Change */
 /** @typedef {{ text: string, userId: string }} Note */
 
@@ -31,54 +30,59 @@ function $ (id, type) {
 const statusEl = $('status', HTMLElement)
 const notesEl = $('notes', HTMLUListElement)
 const membersEl = $('members', HTMLUListElement)
+const noticeEl = $('notice', HTMLElement)
 const input = $('text', HTMLInputElement)
 $('project', HTMLElement).textContent = `· ${project}`
 $('me', HTMLElement).textContent = `you are ${userId}`
 
-/** The board, built from the project's ops in seq order. @type {Map<string, Note>} */
+/** The board: the server's snapshot of it, then the project's ops after it in seq order. @type {Map<string, Note>} */
 const notes = new Map()
 
-/** @param {unknown} data @param {string} by */
-function apply (data, by) {
-  const change = /** @type {Change | null} */ (data)
-  if (change === null || typeof change !== 'object') return
-  if (change.add !== undefined) notes.set(change.add.id, { text: String(change.add.text), userId: by })
-  if (change.remove !== undefined) notes.delete(change.remove)
-}
+/** @param {unknown} v @returns {v is Record<string, unknown>} */
+const isObject = (v) => typeof v === 'object' && v !== null
 
 /**
- * The ops up to `upTo` of `epoch` over HTTP, or null when the epoch moved on
- * (another reset follows).
- * @param {string} epoch @param {number} upTo @returns {Promise<Op[] | null>}
+ * Folds one op into the board, exactly as the server's reducer does
+ * (plugins/demo.ts, foldDemoBoard): anything but an add with a string id or
+ * a remove of a string id changes nothing.
+ * @param {unknown} data @param {string} by
  */
-async function history (epoch, upTo) {
-  /** @type {Op[]} */
-  const ops = []
-  for (let since = 0; since < upTo;) {
-    const res = await fetch(new URL(`projects/${encodeURIComponent(project)}/ops?since=${since}&limit=500`, base))
-    if (!res.ok) throw new Error(`history: HTTP ${res.status}`)
-    /** @type {unknown} */
-    const body = await res.json()
-    const page = /** @type {{ epoch: string, ops: Op[], reset: boolean }} */ (body)
-    if (page.epoch !== epoch) return null
-    if (page.reset) throw new Error('history no longer reaches back to the start')
-    ops.push(...page.ops.filter((op) => op.seq <= upTo))
-    const last = page.ops.at(-1)
-    if (last === undefined) break
-    since = last.seq
-  }
-  return ops
+function apply (data, by) {
+  if (!isObject(data)) return
+  const { add, remove } = data
+  if (isObject(add) && typeof add.id === 'string') notes.set(add.id, { text: String(add.text), userId: by })
+  if (typeof remove === 'string') notes.delete(remove)
 }
+
+/** @param {string} text */
+function notice (text) {
+  noticeEl.textContent = text
+  noticeEl.hidden = text === ''
+}
+
+/** Where the last snapshot the board was built from is (for tests and the console). @type {{ seq: number } | undefined} */
+let loaded
 
 const client = new FlowClient({ url: wsUrl.toString() })
 const board = client.join(project, {
   presence: { name: userId },
-  // Live ops wait while this runs, then continue from seq + 1.
-  onReset: async ({ epoch, seq }) => {
-    const ops = await history(epoch, seq)
-    if (ops === null) return
+  // The server folds the board (its reducer, plugins/demo.ts): every join and
+  // reconnect the history cannot serve gets the board as a snapshot, then the ops after it.
+  snapshot: true,
+  onSnapshot: (state, { seq }) => {
+    loaded = { seq }
+    const held = isObject(state) && isObject(state.notes) ? state.notes : {}
     notes.clear()
-    for (const op of ops) apply(op.data, op.userId)
+    for (const [id, note] of Object.entries(held)) {
+      if (isObject(note)) notes.set(id, { text: String(note.text), userId: String(note.userId) })
+    }
+    notice('')
+    render()
+  },
+  // The last resort: neither a snapshot nor the history reaches back (the server keeps no snapshots).
+  onReset: () => {
+    notes.clear()
+    notice('The board was reset: notes added before now are not shown.')
     render()
   }
 })
@@ -101,7 +105,20 @@ function noteItem (id, note, pending) {
   return li
 }
 
+/** A redraw is asked for the next frame already. */
+let drawing = false
+
+/** Redraws the board at the next frame: a replay of thousands of ops draws it once, not once per op. */
 function render () {
+  if (drawing) return
+  drawing = true
+  requestAnimationFrame(() => {
+    drawing = false
+    draw()
+  })
+}
+
+function draw () {
   const items = [...notes].map(([id, note]) => noteItem(id, note, false))
   // Own notes not acknowledged yet, drawn after the confirmed ones.
   for (const { data } of board.pending) {
@@ -155,5 +172,5 @@ $('add', HTMLFormElement).addEventListener('submit', (event) => {
 })
 
 // A hook for tests and the console.
-Object.assign(window, { __flow: { client, board, notes } })
+Object.assign(window, { __flow: { client, board, notes, get loaded () { return loaded } } })
 client.connect()

@@ -5,6 +5,54 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import { ConfigError } from '../lib/errors.js'
+import type { SnapshotReducer } from '../lib/hub/snapshots.js'
+import type { Op } from '../lib/types.js'
+
+/** One note of the demo board: its text and who added it. */
+export interface DemoNote {
+  readonly text: string
+  readonly userId: string
+}
+
+/** The demo board's state, as its snapshots hold it: the notes on the board, by id, in the order added. */
+export interface DemoBoardState {
+  readonly notes: Readonly<Record<string, DemoNote>>
+}
+
+const isObject = (v: unknown): v is Readonly<Record<string, unknown>> => typeof v === 'object' && v !== null
+
+/** The notes of a state as a fresh object without a prototype (an id `__proto__` is a note like any other). */
+function notesOf (state: unknown): Record<string, DemoNote> {
+  const notes = isObject(state) && isObject(state.notes) ? state.notes : {}
+  return Object.assign(Object.create(null) as Record<string, DemoNote>, notes)
+}
+
+/**
+ * Folds one op of the demo board, `{ add: { id, text } }` or `{ remove: id }`,
+ * exactly as demo/app.js's `apply` does: an add sets the note (its text as a
+ * string, its author the op's user), a remove deletes it, anything else
+ * changes nothing. Pure, synchronous, never throws (a malformed op, or a state
+ * a client uploaded that is not a board, counts as nothing); the state holds
+ * only the notes on the board, so it grows and shrinks with the board.
+ */
+export function foldDemoBoard (state: unknown, op: Op): DemoBoardState {
+  const data = op.data
+  const add = isObject(data) && isObject(data.add) && typeof data.add.id === 'string' ? data.add : undefined
+  const remove = isObject(data) && typeof data.remove === 'string' ? data.remove : undefined
+  const board = isObject(state) && isObject(state.notes) ? state as unknown as DemoBoardState : { notes: {} }
+  if (add === undefined && (remove === undefined || !Object.hasOwn(board.notes, remove))) return board
+  const notes = notesOf(board)
+  if (add !== undefined) notes[add.id as string] = { text: String(add.text), userId: op.userId }
+  if (remove !== undefined) delete notes[remove]
+  return { notes }
+}
+
+/**
+ * The demo board on the reducer path (protocol 1.2, Snapshots): `demo: true`
+ * uses it as the `snapshots` option when the host passes none, so a new tab
+ * gets the board as a snapshot and the ops after it, however long its log.
+ */
+export const demoBoard: SnapshotReducer = { initial: { notes: {} } satisfies DemoBoardState, reduce: foldDemoBoard }
 
 /**
  * The package root: the nearest directory above this module with a

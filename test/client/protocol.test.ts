@@ -293,6 +293,106 @@ t.test('a reconnect whose epoch is gone gets a reset from the join replay', asyn
   t.same(h.resets, [{ epoch: 'e9', seq: 0 }])
 })
 
+t.test('snapshot: true: the first join omits since, rejoins and syncs send the position, all with snapshot: true', async (t) => {
+  const h = harness(t)
+  const states: unknown[] = []
+  const handle = h.client.join('p', { snapshot: true, onSnapshot: (state) => { states.push(state) } })
+  const s1 = await joined(h, { seq: 5 })
+  const join = s1.last('join')
+  t.match(join, { type: 'join', project: 'p', snapshot: true })
+  t.notOk('since' in join, 'no since: the app has no state yet')
+  s1.receive({ type: 'snapshot', project: 'p', epoch: 'e1', seq: 4, state: { n: 4 } }, op(5))
+  await waitFor(() => h.ops.length === 1, { what: 'op 5', timeoutMs: 5000, intervalMs: 20 })
+  t.same(states, [{ n: 4 }])
+  t.equal(handle.seq, 5)
+  s1.receive(op(7))
+  t.match(s1.last('sync'), { type: 'sync', since: 5, epoch: 'e1', snapshot: true }, 'a gap asks for the position, taking state')
+  s1.drop()
+  const s2 = await h.socket(1)
+  s2.open()
+  t.match(s2.last('join'), { type: 'join', since: 5, epoch: 'e1', snapshot: true }, 'a rejoin sends the position')
+})
+
+t.test('a connection lost before the first snapshot joins again without since', async (t) => {
+  const h = harness(t)
+  h.client.join('p', { snapshot: true })
+  const s1 = await joined(h, { seq: 5 })
+  s1.drop()
+  const s2 = await h.socket(1)
+  s2.open()
+  const join = s2.last('join')
+  t.match(join, { snapshot: true })
+  t.notOk('since' in join, 'still no state: no position')
+})
+
+t.test('a snapshot holds live ops while onSnapshot runs, confirms own acks it covers as stale, keeps the later ones', async (t) => {
+  let release: () => void = () => {}
+  const calls: Array<{ state: unknown, epoch: string, seq: number, seen: number }> = []
+  const h = harness(t)
+  const handle = h.client.join('p', {
+    snapshot: true,
+    since: 0,
+    onSnapshot: async (state, info) => {
+      calls.push({ state, epoch: info.epoch, seq: info.seq, seen: h.ops.length })
+      await new Promise<void>((resolve) => { release = resolve })
+    }
+  })
+  const s = await joined(h)
+  t.match(s.last('join'), { since: 0, snapshot: true }, 'since given: sent')
+  s.receive(op(1))
+  const a = handle.send('a', { id: 'A' })
+  const b = handle.send('b', { id: 'B' })
+  // A gap: the acks wait; the sync is answered by a snapshot at 3, which has A's op.
+  s.receive({ type: 'ack', project: 'p', id: 'A', seq: 3 }, { type: 'ack', project: 'p', id: 'B', seq: 6 })
+  s.receive({ type: 'snapshot', project: 'p', epoch: 'e1', seq: 3, state: { upTo: 3 } })
+  t.same(await a, { id: 'A', seq: 3, epoch: 'e1' })
+  t.match(h.acks, [{ id: 'A', stale: true }], 'A is in the snapshot')
+  t.equal(handle.seq, 3)
+  await waitFor(() => calls.length === 1, { what: 'onSnapshot', timeoutMs: 5000, intervalMs: 20 })
+  t.same(calls, [{ state: { upTo: 3 }, epoch: 'e1', seq: 3, seen: 1 }])
+  s.receive(op(4), op(5))
+  t.same(seqs(h.ops), [1], 'live ops wait')
+  release()
+  await b
+  t.same(seqs(h.ops), [1, 4, 5], 'then the ops after the snapshot')
+  t.match(h.acks, [{ id: 'A', stale: true }, { id: 'B', seq: 6, stale: false }], 'B, after it, is a fresh ack')
+  t.equal(handle.seq, 6)
+  // A snapshot of this epoch below where the app is (a late answer): ignored.
+  s.receive({ type: 'snapshot', project: 'p', epoch: 'e1', seq: 5, state: {} }, op(6, 'x6'), op(7))
+  t.equal(calls.length, 1, 'no callback')
+  t.same(seqs(h.ops), [1, 4, 5, 7])
+})
+
+t.test('uploadSnapshot: answered by stored, rejected by an error frame, unavailable when the connection drops', async (t) => {
+  const h = harness(t)
+  const handle = h.client.join('p')
+  const early = handle.uploadSnapshot({}).then(() => null, (err: unknown) => err)
+  t.match(await early, { code: 'invalid_frame' }, 'no position before the first joined')
+  const s1 = await joined(h, { seq: 2 })
+  s1.receive(op(1), op(2))
+  const stored = handle.uploadSnapshot({ n: 2 })
+  const up = s1.last('snapshot')
+  t.match(up, { type: 'snapshot', project: 'p', epoch: 'e1', seq: 2, state: { n: 2 } })
+  s1.receive({ type: 'stored', project: 'p', epoch: 'e1', seq: 2, stored: false, reason: 'older', ref: up.ref })
+  t.same(await stored, { stored: false, reason: 'older' })
+  const refused = handle.uploadSnapshot('big', { epoch: 'e1', seq: 1 })
+  s1.receive({ type: 'error', code: 'limit_exceeded', message: 'too big', project: 'p', ref: s1.last('snapshot').ref })
+  t.match(await refused.then(() => null, (err: unknown) => err), { code: 'limit_exceeded', project: 'p' })
+  const lost = handle.uploadSnapshot({})
+  s1.drop()
+  t.match(await lost.then(() => null, (err: unknown) => err), { code: 'unavailable' })
+  const queued = handle.uploadSnapshot({ n: 2 })
+  const s2 = await h.socket(1)
+  s2.open()
+  t.equal(s2.all('snapshot').length, 0, 'not sent before joined')
+  s2.receive({ type: 'joined', project: 'p', sessionId: 's2', userId: 'me', epoch: 'e1', seq: 2, members: [me('s2')], ref: s2.last('join').ref })
+  const again = s2.last('snapshot')
+  s2.receive({ type: 'stored', project: 'p', epoch: 'e1', seq: 2, stored: true, ref: again.ref })
+  t.same(await queued, { stored: true }, 'sent once joined')
+  const big = await handle.uploadSnapshot('x'.repeat(70_000)).then(() => null, (err: unknown) => err)
+  t.match(big, { code: 'invalid_frame' }, 'over maxFrameBytes: not sent')
+})
+
 t.test('members follow joined, member and presence events, this session included', async (t) => {
   const h = harness(t)
   const handle = h.client.join('p', { presence: { color: 'red' } })

@@ -22,6 +22,7 @@ import { startRedis } from '../helpers/redis.js'
 import { startCluster } from '../helpers/cluster.js'
 import { ensureBuilt, ROOT } from '../helpers/process.js'
 import { launchChromium, shot, WAIT_MS } from './chromium.js'
+import { waitFor } from '../helpers/wait.js'
 
 // The instances serve dist/browser/: build it first.
 await ensureBuilt()
@@ -62,7 +63,8 @@ if (address === null || typeof address === 'string') throw new Error('no address
 const site = `http://127.0.0.1:${address.port}`
 
 const redis = await startRedis(t)
-const { instances } = await startCluster(t, redis.url, 2, { demo: true })
+// The demo board's reducer folds each board every 2 ops: a page that takes state starts from a snapshot.
+const { instances } = await startCluster(t, redis.url, 2, { demo: true, snapshotEvery: 2 })
 const [one, two] = instances
 if (one === undefined || two === undefined) throw new Error('two instances expected')
 
@@ -173,4 +175,25 @@ t.test('two React pages on two instances share members and ops; unmount and a pr
   await a.context.close()
   await b.context.close()
   await c.context.close()
+})
+
+t.test('a page that takes state starts from the server\'s snapshot and folds the ops after it', async (t) => {
+  const project = `snap-${Date.now().toString(36)}`
+  const a = await open(one.http, project, 'ann')
+  for (const text of ['One', 'Two', 'Three']) {
+    await addNote(a.page, text)
+    await note(a.page, text).waitFor()
+  }
+  await waitFor(async () => (await one.app.flow.ports.snapshots.get(project))?.seq === 2, { what: 'the board folded at 2' })
+  const d = await open(two.http, project, 'dan', { snapshot: '1' })
+  await count(d.page, '#notes .note:not(.pending)', 3)
+  t.equal(await d.page.locator('#board').getAttribute('data-snapshot'), '2', 'the hook started from the snapshot at 2')
+  t.same(await texts(d.page), ['One', 'Two', 'Three'], 'its notes, then op 3 folded into them')
+  await addNote(d.page, 'Four')
+  await note(a.page, 'Four').waitFor()
+  await note(d.page, 'Four').waitFor()
+  t.same(await texts(d.page), await texts(a.page), 'the same board as a page that folded every op')
+  await shot(t, d.page, 'react-6-d-from-snapshot')
+  await a.context.close()
+  await d.context.close()
 })

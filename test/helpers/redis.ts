@@ -43,8 +43,12 @@ export interface TestRedis {
   cont (): void
   /** Kills the process (SIGKILL) and resolves once it has exited. Idempotent. */
   kill (): Promise<void>
-  /** Kills the process if it runs, then starts it again on the same port and directory and waits for PING. */
-  restart (): Promise<void>
+  /**
+   * Stops the process if it runs (SIGKILL, or `signal`: SIGTERM shuts down
+   * cleanly, writing what it must), then starts it again on the same port and
+   * directory and waits for PING.
+   */
+  restart (signal?: NodeJS.Signals): Promise<void>
 }
 
 /** Every redis-server still running, killed if the test process exits first. */
@@ -217,8 +221,11 @@ export async function startRedis (t: Test, options: StartRedisOptions = {}): Pro
     stop: () => { signal('SIGSTOP') },
     cont: () => { signal('SIGCONT') },
     kill,
-    restart: async () => {
-      await kill()
+    restart: async (stopWith: NodeJS.Signals = 'SIGKILL') => {
+      if (!current.hasExited()) {
+        current.child.kill(stopWith)
+        await current.exited
+      }
       current = await startServer(port, dir, appendOnly, extra)
     }
   }

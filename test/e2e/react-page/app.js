@@ -3,7 +3,8 @@
 // builds a Flow instance serves ({flow}/client/flow-client.js and
 // flow-react.js, another origin than this page's); React from the test's
 // server. Query: ?flow=http://HOST:PORT&project=P&userId=U, and &since=N
-// to start from a seq this page does not have (the server answers `reset`).
+// to start from a seq this page does not have (the server answers `reset`),
+// or &snapshot=1 to take the board's state from the server (protocol 1.2).
 // Plain JS, type-checked through JSDoc (tsconfig.json beside it).
 import { createElement as h, Fragment, StrictMode, useState } from 'react'
 
@@ -16,6 +17,7 @@ const flow = params.get('flow') ?? ''
 const userId = params.get('userId') ?? 'guest'
 const first = params.get('project') ?? 'react'
 const since = Number(params.get('since') ?? '0')
+const takeState = params.get('snapshot') === '1'
 
 /** @type {unknown} */
 const clientModule = await import(`${flow}/client/flow-client.js`)
@@ -47,15 +49,37 @@ function reload ({ seq }) {
   return [{ id: 'reset', text: `Reloaded up to seq ${seq}`, userId: 'onReset' }]
 }
 
+/** The seq of the last snapshot the board started from, shown for the test. @type {number | undefined} */
+let snapshotSeq
+
+/**
+ * The demo server's board state (its reducer, plugins/demo.ts:
+ * `{ notes: { [id]: { text, userId } } }`) as this page's list.
+ * @param {unknown} state @param {{ seq: number }} info @returns {readonly Note[]}
+ */
+function fromSnapshot (state, { seq }) {
+  snapshotSeq = seq
+  const notes = /** @type {{ notes?: Record<string, { text: string, userId: string }> } | null} */ (state)?.notes ?? {}
+  return Object.entries(notes).map(([id, n]) => ({ id, text: n.text, userId: n.userId }))
+}
+
 /** @param {{ client: FlowClient, project: string }} props */
 function Board ({ client, project }) {
-  const board = useFlowProject(client, project, { reducer: notesReducer, initialState: NO_NOTES, presence: { name: userId }, since, onReset: reload })
+  const board = useFlowProject(client, project, {
+    reducer: notesReducer,
+    initialState: NO_NOTES,
+    presence: { name: userId },
+    since: takeState ? undefined : since,
+    onReset: reload,
+    snapshot: takeState,
+    onSnapshot: fromSnapshot
+  })
   const [text, setText] = useState('')
   const pending = board.pending.flatMap(({ data }) => {
     const add = /** @type {{ add?: { id: string, text: string } }} */ (data).add
     return add === undefined ? [] : [h('li', { key: add.id, className: 'note pending' }, add.text, h('small', null, 'sending…'))]
   })
-  return h('section', { id: 'board', 'data-project': project, 'data-status': board.status, 'data-ready': String(board.ready), 'data-seq': board.seq },
+  return h('section', { id: 'board', 'data-project': project, 'data-status': board.status, 'data-ready': String(board.ready), 'data-seq': board.seq, 'data-snapshot': snapshotSeq ?? '' },
     h('header', null,
       h('h2', null, project),
       h('span', { className: 'status', 'data-status': board.status }, board.status),
