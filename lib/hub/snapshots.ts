@@ -164,6 +164,14 @@ export class Snapshots {
   }
 
   /** Folds the project's ops up to `seq` of `epoch` onto its stored snapshot (or the initial state) and stores it. */
+  /**
+   * Folds the project's ops onto its stored snapshot (or the initial state)
+   * up to the head, at least to `seq`, storing a snapshot every `every` ops
+   * on the way and one at the end. Folding to the head (not only to `seq`)
+   * and storing on the way keep a fold that fell behind a fast writer from
+   * falling off the history: each stored snapshot lets the log trim the ops
+   * it covers and keep the ones after it.
+   */
   async #fold (project: string, epoch: string, seq: number): Promise<void> {
     const reducer = this.#reducer as SnapshotReducer
     const { ports, config, logger } = this.#ctx
@@ -173,23 +181,33 @@ export class Snapshots {
     const base = stored !== null && stored.epoch === epoch ? stored : initial
     let state = base.state
     let from = base.seq
-    while (from < seq) {
+    let saved = base.seq
+    const save = async (): Promise<boolean> => {
+      const result = await this.put({ project, epoch, seq: from, state })
+      saved = from
+      if (!result.stored && result.reason !== 'older') {
+        logger.debug({ project, seq: from, reason: result.reason }, 'snapshot not stored')
+      }
+      // Another instance stored a newer one, or the epoch moved on: this fold is not needed.
+      return result.stored
+    }
+    for (;;) {
       const page = await ports.log.read(project, from, FOLD_PAGE, epoch, config.replayPageBytes)
       if (page.reset) {
-        logger.warn({ project, from, seq }, 'no snapshot made: the history no longer reaches back to the last one')
+        if (from > saved) await save()
+        if (from < seq) {
+          logger.warn({ project, from, seq }, 'no snapshot made: the history no longer reaches back to the last one')
+        }
         return
       }
-      if (page.ops.length === 0) return
       for (const op of page.ops) {
-        if (op.seq > seq) break
         state = reducer.reduce(state, op)
         from = op.seq
       }
+      if (page.ops.length === 0 || from >= page.head) break
+      if (from - saved >= this.#every && !await save()) return
     }
-    const result = await this.put({ project, epoch, seq, state })
-    if (!result.stored && result.reason !== 'older') {
-      logger.debug({ project, seq, reason: result.reason }, 'snapshot not stored')
-    }
+    if (from > saved) await save()
   }
 
   close (): void {

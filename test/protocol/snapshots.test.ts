@@ -38,24 +38,26 @@ t.test('a joiner beyond the history gets the reducer\'s snapshot and the ops aft
   const { epoch } = await writer.join('board')
   await append(writer, 'board', 130)
   const reader = await connect(t, server.ws)
-  // The fold runs in the background after op 120: wait until the HTTP API shows it stored.
-  await waitFor(async () => (await server.app.flow.ports.snapshots.get('board'))?.seq === 120, { what: 'the snapshot at 120' })
+  // The folds run in the background (every 40 ops, each to the head): wait until one reached op 120.
+  await waitFor(async () => ((await server.app.flow.ports.snapshots.get('board'))?.seq ?? 0) >= 120, { what: 'a snapshot at 120 or later' })
   const joined = await reader.join('board', { snapshot: true })
   t.match(joined, { type: 'joined', epoch, seq: 130 })
   const snapshot = await reader.next('snapshot')
-  t.match(snapshot, { type: 'snapshot', project: 'board', epoch, seq: 120, state: { n: 120, sum: sumTo(120) } })
-  await until(reader, () => seqsOf(reader, 'board').length === 10, 'the ops after the snapshot')
-  t.same(seqsOf(reader, 'board'), range(121, 130), 'exactly the ops after it')
+  const at = snapshot.seq as number
+  t.ok(at >= 120 && at <= 130, `a snapshot past the 100-op history: at ${at}`)
+  t.match(snapshot, { type: 'snapshot', project: 'board', epoch, state: { n: at, sum: sumTo(at) } }, 'the fold of ops 1..seq')
+  await until(reader, () => seqsOf(reader, 'board').length === 130 - at, 'the ops after the snapshot')
+  t.same(seqsOf(reader, 'board'), range(at + 1, 130), 'exactly the ops after it')
   t.same(foldOf(reader, 'board'), { n: 130, sum: sumTo(130) }, 'the snapshot and the tail fold into the full state')
   await append(writer, 'board', 5, 130)
-  await until(reader, () => seqsOf(reader, 'board').length === 15, 'live ops')
-  t.same(seqsOf(reader, 'board'), range(121, 135))
+  await until(reader, () => seqsOf(reader, 'board').length === 135 - at, 'live ops')
+  t.same(seqsOf(reader, 'board'), range(at + 1, 135))
   t.same(reader.all('reset'), [], 'no reset')
 
   const old = await connect(t, server.ws)
   await old.join('board', { since: 3, epoch, snapshot: true })
-  await old.next('snapshot')
-  await until(old, () => seqsOf(old, 'board').length === 15, 'since beyond the history: snapshot and tail')
+  const oldAt = (await old.next('snapshot')).seq as number
+  await until(old, () => seqsOf(old, 'board').length === 135 - oldAt, 'since beyond the history: snapshot and tail')
   t.same(foldOf(old, 'board'), { n: 135, sum: sumTo(135) })
 
   const v1 = await connect(t, server.ws)
@@ -109,4 +111,20 @@ t.test('a snapshot larger than FLOW_SNAPSHOT_MAX_BYTES is refused with limit_exc
   await expectError(t, writer, { type: 'snapshot', project: 'doc', epoch, seq: 1, state: 'x'.repeat(4096) }, 'limit_exceeded', 'too big')
   writer.send({ type: 'snapshot', project: 'doc', epoch, seq: 1, state: 'x'.repeat(1000), ref: 9 })
   t.match(await writer.next('stored'), { stored: true, ref: 9 }, 'the connection goes on')
+})
+
+t.test('folds keep up with bursts of ops that stay within twice the history bound', async (t) => {
+  // Bursts of 90 ops sent at once into a 50-op history, a fold every 40: each fold runs behind the appends,
+  // folds to the head and stores on the way, so the ops after the last snapshot (kept up to 100) always reach it.
+  const server = await startServer(t, { historyMemory: 50, snapshotEvery: 40, snapshots: reducer })
+  const writer = await connect(t, `${server.ws}?userId=w`)
+  await writer.join('fast')
+  for (let burst = 0; burst < 4; burst++) await append(writer, 'fast', 90, burst * 90)
+  await waitFor(async () => ((await server.app.flow.ports.snapshots.get('fast'))?.seq ?? 0) >= 320, { what: 'a snapshot near the head' })
+  const reader = await connect(t, server.ws)
+  await reader.join('fast', { snapshot: true })
+  const at = (await reader.next('snapshot')).seq as number
+  await until(reader, () => seqsOf(reader, 'fast').length === 360 - at, 'the ops after the snapshot')
+  t.same(foldOf(reader, 'fast'), { n: 360, sum: sumTo(360) }, 'snapshot and tail fold into the full state')
+  t.same(reader.all('reset'), [])
 })
