@@ -51,8 +51,20 @@ export function foldDemoBoard (state: unknown, op: Op): DemoBoardState {
  * The demo board on the reducer path (protocol 1.2, Snapshots): `demo: true`
  * uses it as the `snapshots` option when the host passes none, so a new tab
  * gets the board as a snapshot and the ops after it, however long its log.
+ * Only for the demo's projects (`demo`, `demo-*`): the other projects of a
+ * server started with `npm start` are the app's, whose state is not a board
+ * (they get no snapshot from it, and keep their usual history bounds).
  */
-export const demoBoard: SnapshotReducer = { initial: { notes: {} } satisfies DemoBoardState, reduce: foldDemoBoard }
+export const demoBoard: SnapshotReducer = {
+  initial: { notes: {} } satisfies DemoBoardState,
+  reduce: foldDemoBoard,
+  projects: isDemoProject
+}
+
+/** The projects the demo board folds: `demo` and `demo-*`. */
+export function isDemoProject (project: string): boolean {
+  return project === 'demo' || project.startsWith('demo-')
+}
 
 /**
  * The package root: the nearest directory above this module with a

@@ -178,7 +178,7 @@ t.test('two React pages on two instances share members and ops; unmount and a pr
 })
 
 t.test('a page that takes state starts from the server\'s snapshot and folds the ops after it', async (t) => {
-  const project = `snap-${Date.now().toString(36)}`
+  const project = `demo-snap-${Date.now().toString(36)}`
   const a = await open(one.http, project, 'ann')
   for (const text of ['One', 'Two', 'Three']) {
     await addNote(a.page, text)

@@ -122,7 +122,7 @@ async function boardIs (page: Page, expected: string[][], what: string, project:
 }
 
 t.test('25,000 ops, then a new tab shows the board; after a Redis restart and a reload, two tabs show the same board', async (t) => {
-  const project = `board-${Date.now().toString(36)}`
+  const project = `demo-${Date.now().toString(36)}`
   const { changes, board } = plan('writer')
   const expected = [...board].map(([id, note]) => [id, note.text, note.userId])
   t.equal(changes.length, OPS)

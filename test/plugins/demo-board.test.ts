@@ -60,17 +60,20 @@ t.test('is pure and never throws: malformed ops and states count as nothing', as
   t.same(foldDemoBoard(state, op({ remove: 'a' })), { notes: {} }, 'a remove')
 })
 
-t.test('demo: true folds boards on the server: a joiner that takes state gets the board', async (t) => {
+t.test('demo: true folds the demo\'s boards on the server: a joiner that takes state gets the board; other projects are left alone', async (t) => {
   const server = await startServer(t, { demo: true, snapshotEvery: 5 })
   const writer = await connect(t, `${server.ws}?userId=ann`)
-  await writer.join('board')
-  for (let i = 0; i < 20; i++) writer.send({ type: 'op', project: 'board', data: i % 4 === 3 ? { remove: `n${i - 1}` } : { add: { id: `n${i}`, text: `t${i}` } } })
-  await writer.next((f) => f.type === 'ack' && f.seq === 20)
-  await waitFor(async () => (await server.app.flow.ports.snapshots.get('board'))?.seq === 20, { what: 'the board folded up to 20' })
+  for (const project of ['demo-board', 'app-doc']) {
+    await writer.join(project)
+    for (let i = 0; i < 20; i++) writer.send({ type: 'op', project, data: i % 4 === 3 ? { remove: `n${i - 1}` } : { add: { id: `n${i}`, text: `t${i}` } } })
+    await writer.next((f) => f.type === 'ack' && f.project === project && f.seq === 20)
+  }
+  await waitFor(async () => (await server.app.flow.ports.snapshots.get('demo-board'))?.seq === 20, { what: 'the board folded up to 20' })
   const reader = await connect(t, `${server.ws}?userId=bob`)
-  await reader.join('board', { snapshot: true })
+  await reader.join('demo-board', { snapshot: true })
   const snapshot = await reader.next('snapshot') as unknown as { seq: number, state: DemoBoardState }
   t.equal(snapshot.seq, 20, 'the board the server folded')
   const expected = Array.from({ length: 20 }, (_, i) => i).filter((i) => i % 4 === 0 || i % 4 === 1).map((i) => `n${i}`)
   t.same(Object.keys(snapshot.state.notes), expected, 'its notes')
+  t.equal(await server.app.flow.ports.snapshots.get('app-doc'), null, 'a project that is not the demo\'s gets no board snapshot')
 })
