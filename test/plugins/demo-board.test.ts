@@ -68,7 +68,7 @@ t.test('demo: true folds the demo\'s boards on the server: a joiner that takes s
     for (let i = 0; i < 20; i++) writer.send({ type: 'op', project, data: i % 4 === 3 ? { remove: `n${i - 1}` } : { add: { id: `n${i}`, text: `t${i}` } } })
     await writer.next((f) => f.type === 'ack' && f.project === project && f.seq === 20)
   }
-  await waitFor(async () => (await server.app.flow.ports.snapshots.get('demo-board'))?.seq === 20, { what: 'the board folded up to 20' })
+  await waitFor(async () => (await server.app.flow.ports.snapshots.get('demo-board'))?.seq === 20, { what: 'the board folded up to 20', timeoutMs: 15_000 })
   const reader = await connect(t, `${server.ws}?userId=bob`)
   await reader.join('demo-board', { snapshot: true })
   const snapshot = await reader.next('snapshot') as unknown as { seq: number, state: DemoBoardState }

@@ -60,7 +60,7 @@ t.test('the host reducer\'s snapshots are served over HTTP; read-only identities
   })
   for (let i = 0; i < 25; i++) await post(server.http, 'board', i, {})
   let snapshot: { seq: number, state: { n: number } } | undefined
-  for (let i = 0; i < 100 && snapshot?.seq !== 20; i++) {
+  for (let i = 0; i < 500 && snapshot?.seq !== 20; i++) {
     const res = await fetch(`${server.http}/projects/board/snapshot?userId=viewer`)
     if (res.status === 200) snapshot = await res.json() as typeof snapshot
     else await new Promise((resolve) => setTimeout(resolve, 20))
