@@ -46,8 +46,12 @@ function isJson (value: unknown): boolean {
   }
 }
 
-/** Ops read per page when folding. */
-const FOLD_PAGE = 500
+/**
+ * Ops read per page when folding (pages are bounded by FLOW_REPLAY_PAGE_BYTES
+ * too): few round trips, as each waits behind the appends queued on the
+ * connection, and a fold must outpace a busy project's appends.
+ */
+const FOLD_PAGE = 10_000
 /** Projects folded at once by one instance; more wait their turn. */
 const MAX_FOLDING = 2
 /** Projects waiting to be folded, at most (the oldest request is dropped: a later op asks again). */
