@@ -7,6 +7,7 @@ import { opEnvelopeParts, storedOpJson, withStoredFrame } from './codec.js'
 import { DEFAULT_KEY_PREFIX, redisKeys, type OpLogKeys, type RedisKeys } from './keys.js'
 import { APPEND, HEAD, OPEN, READ, TOUCH, runScript, type RedisCommandClient } from './scripts.js'
 import { ClosedError, RedisReplyError } from '../../lib/errors.js'
+import { integer, list, positiveInteger, text, tuple } from './replies.js'
 
 export interface RedisOperationLogOptions {
   /** a connected (or connecting) node-redis client; the log never closes it */
@@ -230,10 +231,6 @@ export function createRedisOperationLog (options: RedisOperationLogOptions): Red
   return new RedisOperationLog(options)
 }
 
-function positiveInteger (value: number, name: string): number {
-  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be an integer >= 1`)
-  return value
-}
 
 /** The scripts answer '' for a project without a log. */
 function epochOf (value: unknown): string {
@@ -281,27 +278,6 @@ function entrySeq (id: string): number {
   return seq
 }
 
-function list (reply: unknown, what: string): unknown[] {
-  if (!Array.isArray(reply)) throw new RedisReplyError(`the ${what} script answered ${typeof reply}`)
-  return reply as unknown[]
-}
 
-function tuple (reply: unknown, length: number, what: string): unknown[] {
-  const items = list(reply, what)
-  if (items.length !== length) throw new RedisReplyError(`the ${what} script answered ${items.length} items, not ${length}`)
-  return items
-}
 
-/** A bulk string reply, whatever the client's type mapping. */
-function text (value: unknown): string {
-  if (typeof value === 'string') return value
-  if (Buffer.isBuffer(value)) return value.toString('utf8')
-  throw new RedisReplyError('expected a string')
-}
 
-/** An integer reply, whatever the client's type mapping. */
-function integer (value: unknown): number {
-  const n = typeof value === 'number' ? value : typeof value === 'string' || typeof value === 'bigint' ? Number(value) : NaN
-  if (!Number.isSafeInteger(n)) throw new RedisReplyError('expected an integer')
-  return n
-}

@@ -6,6 +6,7 @@ import {
   runScript, type LuaScript, type RedisCommandClient
 } from './scripts.js'
 import { DEFAULT_SESSION_PARTITIONS, redisKeys, type RedisKeys, type SessionKeys, type SessionPartitionKeys } from './keys.js'
+import { integer, list, text, tuple } from './replies.js'
 
 export interface RedisSessionStoreOptions {
   /** a connected node-redis client (anything with its `sendCommand`); never closed by the store */
@@ -277,31 +278,9 @@ function decodeSession (value: string): StoredSession {
   return { owner: value.slice(0, a), member: { sessionId, userId, presence, joinedAt, ...rest } }
 }
 
-/** An array reply. */
-function list (reply: unknown): unknown[] {
-  if (!Array.isArray(reply)) throw new RedisReplyError('expected an array')
-  return reply
-}
 
-function tuple (reply: unknown, length: number, what: string): unknown[] {
-  const items = list(reply)
-  if (items.length !== length) throw new RedisReplyError(`the ${what} script answered ${items.length} items, not ${length}`)
-  return items
-}
 
-/** A bulk string reply, whatever the client's type mapping. */
-function text (value: unknown): string {
-  if (typeof value === 'string') return value
-  if (Buffer.isBuffer(value)) return value.toString('utf8')
-  throw new RedisReplyError('expected a string')
-}
 
-/** An integer reply, whatever the client's type mapping. */
-function integer (value: unknown): number {
-  const n = typeof value === 'number' ? value : typeof value === 'string' || typeof value === 'bigint' ? Number(value) : NaN
-  if (!Number.isSafeInteger(n)) throw new RedisReplyError('expected an integer')
-  return n
-}
 
 export function createRedisSessionStore (options: RedisSessionStoreOptions): RedisSessionStore {
   return new RedisSessionStore(options)

@@ -3,6 +3,7 @@ import { ClosedError, RedisReplyError } from '../../lib/errors.js'
 import { snapshotStateJson } from '../../lib/snapshot.js'
 import { DEFAULT_KEY_PREFIX, redisKeys, type RedisKeys } from './keys.js'
 import { SNAPSHOT_GET, SNAPSHOT_PUT, runScript, type RedisCommandClient } from './scripts.js'
+import { integer, list, positiveInteger, text, tuple } from './replies.js'
 
 export interface RedisSnapshotStoreOptions {
   /** a connected (or connecting) node-redis client; the store never closes it */
@@ -50,19 +51,16 @@ export class RedisSnapshotStore implements SnapshotStore {
   async get (project: string): Promise<Snapshot | null> {
     this.#assertOpen()
     const keys = this.#keys.opLog(project)
-    const reply = await runScript(this.#client, SNAPSHOT_GET, [keys.meta, keys.snap], [])
-    if (!Array.isArray(reply)) throw new RedisReplyError(`the snapshot get script answered ${typeof reply}`)
+    const reply = list(await runScript(this.#client, SNAPSHOT_GET, [keys.meta, keys.snap], []), 'snapshot get')
     if (reply.length === 0) return null
-    const [epoch, seq, state] = reply as unknown[]
-    const n = Number(seq)
-    if (!Number.isSafeInteger(n)) throw new RedisReplyError('snapshot seq is not an integer')
+    const [epoch, seq, state] = tuple(reply, 3, 'snapshot get')
     let value: unknown
     try {
       value = JSON.parse(text(state))
     } catch {
       throw new RedisReplyError(`corrupt snapshot of project ${project}`)
     }
-    return { project, epoch: text(epoch), seq: n, state: value }
+    return { project, epoch: text(epoch), seq: integer(seq), state: value }
   }
 
   async put (snapshot: Snapshot): Promise<PutResult> {
@@ -71,9 +69,8 @@ export class RedisSnapshotStore implements SnapshotStore {
     const keys = this.#keys.opLog(snapshot.project)
     const reply = await runScript(this.#client, SNAPSHOT_PUT, keys.all,
       [snapshot.epoch, String(snapshot.seq), json, this.#historyLimit, this.#historyBytes, this.#ttl])
-    if (!Array.isArray(reply) || reply.length === 0) throw new RedisReplyError('the snapshot put script answered no list')
-    const items = reply as unknown[]
-    if (Number(items[0]) === 1) return { stored: true }
+    const items = list(reply, 'snapshot put')
+    if (integer(items[0]) === 1) return { stored: true }
     const reason = text(items[1])
     if (!REASONS.has(reason)) throw new RedisReplyError(`the snapshot put script answered reason ${reason}`)
     return { stored: false, reason: reason as SnapshotRefusal }
@@ -92,13 +89,4 @@ export function createRedisSnapshotStore (options: RedisSnapshotStoreOptions): R
   return new RedisSnapshotStore(options)
 }
 
-function positiveInteger (value: number, name: string): number {
-  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be an integer >= 1`)
-  return value
-}
 
-function text (value: unknown): string {
-  if (typeof value === 'string') return value
-  if (Buffer.isBuffer(value)) return value.toString('utf8')
-  throw new RedisReplyError('expected a string')
-}
