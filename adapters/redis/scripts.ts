@@ -82,6 +82,26 @@ local function covered(epoch)
   return -1
 end
 
+-- Drops the oldest kept ops (the sizes popped, the stream trimmed by MINID ~)
+-- while the history of the log at \`head\` holds more than \`most\` ops or
+-- \`limit\` bytes, the newest op always kept, and only while the oldest is
+-- covered by the snapshot of \`epoch\` or the history is past twice the
+-- bounds. Returns the bytes kept.
+local function trim(epoch, head, kept, bytes, most, limit)
+  local dropped, floor = false, nil
+  while kept > 1 and (kept > most or bytes > limit) do
+    if not (kept > 2 * most or bytes > 2 * limit) then
+      floor = floor or covered(epoch)
+      if floor >= 0 and head - kept + 1 > floor then break end
+    end
+    bytes = bytes - tonumber(redis.call('LPOP', KEYS[3]))
+    kept = kept - 1
+    dropped = true
+  end
+  if dropped then redis.call('XTRIM', KEYS[2], 'MINID', '~', int(head - kept + 1) .. '-0') end
+  return bytes
+end
+
 local function highestId(i, seq)
   for _, v in ipairs(redis.call('HVALS', KEYS[i])) do
     local n = tonumber(v)
@@ -153,20 +173,7 @@ end
 local seq = head + 1
 redis.call('XADD', KEYS[2], int(seq) .. '-0', 'op', ARGV[3])
 local kept = redis.call('RPUSH', KEYS[3], int(#ARGV[3]))
-bytes = bytes + #ARGV[3]
-local most, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
-local dropped = false
-local floor = nil
-while kept > 1 and (kept > most or bytes > limit) do
-  if not (kept > 2 * most or bytes > 2 * limit) then
-    floor = floor or covered(epoch)
-    if floor >= 0 and seq - kept + 1 > floor then break end
-  end
-  bytes = bytes - tonumber(redis.call('LPOP', KEYS[3]))
-  kept = kept - 1
-  dropped = true
-end
-if dropped then redis.call('XTRIM', KEYS[2], 'MINID', '~', int(seq - kept + 1) .. '-0') end
+bytes = trim(epoch, seq, kept, bytes + #ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
 redis.call('HSET', KEYS[1], 'seq', int(seq), 'bytes', int(bytes))
 if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[6]) then redis.call('RENAME', KEYS[4], KEYS[5]) end
 redis.call('HSET', KEYS[4], ARGV[2], int(seq))
@@ -278,18 +285,8 @@ if seq > head then return {0, 'ahead'} end
 local s = redis.call('HMGET', KEYS[6], 'epoch', 'seq')
 if s[1] == m[1] and (tonumber(s[2]) or -1) >= seq then return {0, 'older'} end
 redis.call('HSET', KEYS[6], 'epoch', m[1], 'seq', int(seq), 'state', ARGV[3])
-local kept, bytes = redis.call('LLEN', KEYS[3]), tonumber(m[3]) or 0
-local most, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
-local dropped = false
-while kept > 1 and (kept > most or bytes > limit) and head - kept + 1 <= seq do
-  bytes = bytes - tonumber(redis.call('LPOP', KEYS[3]))
-  kept = kept - 1
-  dropped = true
-end
-if dropped then
-  redis.call('XTRIM', KEYS[2], 'MINID', '~', int(head - kept + 1) .. '-0')
-  redis.call('HSET', KEYS[1], 'bytes', int(bytes))
-end
+local bytes = trim(m[1], head, redis.call('LLEN', KEYS[3]), tonumber(m[3]) or 0, tonumber(ARGV[4]), tonumber(ARGV[5]))
+redis.call('HSET', KEYS[1], 'bytes', int(bytes))
 keep(ARGV[6])
 return {1}
 `)
