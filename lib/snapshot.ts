@@ -23,9 +23,14 @@ export function snapshotStateJson (snapshot: Snapshot): string {
   if (!Number.isSafeInteger(snapshot.seq) || snapshot.seq < 0) {
     throw new TypeError('snapshot seq must be an integer >= 0')
   }
+  return stateJson(snapshot.state)
+}
+
+/** A state as JSON text; a TypeError when it is not a JSON value (undefined, a function, a bigint, a cycle). */
+export function stateJson (state: unknown): string {
   let json: string | undefined
   try {
-    json = JSON.stringify(snapshot.state)
+    json = JSON.stringify(state)
   } catch (err) {
     throw new TypeError(`snapshot state is not a JSON value: ${(err as Error).message}`)
   }

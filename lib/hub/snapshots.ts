@@ -2,7 +2,7 @@ import type { PutResult, Snapshot, SnapshotStore } from '../../ports/snapshot-st
 import type { Op } from '../types.js'
 import type { SnapshotUpload } from '../protocol/wire.js'
 import { jsonBytes } from '../protocol/frames.js'
-import { isEpoch } from '../snapshot.js'
+import { isEpoch, stateJson } from '../snapshot.js'
 import { ConfigError, ForbiddenError, LimitExceededError, NotJoinedError } from '../errors.js'
 import type { Connection } from './connection.js'
 import type { HubContext } from './context.js'
@@ -35,14 +35,6 @@ export function noSnapshots (): SnapshotStore {
     get: async () => null,
     put: async () => ({ stored: false, reason: 'disabled' }),
     close: async () => {}
-  }
-}
-
-function isJson (value: unknown): boolean {
-  try {
-    return typeof JSON.stringify(value) === 'string'
-  } catch {
-    return false
   }
 }
 
@@ -86,8 +78,12 @@ export class Snapshots {
         throw new ConfigError('snapshots.projects must be a function (project) => boolean')
       }
       // The initial state is stored as a snapshot: it must be JSON.
-      if (reducer.initial !== undefined && !isJson(reducer.initial)) {
-        throw new ConfigError('snapshots.initial must be a JSON value')
+      if (reducer.initial !== undefined) {
+        try {
+          stateJson(reducer.initial)
+        } catch {
+          throw new ConfigError('snapshots.initial must be a JSON value')
+        }
       }
     }
     this.#reducer = reducer
