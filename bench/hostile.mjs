@@ -191,7 +191,7 @@ function flowStats (stats) {
   if (stats === null) return null
   return stats.map((x) => x?.instanceId === undefined
     ? { unavailable: x?.statusCode ?? null }
-    : { id: x.instanceId, fallbacks: x.fallbacks, recoveries: x.recoveries, degradedMs: x.degradedMs, slowConsumersClosed: x.slowConsumersClosed, ops: x.ops, rateLimited: x.frames?.rateLimited, history: x.history, projects: x.projects, connections: x.connections, memory: x.memory, errors: x.errors })
+    : { id: x.instanceId, fallbacks: x.fallbacks, recoveries: x.recoveries, degradedMs: x.degradedMs, slowConsumersClosed: x.slowConsumersClosed, ops: x.ops, rateLimited: x.frames?.rateLimited, budgets: x.budgets, history: x.history, projects: x.projects, connections: x.connections, memory: x.memory, errors: x.errors })
 }
 
 /** Values of one series over the run: { t, v }. */
@@ -340,10 +340,10 @@ export function healthTable (runs) {
     r.health.forEach((h, i) => {
       const s = r.flowAtEnd?.[i]
       rows.push([r.name, h.id, num(h.samples), num(h.ok), h.degraded > 0 ? `**${h.degraded}**` : '0', num(h.unavailable), num(h.noAnswer), h.firstDegradedAt ?? '—',
-        s?.fallbacks ?? '—', s?.recoveries ?? '—', s?.degradedMs ?? '—', s?.slowConsumersClosed ?? '—', s?.ops?.shed ?? '—', s?.rateLimited ?? '—'])
+        s?.fallbacks ?? '—', s?.recoveries ?? '—', s?.degradedMs ?? '—', s?.slowConsumersClosed ?? '—', s?.ops?.shed ?? '—', s?.rateLimited ?? '—', s?.budgets?.writesPaused ?? '—', s?.budgets?.readsDeferred ?? '—'])
     })
   }
-  return table(['run', 'instance', 'samples', 'ok', 'degraded', '503', 'no answer', 'first degraded (s in)', 'fallbacks', 'recoveries', 'degraded ms', 'slow consumers closed', 'ops shed', 'frames rate-limited'], rows)
+  return table(['run', 'instance', 'samples', 'ok', 'degraded', '503', 'no answer', 'first degraded (s in)', 'fallbacks', 'recoveries', 'degraded ms', 'slow consumers closed', 'ops shed', 'frames rate-limited', 'writes paused (identity budget)', 'reads deferred (identity budget)'], rows)
 }
 
 /** What the hostile client achieved, one row per lane. */
@@ -359,7 +359,7 @@ export function hostileClientTable (run, o) {
     [`writer: ${o.hostileProjects} projects, ${num(o.hostileBytes)}-byte ops at ${o.hostileWrites}/s`, num(w.attempted), `${num(w.acked)} acked`, num(w.codes.rate_limited ?? 0), list(codes(w.codes), w.skipped > 0 ? `${num(w.skipped)} turns skipped (${o.hostileInFlight} unacked)` : '', codes(w.closes) === '' ? '' : `closed ${codes(w.closes)}`, w.connects > 1 ? `${w.connects} connections` : '', codes(w.errors)), `${bytes(w.bytesSent)} sent (${per(w.bytesSent)})`],
     [`history reads since=0&limit=1000, its projects (${o.hostileReads / 2}/s)`, num(rd.attempted), num(rd.status[200] ?? 0), num(rd.status[429] ?? 0), list(`largest page ${bytes(rd.maxPageBytes)}, ${num(rd.maxPageOps)} ops`, rd.resets > 0 ? `${rd.resets} reset` : '', codes(Object.fromEntries(Object.entries(rd.status).filter(([k]) => k !== '200' && k !== '429'))), rd.skipped > 0 ? `${num(rd.skipped)} skipped` : '', codes(rd.errors)), `${bytes(rd.bytesRead)} (${per(rd.bytesRead)})`],
     [`history reads of projects that do not exist (${o.hostileReads / 2}/s)`, num(g.attempted), num(g.status[200] ?? 0), num(g.status[429] ?? 0), list(h.ghostKeys === null || h.ghostKeys === undefined ? '' : `${num(h.ghostKeys)} Redis keys of those projects at the end`, codes(Object.fromEntries(Object.entries(g.status).filter(([k]) => k !== '200' && k !== '429'))), g.ops > 0 ? `${g.ops} ops read` : '', codes(g.errors)), bytes(g.bytesRead)],
-    [`POSTs to new projects (${o.hostilePosts}/s, ${num(o.hostilePostBytes)} B)`, num(p.attempted), `${num((p.status[201] ?? 0) + (p.status[200] ?? 0))} (projects created)`, `${num(p.status[429] ?? 0)}: ${num(p.httpLimited)} HTTP limit, ${num(p.creationCapped)} new-project cap${p.shed > 0 ? `, ${p.shed} shed` : ''}`, list(codes(Object.fromEntries(Object.entries(p.status).filter(([k]) => !['200', '201', '429'].includes(k)))), p.skipped > 0 ? `${num(p.skipped)} skipped` : '', codes(p.errors)), `${bytes(p.bytesSent)} sent`],
+    [`POSTs to new projects (${o.hostilePosts}/s, ${num(o.hostilePostBytes)} B)`, num(p.attempted), `${num((p.status[201] ?? 0) + (p.status[200] ?? 0))} (projects created)`, `${num(p.status[429] ?? 0)}: ${num(p.httpLimited)} HTTP limit, ${num(p.creationCapped)} new-project cap${p.budgetLimited > 0 ? `, ${num(p.budgetLimited)} write budget` : ''}${p.shed > 0 ? `, ${p.shed} shed` : ''}`, list(codes(Object.fromEntries(Object.entries(p.status).filter(([k]) => !['200', '201', '429'].includes(k)))), p.skipped > 0 ? `${num(p.skipped)} skipped` : '', codes(p.errors)), `${bytes(p.bytesSent)} sent`],
     [`joins with since: 0 on fresh connections (${o.hostileJoins}/s)`, num(j.attempted), `${num(j.joined)} joined, ${num(j.replayed)} replays read to the head`, codes(j.refused) === '' ? '0' : `upgrades refused ${codes(j.refused)}`, list(j.replayed > 0 ? `replay mean ${ms(j.replayMsSum / j.replayed)} ms, max ${ms(j.replayMsMax)} ms` : '', j.resets > 0 ? `${j.resets} resets` : '', codes(j.codes), codes(j.closes) === '' ? '' : `closed ${codes(j.closes)}`, j.skipped > 0 ? `${num(j.skipped)} skipped` : '', codes(j.errors)), `${bytes(j.bytesRead)} (${per(j.bytesRead)})`],
     [`${o.hostileSyncers} connections looping sync since: 0`, `${num(s.syncs)} syncs`, num(s.syncs), codes(s.refused) === '' ? num(s.codes.rate_limited ?? 0) : `upgrades refused ${codes(s.refused)}`, list(s.syncs > 0 ? `sync mean ${ms(s.syncMsSum / s.syncs)} ms, max ${ms(s.syncMsMax)} ms` : '', s.resets > 0 ? `${s.resets} resets` : '', codes(s.codes), codes(s.closes) === '' ? '' : `closed ${codes(s.closes)}`, s.connects > o.hostileSyncers ? `${s.connects} connections` : '', codes(s.errors)), `${bytes(s.bytesRead)} (${per(s.bytesRead)})`]
   ]

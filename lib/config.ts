@@ -80,6 +80,18 @@ export const SETTINGS = {
     doc: 'history one connection is sent per second at most by its replays (join with since, sync); beyond, ' +
       'the replay waits, and it always waits for the connection to drain'
   },
+  identityReadBytesPerSecond: {
+    env: 'FLOW_IDENTITY_READ_BYTES_PER_SECOND', kind: 'int', default: 4 * 1024 * 1024, min: 64 * 1024,
+    max: Number.MAX_SAFE_INTEGER,
+    doc: 'history and project reads one identity (a user; an address without authentication) is sent per ' +
+      'second at most, across all its connections and requests: replays wait, HTTP reads get 429'
+  },
+  identityWriteBytesPerSecond: {
+    env: 'FLOW_IDENTITY_WRITE_BYTES_PER_SECOND', kind: 'int', default: 1024 * 1024, min: 64 * 1024,
+    max: Number.MAX_SAFE_INTEGER,
+    doc: 'bytes one identity may send per second, across all its connections and requests (frames, posted ' +
+      'ops, snapshots): past it the server stops reading its connections for a while, HTTP writes get 429'
+  },
   snapshotMaxBytes: {
     env: 'FLOW_SNAPSHOT_MAX_BYTES', kind: 'int', default: 4 * 1024 * 1024, min: 1024, max: 512 * 1024 * 1024,
     doc: 'largest snapshot state, as JSON: a larger snapshot frame or PUT is refused with limit_exceeded'

@@ -59,6 +59,10 @@ export class Stats {
   connectionsClosed = 0
   slowConsumersClosed = 0
   rateLimited = 0
+  /** times a connection was not read for a while: its identity sent past FLOW_IDENTITY_WRITE_BYTES_PER_SECOND */
+  writesPaused = 0
+  /** times a replay or HTTP read waited or was refused: its identity was past FLOW_IDENTITY_READ_BYTES_PER_SECOND */
+  readsDeferred = 0
   errorsSent: Record<string, number> = {}
   framesInByType: Record<string, number> = {}
   /** failed port calls (Redis command errors, timeouts) by port */

@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import { normalizeIP } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { bearerToken, createAuthenticator, openIdentity, userIdProblem } from '../lib/auth.js'
 import { authEnabled } from '../lib/config.js'
@@ -33,6 +34,17 @@ declare module 'fastify' {
 }
 
 const USER_ID = /^[A-Za-z0-9_.@:-]{1,128}$/
+
+/**
+ * Whom a client's requests and connections count against (the HTTP rate
+ * limit, the byte budgets): its user, or, when clients carry no credential
+ * (open mode: every caller names itself), its address (an IPv6 address by
+ * its /64, which one client usually holds whole).
+ */
+export function identityKey (identity: Identity | null, ip: string, mode: 'jwt' | 'hook' | 'open'): string {
+  if (identity !== null && mode !== 'open') return `user:${identity.userId}`
+  return `ip:${normalizeIP(ip)}`
+}
 const apiIdentity: Identity = { userId: 'api', allows: () => true }
 
 /**

@@ -1,11 +1,12 @@
 import fp from 'fastify-plugin'
-import rateLimit, { normalizeIP, type FastifyRateLimitStore } from '@fastify/rate-limit'
+import rateLimit, { type FastifyRateLimitStore } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Ajv } from 'ajv'
 import { PROJECT_ID, OP_ID } from '../lib/ids.js'
 import { bearerToken, createAuthenticator } from '../lib/auth.js'
 import { RateLimitedError } from '../lib/errors.js'
 import { errorResponse } from './errors.js'
+import { identityKey } from './auth.js'
 
 /**
  * The POST body is JSON, checked as the WebSocket `op` frame is: without
@@ -120,6 +121,13 @@ export class WindowStore implements FastifyRateLimitStore {
   }
 }
 
+/** The size of a request's body: its content-length, or its JSON when it came chunked. */
+function bodyBytes (request: FastifyRequest): number {
+  const length = Number(request.headers['content-length'])
+  if (Number.isSafeInteger(length) && length >= 0) return length
+  return request.body === undefined ? 0 : Buffer.byteLength(JSON.stringify(request.body) ?? '')
+}
+
 /**
  * Whom a request counts against in the rate limit: the API key, the user of
  * a token (or of the host's `authenticate` hook), or, when the request
@@ -129,10 +137,7 @@ export class WindowStore implements FastifyRateLimitStore {
 export function rateLimitKey (request: FastifyRequest, mode: 'jwt' | 'hook' | 'open', isApiKey: (token: string) => boolean): string {
   const token = bearerToken(request.headers.authorization)
   if (token !== undefined && isApiKey(token)) return 'key'
-  const identity = request.flowIdentity
-  // In open mode every caller is the same anonymous identity: only the address tells them apart.
-  if (identity !== null && mode !== 'open') return `user:${identity.userId}`
-  return `ip:${normalizeIP(request.ip)}`
+  return identityKey(request.flowIdentity, request.ip, mode)
 }
 
 /** The project API: members, history and posting ops over HTTP. */
@@ -167,6 +172,36 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
     // Thrown to Flow's error handler: 429 with the protocol's body; retry-after is set already.
     errorResponseBuilder: (_request, context) =>
       new RateLimitedError(`rate limit exceeded: at most ${max} requests per second; retry in ${context.after}`)
+  })
+
+  // The identity's byte budgets, shared with its WebSocket connections: what it reads (the bodies of
+  // GET answers) and what it sends (request bodies). A request made while its identity is in debt is
+  // refused with 429 and retry-after; the API key spends none.
+  const { reads, writes } = hub.budgets
+  const budgetKey = (request: FastifyRequest): string | undefined => {
+    const key = rateLimitKey(request, mode, (token) => apiKeys.isApiKey(token))
+    return key === 'key' ? undefined : key
+  }
+  fastify.addHook('preHandler', async (request, reply) => {
+    const key = budgetKey(request)
+    if (key === undefined) return
+    const now = Date.now()
+    const reading = request.method === 'GET' || request.method === 'HEAD'
+    const wait = (reading ? reads : writes).wait(key, now)
+    if (wait > 0) {
+      fastify.flowHub.stats[reading ? 'readsDeferred' : 'writesPaused']++
+      const seconds = Math.ceil(wait / 1000)
+      void reply.header('retry-after', String(seconds))
+      const limit = reading ? 'FLOW_IDENTITY_READ_BYTES_PER_SECOND' : 'FLOW_IDENTITY_WRITE_BYTES_PER_SECOND'
+      throw new RateLimitedError(`over ${limit}: retry in ${seconds} second${seconds === 1 ? '' : 's'}`)
+    }
+    if (!reading) writes.spend(key, bodyBytes(request), now)
+  })
+  fastify.addHook('onSend', async (request, reply, payload) => {
+    if (reply.statusCode !== 200 || (request.method !== 'GET' && request.method !== 'HEAD')) return payload
+    const key = budgetKey(request)
+    if (key !== undefined) reads.spend(key, typeof payload === 'string' ? Buffer.byteLength(payload) : 0, Date.now())
+    return payload
   })
 
   fastify.get<{ Params: { project: string } }>('/projects/:project/members', {

@@ -65,6 +65,8 @@ export function createFlowMetrics (flow: StatsSources, loop: LoopMonitor): FlowM
   counter('flow_frames_out_total', 'Frames sent', () => stats.framesOut)
   counter('flow_frames_rejected_total', 'Frames answered with bad_request or unknown_type', () => stats.framesRejected)
   counter('flow_rate_limited_total', 'Frames dropped by the rate limit', () => stats.rateLimited)
+  counter('flow_writes_paused_total', 'Times a connection was not read or an HTTP write refused: its identity sent past FLOW_IDENTITY_WRITE_BYTES_PER_SECOND', () => stats.writesPaused)
+  counter('flow_reads_deferred_total', 'Times a replay waited or an HTTP read was refused: its identity was past FLOW_IDENTITY_READ_BYTES_PER_SECOND', () => stats.readsDeferred)
   counterBy('flow_errors_total', 'Error frames sent by code', 'code', () => stats.errorsSent)
   counter('flow_ops_appended_total', 'Ops appended to the op log', () => stats.opsAppended)
   counter('flow_ops_duplicate_total', 'Ops answered from idempotency', () => stats.opsDuplicate)

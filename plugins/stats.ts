@@ -40,6 +40,7 @@ export function snapshot (flow: StatsSources, loop: LoopMonitor): Record<string,
     ops: { appended: stats.opsAppended, duplicate: stats.opsDuplicate, shed: stats.opsShed, inFlight: hub.opsInFlight },
     history: flow.memoryHistory(),
     broadcasts: { published: stats.broadcastsPublished, received: stats.broadcastsReceived, errors: stats.broadcastErrors },
+    budgets: { writesPaused: stats.writesPaused, readsDeferred: stats.readsDeferred },
     fallbacks: stats.fallbacks,
     recoveries: stats.recoveries,
     degradedMs: flow.breaker?.degradedMs ?? 0,
@@ -92,6 +93,12 @@ const statsSchema = {
         duplicate: number('ops answered from idempotency'),
         shed: number('ops refused because too many were waiting for the op log'),
         inFlight: number('ops waiting for the op log now')
+      }),
+      budgets: open('identities past their byte budgets', {
+        writesPaused: number('times a connection was not read for a while: its identity sent past ' +
+          'FLOW_IDENTITY_WRITE_BYTES_PER_SECOND (HTTP writes refused for it count too)'),
+        readsDeferred: number('times a replay waited or an HTTP read was refused: its identity was past ' +
+          'FLOW_IDENTITY_READ_BYTES_PER_SECOND')
       }),
       history: {
         type: ['object', 'null'],

@@ -7,6 +7,7 @@ import type { RawData, WebSocket } from 'ws'
 import type { Connection } from '../lib/hub/connection.js'
 import { closeCodeOf, releaseUpgrade, WsTransport } from '../adapters/ws/transport.js'
 import { routeUpgrades } from './websocket-upgrades.js'
+import { identityKey } from './auth.js'
 import { errorResponse } from './errors.js'
 import type { SwaggerTransform } from '@fastify/swagger'
 
@@ -217,7 +218,7 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
     // Listeners first, before any await: messages are not buffered for us.
     const transport = new CountingTransport(socket)
     const link: Link = {
-      conn: hub.connect(transport, identity), ip, reqId: request.id, transport, openedAt: Date.now(), framesIn: 0, expiry: undefined
+      conn: hub.connect(transport, identity, identityKey(identity, ip, fastify.flowAuth.mode)), ip, reqId: request.id, transport, openedAt: Date.now(), framesIn: 0, expiry: undefined
     }
     socket[LINK] = link
     socket.on('message', onMessage)

@@ -179,6 +179,9 @@ export class WsTransport implements Transport {
   /** the ws socket emitted 'close' */
   #ended = false
   #timer: NodeJS.Timeout | undefined
+  /** reading is paused until then (ms since the Unix epoch); 0 when reading */
+  #pausedUntil = 0
+  #resumeTimer: NodeJS.Timeout | undefined
   /** the callback of the frames given to ws.send, made on first use (most connections never need it) */
   #onSent: (() => void) | undefined
 
@@ -238,6 +241,23 @@ export class WsTransport implements Transport {
 
   ping (): void { this.#socket.ping() }
 
+  pause (ms: number): void {
+    if (this.#closing || this.#socket.readyState !== OPEN) return
+    const until = Date.now() + ms
+    if (until <= this.#pausedUntil) return
+    this.#pausedUntil = until
+    this.#socket.pause()
+    clearTimeout(this.#resumeTimer)
+    this.#resumeTimer = setTimeout(() => { this.#resume() }, ms).unref()
+  }
+
+  #resume (): void {
+    if (this.#pausedUntil === 0) return
+    this.#pausedUntil = 0
+    clearTimeout(this.#resumeTimer)
+    this.#socket.resume()
+  }
+
   close (code: number, reason: string, options?: CloseOptions): void {
     const discard = options?.discardQueued === true
     if (this.#closing) {
@@ -245,6 +265,8 @@ export class WsTransport implements Transport {
       return
     }
     this.#closing = true
+    // The client's close frame must be read for the handshake to complete.
+    this.#resume()
     this.#watchClose()
     this.#timer = setTimeout(() => { this.#socket.terminate() }, CLOSE_LIMIT_MS).unref()
     this.#settle()
@@ -254,6 +276,7 @@ export class WsTransport implements Transport {
 
   terminate (): void {
     this.#closing = true
+    clearTimeout(this.#resumeTimer)
     this.#drop()
     clearTimeout(this.#timer)
     this.#settle()

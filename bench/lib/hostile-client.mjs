@@ -13,7 +13,8 @@ export const HOSTILE_CLIENT_DEFAULTS = {
   posts: 300, // POSTs per second, each to a new project
   postBytes: 1024, // padding of each POSTed op
   joins: 2, // fresh connections per second joining a big project with since: 0
-  syncers: 4 // connections looping sync since: 0
+  syncers: 4, // connections looping sync since: 0
+  localAddress: '127.0.0.2' // where it connects from (the members: 127.0.0.1)
 }
 
 export class HostileClient {

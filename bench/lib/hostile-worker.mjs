@@ -22,11 +22,14 @@
 //
 // Messages from the main thread: start, stop. Replies: started, stopped
 // (with the counters; see hostile-client.mjs).
+import { request as httpRequest } from 'node:http'
 import { parentPort, workerData } from 'node:worker_threads'
 import WebSocket from 'ws'
 
 const o = workerData
-const WS_OPTIONS = { perMessageDeflate: false, handshakeTimeout: 10_000 }
+// From an address of its own, as a client on another machine: without authentication (the bench's
+// servers) Flow's per-identity limits key on the address, and the members connect from 127.0.0.1.
+const WS_OPTIONS = { perMessageDeflate: false, handshakeTimeout: 10_000, localAddress: o.localAddress }
 const USER = 'hostile'
 const bigProject = (i) => `${o.tag}-big-${i % o.projects}`
 const portOf = (i) => o.ports[i % o.ports.length]
@@ -85,17 +88,31 @@ const lanes = {
   writer: { attempted: 0, skipped: 0, acked: 0, bytesSent: 0, bytesRead: 0, connects: 0, closes: {}, refused: {}, codes: {}, errors: {} },
   reads: { attempted: 0, skipped: 0, cut: 0, status: {}, bytesRead: 0, ops: 0, pages: 0, maxPageBytes: 0, maxPageOps: 0, resets: 0, errors: {} },
   ghostReads: { attempted: 0, skipped: 0, cut: 0, status: {}, bytesRead: 0, ops: 0, errors: {} },
-  posts: { attempted: 0, skipped: 0, cut: 0, status: {}, httpLimited: 0, creationCapped: 0, shed: 0, bytesSent: 0, bytesRead: 0, errors: {} },
+  posts: { attempted: 0, skipped: 0, cut: 0, status: {}, httpLimited: 0, creationCapped: 0, budgetLimited: 0, shed: 0, bytesSent: 0, bytesRead: 0, errors: {} },
   joins: { attempted: 0, skipped: 0, cut: 0, joined: 0, replayed: 0, resets: 0, ops: 0, bytesRead: 0, replayMsMax: 0, replayMsSum: 0, refused: {}, closes: {}, codes: {}, errors: {} },
   syncs: { connections: 0, connects: 0, syncs: 0, resets: 0, ops: 0, bytesRead: 0, syncMsMax: 0, syncMsSum: 0, refused: {}, closes: {}, codes: {}, errors: {} }
+}
+
+/** An HTTP request from the hostile's address; resolves its status and body. */
+function request (url, { method = 'GET', headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method, headers, localAddress: o.localAddress, signal: stopController.signal }, (res) => {
+      const chunks = []
+      res.on('data', (chunk) => { chunks.push(chunk) })
+      res.on('end', () => { resolve({ status: res.statusCode, body: Buffer.concat(chunks) }) })
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
 }
 
 /** A GET of one page of history from the start (of a big project, or of one that does not exist); counts the page's size and ops. */
 async function readHistory (k, ghost) {
   const c = ghost ? lanes.ghostReads : lanes.reads
   const project = ghost ? `${o.tag}-ghost-${k}` : bigProject(k)
-  const res = await fetch(`http://127.0.0.1:${portOf(k)}/projects/${project}/ops?since=0&limit=1000`, { signal: stopController.signal })
-  const body = Buffer.from(await res.arrayBuffer())
+  const res = await request(`http://127.0.0.1:${portOf(k)}/projects/${project}/ops?since=0&limit=1000`)
+  const body = res.body
   count(c.status, res.status)
   c.bytesRead += body.length
   if (res.status !== 200) return
@@ -113,10 +130,10 @@ async function readHistory (k, ghost) {
 async function postNewProject (k) {
   const c = lanes.posts
   c.bytesSent += POST_BODY.length
-  const res = await fetch(`http://127.0.0.1:${portOf(k)}/projects/${o.tag}-new-${k}/ops`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: POST_BODY, signal: stopController.signal
+  const res = await request(`http://127.0.0.1:${portOf(k)}/projects/${o.tag}-new-${k}/ops`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: POST_BODY
   })
-  const body = Buffer.from(await res.arrayBuffer())
+  const body = res.body
   c.bytesRead += body.length
   count(c.status, res.status)
   if (res.status === 429) {
@@ -124,6 +141,7 @@ async function postNewProject (k) {
     const message = String(JSON.parse(body).message ?? '')
     if (message.startsWith('too many new projects')) c.creationCapped++
     else if (message.startsWith('rate limit exceeded')) c.httpLimited++
+    else if (message.startsWith('over FLOW_IDENTITY')) c.budgetLimited++
     else c.shed++
   }
 }

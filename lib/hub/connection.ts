@@ -7,6 +7,11 @@ export class Connection {
   readonly id: string
   readonly transport: Transport
   readonly identity: Identity
+  /**
+   * Whose byte budgets (IdentityBudgets) this connection spends: its user's,
+   * or its address's when clients carry no credential; undefined: none.
+   */
+  readonly budgetKey: string | undefined
   /** joined projects */
   readonly projects = new Map<string, LocalMember>()
   readonly bucket: TokenBucket
@@ -22,18 +27,22 @@ export class Connection {
   checking = 0
   /** the history its replays may still be sent this second; made on its first replay */
   replayBudget: ReplayBudget | undefined
+  /** ms since the Unix epoch until which its frames are not read (its identity sent past its budget) */
+  pausedUntil = 0
 
   readonly #sink: (conn: Connection, frame: string | SharedFrame) => void
 
   /** `sink` sends for the hub (one function for every connection, not a closure each). */
-  constructor (id: string, transport: Transport, identity: Identity, bucket: TokenBucket, abuse: AbuseTracker,
+  constructor (id: string, transport: Transport, identity: Identity, budgetKey: string | undefined,
+    limits: { bucket: TokenBucket, abuse: AbuseTracker },
     sink: (conn: Connection, frame: string | SharedFrame) => void) {
     this.#sink = sink
     this.id = id
     this.transport = transport
     this.identity = identity
-    this.bucket = bucket
-    this.abuse = abuse
+    this.budgetKey = budgetKey
+    this.bucket = limits.bucket
+    this.abuse = limits.abuse
   }
 
   /** Sends one frame, minding the slow-consumer bound. */

@@ -4,6 +4,7 @@ import type { SessionStore } from '../../ports/session-store.js'
 import type { SnapshotStore } from '../../ports/snapshot-store.js'
 import type { FlowConfig } from '../config.js'
 import type { Stats } from '../stats.js'
+import type { IdentityBudgets } from './budgets.js'
 import type { Outbox } from './outbox.js'
 import type { OnOp } from './op-hook.js'
 import type { ProjectRegistry } from './projects.js'
@@ -28,6 +29,7 @@ export type HubConfig = Pick<FlowConfig,
   'sessionTtlSeconds' | 'maxPayloadBytes' | 'maxPresenceBytes' | 'maxProjectsPerConnection' |
   'rateLimit' | 'rateBurst' | 'heartbeatMs' | 'maxBufferedBytes' | 'shutdownTimeoutMs' | 'maxOpsInFlight' |
   'replayPageBytes' | 'replayBytesPerSecond' | 'projectsPerMinute' | 'projectIdleTtl' |
+  'identityReadBytesPerSecond' | 'identityWriteBytesPerSecond' |
   'snapshotMaxBytes' | 'snapshotEvery'>
 
 /** What the parts of the hub share: settings, ports, the logger and counters, the projects here, the outbox. */
@@ -41,6 +43,8 @@ export interface HubContext {
   readonly outbox: Outbox
   /** new projects per identity and minute */
   readonly creations: CreationLimiter
+  /** bytes each identity is sent (history) and sends, per second, across its connections and requests */
+  readonly budgets: IdentityBudgets
   /** the host's check of each op a client sends, if any */
   readonly onOp: OnOp | undefined
 }

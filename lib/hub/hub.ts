@@ -5,6 +5,7 @@ import type { Member } from '../types.js'
 import { randomId } from '../ids.js'
 import { ConfigError } from '../errors.js'
 import { Stats } from '../stats.js'
+import { ByteBudgets, type IdentityBudgets } from './budgets.js'
 import { Connection } from './connection.js'
 import type { HubConfig, HubContext, HubLogger, HubPorts } from './context.js'
 import { Delivery } from './delivery.js'
@@ -60,6 +61,12 @@ const KEEP_ALIVE_MAX_MS = 3_600_000
 export class Hub {
   readonly stats: Stats
   readonly instanceId: string
+  /**
+   * Bytes per second each identity is sent (history: replays, HTTP reads) and
+   * sends (frames, posted ops, snapshots), shared by its connections and
+   * requests. The HTTP API spends them too.
+   */
+  readonly budgets: IdentityBudgets
   readonly #config: HubConfig
   readonly #logger: HubLogger
   readonly #connections = new Set<Connection>()
@@ -99,8 +106,13 @@ export class Hub {
     if (options.onOp !== undefined && typeof options.onOp !== 'function') {
       throw new ConfigError('onOp must be a function')
     }
+    this.budgets = {
+      reads: new ByteBudgets(config.identityReadBytesPerSecond),
+      writes: new ByteBudgets(config.identityWriteBytesPerSecond)
+    }
     const ctx: HubContext = {
-      config, ports, logger, stats, projects: this.#projects, outbox: this.#outbox, creations, onOp: options.onOp
+      config, ports, logger, stats, projects: this.#projects, outbox: this.#outbox, creations, budgets: this.budgets,
+      onOp: options.onOp
     }
     this.#snapshots = new Snapshots(ctx, options.snapshots)
     this.#delivery = new Delivery(ctx, this.#snapshots)
@@ -135,13 +147,15 @@ export class Hub {
 
   /**
    * Takes a new client connection. The caller wires the transport's events to
-   * `frame`, `pong` and `disconnect`.
+   * `frame`, `pong` and `disconnect`. `budgetKey` names whose byte budgets
+   * (`budgets`) it spends: by default its user's; the WebSocket plugin passes
+   * the address when clients carry no credential.
    */
-  connect (transport: Transport, identity: Identity): Connection {
+  connect (transport: Transport, identity: Identity, budgetKey = `user:${identity.userId}`): Connection {
     const now = Date.now()
     const bucket = new TokenBucket(this.#config.rateLimit, this.#config.rateBurst, now)
     const abuse = new AbuseTracker(ABUSE_WINDOW_MS)
-    const conn = new Connection(randomId(9), transport, identity, bucket, abuse, this.#outbox.sink)
+    const conn = new Connection(randomId(9), transport, identity, budgetKey, { bucket, abuse }, this.#outbox.sink)
     this.#connections.add(conn)
     this.stats.connectionsOpened++
     if (this.#draining) transport.close(CLOSE.goingAway, 'server shutting down')
@@ -251,7 +265,10 @@ export class Hub {
   // ---------------------------------------------------------------- heartbeat and shutdown
 
   #beat (): void {
+    const now = Date.now()
     for (const conn of this.#connections) {
+      // Not read while paused: its pongs wait with its frames.
+      if (conn.pausedUntil > now) continue
       if (conn.missedPings >= 2) {
         conn.transport.terminate()
         this.disconnect(conn)

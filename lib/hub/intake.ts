@@ -48,6 +48,16 @@ export class Intake {
       return
     }
     const now = Date.now()
+    // Every byte read counts against the identity, whatever becomes of the frame; past the budget the
+    // connection is not read until the debt is paid, so the client's writes wait in the network.
+    if (conn.budgetKey !== undefined) {
+      const wait = this.#ctx.budgets.writes.spend(conn.budgetKey, size, now)
+      if (wait > 0) {
+        stats.writesPaused++
+        conn.pausedUntil = now + wait
+        conn.transport.pause(wait)
+      }
+    }
     if (!conn.bucket.take(now)) {
       stats.rateLimited++
       if (conn.abuse.drop(now)) {

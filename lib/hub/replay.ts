@@ -93,24 +93,33 @@ export class Replayer {
    * bounded by bytes (FLOW_REPLAY_PAGE_BYTES), the next page waits until the
    * connection has drained to one page, and a connection is sent at most
    * FLOW_REPLAY_BYTES_PER_SECOND of history (its budget, shared by its
-   * replays: beyond it the replay waits).
+   * replays: beyond it the replay waits), and its identity at most
+   * FLOW_IDENTITY_READ_BYTES_PER_SECOND across all its connections and
+   * HTTP reads.
    */
   async #replayFrom (lp: LocalProject, member: LocalMember, since: number, epoch: string | undefined,
     target: number, first?: () => void): Promise<'done' | 'reset'> {
     // A position without its epoch cannot be placed: after data loss, seq 40 of a new life is not seq 40 of the old.
     if (since > 0 && epoch === undefined) return 'reset'
-    const { config } = this.#ctx
+    const { config, budgets, stats } = this.#ctx
     const conn = member.conn
+    const key = conn.budgetKey
     conn.replayBudget ??= new ReplayBudget(config.replayBytesPerSecond, Date.now())
     let from = since
     for (;;) {
-      // Before every page, the first too: earlier pages or replays of this connection may have spent the budget.
-      const wait = conn.replayBudget.spend(0, Date.now())
+      // Before every page, the first too: earlier pages or replays of this connection, or of other connections
+      // of its identity, may have spent the budgets.
+      const now = Date.now()
+      const shared = key === undefined ? 0 : budgets.reads.wait(key, now)
+      if (shared > 0) stats.readsDeferred++
+      const wait = Math.max(conn.replayBudget.spend(0, now), shared)
       if (wait > 0 || conn.transport.bufferedAmount > config.replayPageBytes) {
         await conn.transport.whenDrained(config.replayPageBytes)
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
         // Gone meanwhile: nothing more to send; its sessions are being removed.
         if (conn.closed) return 'done'
+        // Its identity's other replays may have spent what this one waited for.
+        if (shared > 0) continue
       }
       const page = await this.#ctx.ports.log.read(lp.name, from, REPLAY_PAGE, epoch, config.replayPageBytes)
       if (page.reset || page.epoch !== lp.epoch) return 'reset'
@@ -124,6 +133,7 @@ export class Replayer {
         from = op.seq
       }
       conn.replayBudget.spend(bytes, Date.now())
+      if (key !== undefined) budgets.reads.spend(key, bytes, Date.now())
       if (from >= target || page.ops.length === 0 || (page.ops.at(-1) as Op).seq >= target) break
     }
     member.lastSeq = Math.max(since, target)

@@ -37,6 +37,13 @@ export interface Transport {
    * a page, wait for the connection to drain, send the next.
    */
   whenDrained (maxBuffered: number): Promise<void>
+  /**
+   * Stops reading the client's frames for `ms` (back-pressure: what the
+   * client sends meanwhile waits in the network). Frames already received
+   * may still arrive. A longer pause extends a shorter one; a close resumes
+   * reading, so the close handshake completes.
+   */
+  pause (ms: number): void
   /** Sends a WebSocket ping. */
   ping (): void
   /**

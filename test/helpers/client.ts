@@ -7,6 +7,8 @@ export interface ClientOptions {
   readonly headers?: Record<string, string>
   /** ms to wait for a frame before `next` rejects (default 5,000) */
   readonly timeoutMs?: number
+  /** the loopback address to connect from (another client machine: 127.0.0.2) */
+  readonly localAddress?: string
 }
 
 /**
@@ -24,7 +26,7 @@ export class TestClient {
 
   constructor (url: string, options: ClientOptions = {}) {
     this.#timeoutMs = options.timeoutMs ?? 5000
-    this.socket = new WebSocket(url, { headers: options.headers })
+    this.socket = new WebSocket(url, { headers: options.headers, localAddress: options.localAddress })
     this.socket.on('message', (data, isBinary) => {
       if (isBinary) return
       const frame = JSON.parse((data as Buffer).toString('utf8')) as Frame

@@ -25,6 +25,12 @@ const BIG = 63 * KiB
 /** The old space of the memory-mode server (MiB): what it keeps must fit. */
 const HEAP_CAP_MIB = 192
 /** Every port on Redis. */
+// One test process plays every client, from one address: without authentication they would share one
+// identity's byte budgets (test/protocol/identity-budgets.test.ts) and be one slow client. Not the point here.
+const UNBUDGETED = {
+  FLOW_IDENTITY_READ_BYTES_PER_SECOND: String(1024 * MiB),
+  FLOW_IDENTITY_WRITE_BYTES_PER_SECOND: String(1024 * MiB)
+}
 const ON_REDIS = { USE_REDIS_COLLABORATION: 'true', USE_REDIS_WEBSOCKETS: 'true', USE_REDIS_EVENT_ORDERING: 'true' }
 
 t.before(ensureBuilt)
@@ -236,6 +242,7 @@ t.test('one big read never looks like an outage: a 63 MB history is paged over H
     FLOW_REPLAY_BYTES_PER_SECOND: String(32 * MiB),
     // Not the point here: a busy machine's stall must not answer 503, and the paging reader is one client.
     FLOW_MAX_EVENT_LOOP_DELAY_MS: '0',
+    ...UNBUDGETED,
     FLOW_HTTP_RATE_LIMIT: '100000'
   }
   const [a, b] = await Promise.all([startEntry(t, { ...env, FLOW_INSTANCE_ID: 'a' }), startEntry(t, { ...env, FLOW_INSTANCE_ID: 'b' })])
@@ -306,7 +313,8 @@ t.test('Redis does not grow without bound: reads create nothing, new projects ar
     FLOW_KEY_PREFIX: prefix,
     FLOW_HISTORY_BYTES: String(historyBytes),
     FLOW_PROJECTS_PER_MINUTE: String(perMinute),
-    FLOW_MAX_EVENT_LOOP_DELAY_MS: '0'
+    FLOW_MAX_EVENT_LOOP_DELAY_MS: '0',
+    ...UNBUDGETED
   })
   await allOk([server])
   const mentions = async (project: string): Promise<string[]> => (await keysUnder(client, prefix)).filter((key) => key.includes(project))
@@ -393,6 +401,7 @@ t.test('memory mode forgets: reads of unknown projects keep nothing; ops of 63 K
     NODE_OPTIONS: `--max-old-space-size=${HEAP_CAP_MIB}`,
     FLOW_MEMORY_HISTORY_BYTES: String(budget),
     FLOW_MAX_EVENT_LOOP_DELAY_MS: '0',
+    ...UNBUDGETED,
     // The 1,000 reads below come from one address: the HTTP rate limit is not the point here.
     FLOW_HTTP_RATE_LIMIT: '100000'
   })
@@ -458,7 +467,8 @@ t.test('the outage buffer is bounded by bytes: cut off from Redis, an instance a
     // An outage is seen, and left, within a second or two.
     FLOW_REDIS_COMMAND_TIMEOUT_MS: '300',
     FLOW_REDIS_PROBE_INTERVAL_MS: '200',
-    FLOW_MAX_EVENT_LOOP_DELAY_MS: '0'
+    FLOW_MAX_EVENT_LOOP_DELAY_MS: '0',
+    ...UNBUDGETED
   })
   await allOk([server])
   const client = await connect(t, `${server.ws}?userId=sender`, { timeoutMs: 15_000 })
@@ -502,7 +512,8 @@ t.test('replays are fair: a join that replays ~3 MiB keeps to FLOW_REPLAY_BYTES_
     FLOW_REPLAY_PAGE_BYTES: String(pageBytes),
     // Smaller than the replay: a replay sent at once would be a slow consumer's backlog.
     FLOW_MAX_BUFFERED_BYTES: String(MiB),
-    FLOW_MAX_EVENT_LOOP_DELAY_MS: '0'
+    FLOW_MAX_EVENT_LOOP_DELAY_MS: '0',
+    ...UNBUDGETED
   })
   const seeder = await connect(t, `${server.ws}?userId=seeder`, { timeoutMs: 15_000 })
   await seeder.join('doc')

@@ -69,7 +69,11 @@ t.test('a second SIGTERM during the drain does not cut it short: a slow reader g
 })
 
 t.test('a client that never reads cannot hold the shutdown past the drain timeout', async (t) => {
-  const server = await startEntry(t, { FLOW_MAX_BUFFERED_BYTES: String(1024 * 1024 * 1024), FLOW_SHUTDOWN_TIMEOUT_MS: '300' })
+  // 12 MB written at once by one address: not held to an identity's write budget here.
+  const server = await startEntry(t, {
+    FLOW_MAX_BUFFERED_BYTES: String(1024 * 1024 * 1024), FLOW_SHUTDOWN_TIMEOUT_MS: '300',
+    FLOW_IDENTITY_WRITE_BYTES_PER_SECOND: String(1024 * 1024 * 1024)
+  })
   const reader = await connect(t, server.ws + '?userId=reader')
   const writer = await connect(t, server.ws + '?userId=writer')
   await reader.join('doc-1')
