@@ -56,11 +56,13 @@ export const HOSTILE_DEFAULTS = {
   hostilePostBytes: H.postBytes,
   hostileJoins: H.joins,
   hostileSyncers: H.syncers,
+  hostileNice: H.nice, // the hostile client's process priority (19: lowest); -1: a worker thread of the generator
   p99Ratio: 1.5, // the issue's target: the members' p99 with the hostile client within this much of the quiet run's
   rssFlatPercent: 3, // after the stop, RSS may grow this much (or rssFlatMiB, the larger) and still be flat
   rssFlatMiB: 4,
   redisFlatPercent: 1, // the same for Redis used_memory
   redisFlatMiB: 1,
+  cpuProfDir: '', // a directory: the servers run with node --cpu-prof, one folder per run (quiet-1, hostile-1, ...)
   serverEnv: '', // KEY=VALUE,KEY=VALUE for the servers (say FLOW_HISTORY_BYTES=1048576 to reach the bounds in a short run)
   label: ''
 }
@@ -99,7 +101,8 @@ export async function runHostile (options, log = (m) => process.stderr.write(`${
 
 async function runOnce (o, { label, redis, hostile: withHostile, rep }, log) {
   const name = `${label} ${withHostile ? 'hostile' : 'quiet'}${o.repeat > 1 ? ` #${rep}` : ''}`
-  const cluster = await startCluster({ target: 'flow', instances: o.instances, redis, name: `flow-hostile${redis ? '' : '-mem'}`, env: parseEnv(o.serverEnv) })
+  const cpuProfDir = o.cpuProfDir === '' ? undefined : `${o.cpuProfDir}/${withHostile ? 'hostile' : 'quiet'}-${rep}`
+  const cluster = await startCluster({ target: 'flow', instances: o.instances, redis, name: `flow-hostile${redis ? '' : '-mem'}`, env: parseEnv(o.serverEnv), cpuProfDir })
   const sampler = new Sampler(cluster)
   const generator = new Generator({ driver: 'flow', clients: memberSpecs(cluster.nodes, o.projects, o.members, 'flow'), members: o.members, payloadBytes: o.payload })
   let hostile = null
@@ -130,7 +133,8 @@ async function runOnce (o, { label, redis, hostile: withHostile, rep }, log) {
         posts: o.hostilePosts,
         postBytes: o.hostilePostBytes,
         joins: o.hostileJoins,
-        syncers: o.hostileSyncers
+        syncers: o.hostileSyncers,
+        nice: o.hostileNice < 0 ? null : o.hostileNice
       })
       await hostile.start()
     }

@@ -1,5 +1,15 @@
-// The hostile tenant's main-thread side: starts its worker thread
-// (hostile-worker.mjs), and stops it, with what each of its lanes achieved.
+// The hostile tenant's main-thread side: starts it (hostile-worker.mjs), and
+// stops it, with what each of its lanes achieved.
+//
+// By default it runs as a process of its own at the lowest priority (nice
+// 19), standing in for a client on another machine: on a 2-core box that
+// also runs the servers and the members' generator, the CPU the hostile
+// client spends on its own side (sending, parsing, HTTP) would otherwise be
+// taken from the generator and the servers, and the members' latency would
+// measure the box, not the server's bounds. `nice: null` runs it as a worker
+// thread of the generator instead (the earlier method).
+import { fork } from 'node:child_process'
+import os from 'node:os'
 import { Worker } from 'node:worker_threads'
 
 const WORKER = new URL('./hostile-worker.mjs', import.meta.url)
@@ -14,7 +24,8 @@ export const HOSTILE_CLIENT_DEFAULTS = {
   postBytes: 1024, // padding of each POSTed op
   joins: 2, // fresh connections per second joining a big project with since: 0
   syncers: 4, // connections looping sync since: 0
-  localAddress: '127.0.0.2' // where it connects from (the members: 127.0.0.1)
+  localAddress: '127.0.0.2', // where it connects from (the members: 127.0.0.1)
+  nice: 19 // its process's priority; null: a worker thread of the generator
 }
 
 export class HostileClient {
@@ -30,7 +41,9 @@ export class HostileClient {
 
   /** Starts every lane; resolves once the worker runs. */
   async start () {
-    this.worker = new Worker(WORKER, { workerData: this.options })
+    this.worker = this.options.nice === null
+      ? new Worker(WORKER, { workerData: this.options })
+      : childWorker(this.options)
     const worker = this.worker
     this.done = new Promise((resolve, reject) => {
       worker.on('message', (m) => {
@@ -61,6 +74,31 @@ export class HostileClient {
       clearTimeout(timer)
       await this.worker.terminate()
       this.worker = null
+    }
+  }
+}
+
+/**
+ * The hostile client as a process at priority `o.nice`, with a worker's
+ * face (postMessage, on, off, terminate) over its IPC channel.
+ */
+function childWorker (o) {
+  const child = fork(WORKER, [], {
+    env: { ...process.env, FLOW_HOSTILE_OPTIONS: JSON.stringify(o) },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+  })
+  child.once('spawn', () => {
+    try { os.setPriority(child.pid, o.nice) } catch (err) { process.stderr.write(`hostile: cannot set priority ${o.nice}: ${err.message}\n`) }
+  })
+  return {
+    postMessage: (m) => { child.send(m) },
+    on: (event, listener) => { child.on(event, listener) },
+    off: (event, listener) => { child.off(event, listener) },
+    terminate: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      const exited = new Promise((resolve) => { child.once('exit', resolve) })
+      child.kill('SIGKILL')
+      await exited
     }
   }
 }

@@ -26,7 +26,12 @@ import { request as httpRequest } from 'node:http'
 import { parentPort, workerData } from 'node:worker_threads'
 import WebSocket from 'ws'
 
-const o = workerData
+// A worker thread of the generator, or (by default) a process of its own at a low priority: see hostile-client.mjs.
+const o = parentPort === null ? JSON.parse(process.env.FLOW_HOSTILE_OPTIONS) : workerData
+const port = parentPort ?? {
+  postMessage: (m) => { process.send(m) },
+  on: (event, listener) => { process.on(event, listener) }
+}
 // From an address of its own, as a client on another machine: without authentication (the bench's
 // servers) Flow's per-identity limits key on the address, and the members connect from 127.0.0.1.
 const WS_OPTIONS = { perMessageDeflate: false, handshakeTimeout: 10_000, localAddress: o.localAddress }
@@ -376,17 +381,17 @@ async function run () {
     ...Array.from({ length: o.syncers }, (_, j) => syncer(j))
   ]
   lanes.syncs.connections = o.syncers
-  parentPort.postMessage({ evt: 'started' })
+  port.postMessage({ evt: 'started' })
   await Promise.all(running)
   const elu = performance.eventLoopUtilization(elu0)
   return { seconds: (performance.now() - started) / 1000, eventLoopUtilization: Math.round(elu.utilization * 1000) / 1000, lanes }
 }
 
-parentPort.on('message', (msg) => {
+port.on('message', (msg) => {
   switch (msg.cmd) {
     case 'start':
-      run().then((result) => { parentPort.postMessage({ evt: 'stopped', result }) },
-        (err) => { parentPort.postMessage({ evt: 'error', message: err.stack ?? String(err) }) })
+      run().then((result) => { port.postMessage({ evt: 'stopped', result }) },
+        (err) => { port.postMessage({ evt: 'error', message: err.stack ?? String(err) }) })
       return
     case 'stop':
       stopping = true
