@@ -59,7 +59,7 @@ export const SETTINGS = {
       'counts above say (the newest op is always kept)'
   },
   memoryHistoryBytes: {
-    env: 'FLOW_MEMORY_HISTORY_BYTES', kind: 'int', default: 256 * 1024 * 1024, min: 1024 * 1024,
+    env: 'FLOW_MEMORY_HISTORY_BYTES', kind: 'int', default: 128 * 1024 * 1024, min: 1024 * 1024,
     max: Number.MAX_SAFE_INTEGER,
     doc: 'bytes of history all projects together may hold in this process (the memory op log, or the fallback ' +
       'during a Redis outage): past it the history of the projects idle longest is dropped first'
