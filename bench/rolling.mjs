@@ -119,7 +119,8 @@ export async function runRolling (options, log = (m) => process.stderr.write(`${
   const projects = Math.ceil(o.clients / o.members)
   const n = projects * o.members
   log(`[rolling] flow ×2 behind scripts/cluster.mjs: ${n} clients (${projects} × ${o.members}), ${o.rate} ops/s each, ${o.seconds} s; SIGTERM each instance in turn`)
-  ensureFileLimit(4 * n + 1000, log)
+  // This process holds n sockets; the balancer (a child, same limit) 2n.
+  ensureFileLimit(2 * n + 1000, log)
   const cluster = await startClusterScript(2, {})
   const url = (index) => socketUrl('flow', cluster.port, index)
   const clients = []
