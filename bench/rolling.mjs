@@ -20,11 +20,13 @@
 // duplicated deliveries, and the issue's targets. Flow only: the cluster
 // script runs Flow; Socket.IO is not run beside it (see BENCHMARKS.md).
 import { spawn } from 'node:child_process'
+import { createWriteStream, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from './lib/args.mjs'
 import { ChurnGenerator } from './lib/churn-generator.mjs'
-import { cpuSeconds, ensureFileLimit, freePort, loadavg, machineCpu, machineInfo, root, sleep, waitForPort, waitForQuiet } from './lib/proc.mjs'
+import { cpuSeconds, ensureFileLimit, freePort, loadavg, machineCpu, machineInfo, resultsDir, root, sleep, waitForPort, waitForQuiet } from './lib/proc.mjs'
 import { ms, num, stamp, table, writeResult } from './lib/report.mjs'
 import { round, socketUrl } from './lib/servers.mjs'
 
@@ -39,6 +41,7 @@ export const ROLLING_DEFAULTS = {
   payload: 64,
   ramp: 1000,
   drain: 60, // s at most after the phase for every client to come back and catch up
+  grace: 30, // s an instance may take to exit after SIGTERM before it gets SIGKILL (Kubernetes' default grace period)
   syncP95: 2000 // target: p95 time back in sync (ms)
 }
 
@@ -50,15 +53,19 @@ async function startClusterScript (instances, env) {
   for (let i = 0; i < instances; i++) ports.push(await freePort())
   const child = spawn(process.execPath, ['scripts/cluster.mjs', '--port', String(port), '--redis-port', String(redisPort), '--instance-ports', ports.join(','), '--stop-on-stdin-close'], {
     cwd: root,
-    env: { ...process.env, LOG_LEVEL: 'warn', NODE_ENV: 'development', ...env },
+    env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', NODE_ENV: 'development', ...env },
     stdio: ['pipe', 'pipe', 'pipe']
   })
   const lines = []
   const waiters = new Set()
   const pids = new Map()
+  mkdirSync(join(resultsDir, 'logs'), { recursive: true })
+  const logFile = join(resultsDir, 'logs', `rolling-cluster-${process.pid}-${stamp()}.log`)
+  const logStream = createWriteStream(logFile)
   const onLine = (line) => {
     const at = Date.now()
-    lines.push({ at, line })
+    logStream.write(`${new Date(at).toISOString()} ${line}\n`)
+    if (line.startsWith('[cluster]')) lines.push({ at, line })
     const started = /^\[cluster\] (flow-\d+) started \(pid (\d+)/.exec(line)
     if (started !== null) pids.set(started[1], Number(started[2]))
     for (const w of waiters) if (w.re.test(line)) { waiters.delete(w); w.resolve(at) }
@@ -71,6 +78,7 @@ async function startClusterScript (instances, env) {
     redisPort,
     pids,
     lines,
+    logFile,
     /** Resolves (with the time) at the next log line matching `re`. */
     waitFor (re, timeoutMs = 60_000) {
       return new Promise((resolve, reject) => {
@@ -85,6 +93,7 @@ async function startClusterScript (instances, env) {
       const timer = setTimeout(() => { child.kill('SIGKILL') }, 20_000)
       await exited
       clearTimeout(timer)
+      await new Promise((resolve) => logStream.end(resolve))
     }
   }
   const ready = cluster.waitFor(/^\[cluster\] ready:/)
@@ -94,21 +103,32 @@ async function startClusterScript (instances, env) {
   return cluster
 }
 
-/** SIGTERM each instance in turn; the cluster script restarts it. Returns each step's times (ms from the SIGTERM). */
-async function rollingDeploy (cluster, names, { before, gap }, log) {
+/**
+ * SIGTERM each instance in turn; the cluster script restarts it. An instance
+ * still running `grace` s after its SIGTERM gets SIGKILL (as an orchestrator
+ * would), and the step says so. Returns each step's times (ms).
+ */
+async function rollingDeploy (cluster, names, { before, gap, grace }, log) {
   await sleep(before * 1000)
   const steps = []
   for (const name of names) {
     const pid = cluster.pids.get(name)
-    const exited = cluster.waitFor(new RegExp(`^\\[cluster\\] ${name} exited`), 60_000)
-    const back = cluster.waitFor(new RegExp(`^\\[cluster\\] ${name} is back`), 90_000)
+    const exited = cluster.waitFor(new RegExp(`^\\[cluster\\] ${name} exited`), 10 * 60_000)
     const t0 = Date.now()
     log(`[rolling] SIGTERM ${name} (pid ${pid})`)
     process.kill(pid, 'SIGTERM')
+    let killed = false
+    const timer = setTimeout(() => {
+      killed = true
+      log(`[rolling] ${name} still running ${grace} s after SIGTERM: SIGKILL`)
+      try { process.kill(pid, 'SIGKILL') } catch { /* gone meanwhile */ }
+    }, grace * 1000)
     const exitAt = await exited
+    clearTimeout(timer)
+    const back = cluster.waitFor(new RegExp(`^\\[cluster\\] ${name} is back`), 120_000)
     const backAt = await back
-    steps.push({ name, pid, drainMs: exitAt - t0, downMs: backAt - exitAt, newPid: cluster.pids.get(name) })
-    log(`[rolling] ${name}: drained and exited in ${exitAt - t0} ms, back ${backAt - exitAt} ms later (pid ${cluster.pids.get(name)})`)
+    steps.push({ name, pid, drainMs: exitAt - t0, killed, downMs: backAt - exitAt, newPid: cluster.pids.get(name) })
+    log(`[rolling] ${name}: ${killed ? `killed after ${grace} s, exited` : 'drained and exited'} in ${exitAt - t0} ms, back ${backAt - exitAt} ms later (pid ${cluster.pids.get(name)})`)
     await sleep(gap * 1000)
   }
   return steps
@@ -157,6 +177,7 @@ export async function runRolling (options, log = (m) => process.stderr.write(`${
       rate: o.rate,
       connect,
       steps,
+      clusterLog: cluster.logFile,
       ...r,
       // Never came back: not joined again when the drain ended, or joined but never caught up.
       leftBehind: r.notReady + e.open,
@@ -178,7 +199,8 @@ export function rollingTargets (runs, o = ROLLING_DEFAULTS) {
   return [
     { name: 'rolling deploy: 0 clients left behind', ok: r.leftBehind === 0, detail: `${num(r.leftBehind)} of ${num(r.clients)} (${num(r.notReady)} not joined again, ${num(r.episodes.open)} never caught up)` },
     { name: `rolling deploy: p95 back in sync ≤ ${o.syncP95} ms`, ok: p95 !== null && p95 <= o.syncP95, detail: `${ms(p95)} ms over ${num(r.episodes.outOfSync.n)} comebacks (from the close to caught up)` },
-    { name: 'rolling deploy: 0 resets (all Redis flags on)', ok: r.resets === 0, detail: `${num(r.resets)} reset(s); ${num(r.lost)} deliveries lost, ${num(r.duplicates)} duplicated` }
+    { name: 'rolling deploy: 0 resets (all Redis flags on)', ok: r.resets === 0, detail: `${num(r.resets)} reset(s); ${num(r.lost)} deliveries lost, ${num(r.duplicates)} duplicated` },
+    { name: `rolling deploy: every instance exits within ${o.grace} s of SIGTERM (not an issue target)`, ok: r.steps.every((s) => !s.killed), detail: r.steps.map((s) => `${s.name} ${s.killed ? 'SIGKILLed' : `${num(s.drainMs)} ms`}`).join(', ') }
   ]
 }
 
@@ -195,7 +217,7 @@ export function rollingMarkdown (res) {
           `${ms(e.outOfSync.p50)} / ${ms(e.outOfSync.p95)} / ${ms(e.outOfSync.p99)} / ${ms(e.outOfSync.max)}`, `${ms(e.connect.p50)} / ${ms(e.connect.p99)}`, num(e.retries), num(r.resent)]
       })),
     '',
-    `Deploy steps: ${runs.flatMap((r) => r.steps).map((s) => `${s.name} drained and exited ${num(s.drainMs)} ms after SIGTERM, back ${num(s.downMs)} ms later`).join('; ')}.`
+    `Deploy steps: ${runs.flatMap((r) => r.steps).map((s) => `${s.name} ${s.killed ? `did not exit within ${o.grace} s of SIGTERM (SIGKILL), exited` : 'drained and exited'} ${num(s.drainMs)} ms after SIGTERM, back ${num(s.downMs)} ms later`).join('; ')}.`
   ]
   if (res.targets.length > 0) lines.push('', table(['target', 'met', 'numbers'], res.targets.map((t) => [t.name, t.ok ? 'yes' : '**no**', t.detail])))
   return lines.join('\n')
