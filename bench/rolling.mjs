@@ -82,9 +82,10 @@ async function startClusterScript (instances, env) {
     /** Resolves (with the time) at the next log line matching `re`. */
     waitFor (re, timeoutMs = 60_000) {
       return new Promise((resolve, reject) => {
-        const w = { re, resolve }
+        const timer = setTimeout(() => { if (waiters.delete(w)) reject(new Error(`cluster: no line matching ${re} within ${timeoutMs} ms`)) }, timeoutMs)
+        // Resolved: its timer must not keep the process alive.
+        const w = { re, resolve: (at) => { clearTimeout(timer); resolve(at) } }
         waiters.add(w)
-        setTimeout(() => { if (waiters.delete(w)) reject(new Error(`cluster: no line matching ${re} within ${timeoutMs} ms`)) }, timeoutMs)
       })
     },
     async stop () {
