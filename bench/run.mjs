@@ -9,6 +9,8 @@
 //   node bench/run.mjs --profile             # also a CPU profile of Flow under the fan-out load
 //   node bench/run.mjs --only hostile-flow,hostile-flow-memory --repeat 3   # the hostile tenant, quiet/hostile pairs
 //   node bench/run.mjs --only snapshot-flow-memory,snapshot-flow            # joiner time to live: replay vs snapshot + tail
+//   node bench/run.mjs --only jitter         # connections dropped every ~15 s, Flow and Socket.IO (the issue's 2,000 clients, 120 s)
+//   node bench/run.mjs --only rolling        # each instance SIGTERMed and restarted in turn behind scripts/cluster.mjs (5,000 clients)
 //
 // Before each scenario it waits for a quiet machine (1-minute load below 1,
 // or cores at least 80 % idle over a short sample: see waitForQuiet).
@@ -19,6 +21,8 @@ import { fanoutTable, ms, num, ratio, stamp, table, writeResult } from './lib/re
 import { CONNECTIONS_DEFAULTS, connectionsTable, filesNeeded, runConnections } from './connections.mjs'
 import { runFanout } from './fanout.mjs'
 import { hostileMarkdown, hostileTargets, runHostile } from './hostile.mjs'
+import { jitterMarkdown, jitterTargets, runJitter } from './jitter.mjs'
+import { rollingMarkdown, rollingTargets, runRolling } from './rolling.mjs'
 import { httpTable, runHttp } from './http.mjs'
 import { profileTables, runProfile } from './profile.mjs'
 import { runSnapshot, snapshotTable } from './snapshot.mjs'
@@ -62,7 +66,13 @@ function plan (o) {
     { name: 'http-flow', group: 'http', run: () => runHttp({ seconds: short ? 3 : 10 }) },
     // A new joiner on a long project: full replay (since 0) against snapshot + tail, interleaved.
     { name: 'snapshot-flow-memory', group: 'snapshot', run: () => runSnapshot({ ...snap }) },
-    { name: 'snapshot-flow', group: 'snapshot', run: () => runSnapshot({ ...snap, redis: true }) }
+    { name: 'snapshot-flow', group: 'snapshot', run: () => runSnapshot({ ...snap, redis: true }) },
+    // Connections dropped every ~15 s, offline 2 s, resumed: Flow then Socket.IO with connection state recovery.
+    // Short: 200 clients for 15 s; full (only with --only, several minutes): the issue's 2,000 clients for 120 s.
+    { name: 'jitter', group: 'churn', explicit: !short, run: () => runJitter(short ? { projects: 10, seconds: 15, warmup: 1, drain: 20 } : {}) },
+    // Each instance SIGTERMed, drained and restarted in turn behind scripts/cluster.mjs (Flow only).
+    // Short: 500 clients for 30 s; full (only with --only): 5,000 clients for 60 s.
+    { name: 'rolling', group: 'churn', explicit: !short, run: () => runRolling(short ? { clients: 500, seconds: 30, warmup: 1, before: 5, gap: 5, drain: 30 } : {}) }
   ]
   if (!short) {
     scenarios.push(
@@ -83,7 +93,8 @@ function plan (o) {
   scenarios.splice(0, scenarios.length, ...repeated, ...rest)
   if (o.profile) scenarios.push({ name: 'profile-flow', group: 'profile', run: () => runProfile({ ...fan, target: 'flow', instances: 2, seconds: short ? 5 : 10, top: 25 }) })
   const only = o.only === '' ? null : new Set(o.only.split(','))
-  return only === null ? scenarios : scenarios.filter((sc) => only.has(sc.name.replace(/#\d+$/, '')))
+  // `explicit` scenarios (the long churn runs) run only when --only names them.
+  return only === null ? scenarios.filter((sc) => sc.explicit !== true) : scenarios.filter((sc) => only.has(sc.name.replace(/#\d+$/, '')))
 }
 
 const FANOUTS = ['fanout-flow', 'fanout-socketio', 'fanout-relay', 'fanout-flow-memory', 'fanout-flow-single', 'fanout-socketio-memory', 'fanout-relay-memory']
@@ -160,7 +171,10 @@ function targets (r) {
       ? check(mem.server.usPerDelivery <= flow.server.usPerDelivery, `memory ×1 ${mem.server.usPerDelivery} µs vs Redis ×2 ${flow.server.usPerDelivery} µs per delivery (${ratio(mem.server.usPerDelivery, flow.server.usPerDelivery)}); Redis incl. redis-server ${flow.server.usPerDeliveryWithRedis} µs`)
       : null],
     // The hostile tenant ("Bounded by bytes and time"): ratios of its hostile and quiet runs.
-    ...['hostile-flow', 'hostile-flow-memory'].filter((k) => r[k]).flatMap((k) => hostileTargets(r[k]))
+    ...['hostile-flow', 'hostile-flow-memory'].filter((k) => r[k]).flatMap((k) => hostileTargets(r[k])),
+    // Churn (issue 17): connections dropped and resumed.
+    ...(r.jitter ? jitterTargets(r.jitter.runs, r.jitter.options).map((t) => [t.name, { ok: t.ok, detail: t.detail }]) : []),
+    ...(r.rolling ? rollingTargets(r.rolling.runs, r.rolling.options).map((t) => [t.name, { ok: t.ok, detail: t.detail }]) : [])
   ]
 }
 
@@ -222,6 +236,8 @@ export function markdown (run) {
     const s = snaps[0].options
     out.push('', `### Snapshots: a new joiner on a ${num(s.ops)}-op project (a snapshot every ${num(s.every)} ops), medians of ${s.repeat} interleaved joins`, '', snapshotTable(snaps))
   }
+  if (r.jitter) out.push('', '### Jitter: connections dropped and resumed', '', jitterMarkdown({ ...r.jitter, targets: [] }))
+  if (r.rolling) out.push('', '### Rolling deploy', '', rollingMarkdown({ ...r.rolling, targets: [] }))
   if (r['profile-flow']) {
     const p = r['profile-flow']
     const t = profileTables(p, 25)
