@@ -41,6 +41,9 @@ class CountingTransport extends WsTransport {
   }
 }
 
+/** After the drain, how long HTTP requests still in flight get before every remaining connection is cut. */
+const CLOSE_STRAGGLERS_MS = 1000
+
 const LINK = Symbol('flow.link')
 type FlowSocket = WebSocket & { [LINK]?: Link }
 
@@ -110,6 +113,10 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
         upgrades.stop()
         await hub.drain()
         fastify.websocketServer.close()
+        // A connection that never sends a full request (a balancer's idle upstream, a half-sent header)
+        // is neither idle nor done for Node's server.close(): it would hold the exit until the headers
+        // timeout (60 s). After the drain, requests in flight get a second; what is left is cut.
+        setTimeout(() => { fastify.server.closeAllConnections() }, CLOSE_STRAGGLERS_MS).unref()
       }
     })
   }

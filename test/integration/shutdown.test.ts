@@ -1,4 +1,6 @@
 import t from 'tap'
+import { once } from 'node:events'
+import { createConnection, type Socket } from 'node:net'
 import type { AppendResult, NewOp } from '../../ports/operation-log.js'
 import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
 import { startServer } from '../helpers/server.js'
@@ -88,6 +90,29 @@ t.test('a client that never reads cannot hold the shutdown past the drain timeou
   t.same(exit, { code: 0, signal: null })
   // 300 ms of drain, then the close handshake gets 2 s before the socket is dropped.
   t.ok(Date.now() - started < 300 + 2000 + 5000, `exited ${Date.now() - started} ms after the signal`)
+})
+
+t.test('connections that never send a whole request (a balancer\'s idle upstream, half a header) do not hold the exit', async (t) => {
+  const server = await startEntry(t, { FLOW_SHUTDOWN_TIMEOUT_MS: '300' })
+  const { hostname, port } = new URL(server.http)
+  const open = async (): Promise<Socket> => await new Promise((resolve, reject) => {
+    const socket = createConnection(Number(port), hostname, () => { resolve(socket) })
+    socket.once('error', reject)
+    // Cut by the server: what the test waits for ('close').
+    socket.on('error', () => {})
+    t.teardown(() => { socket.destroy() })
+  })
+  const silent = await open()
+  const halfSent = await open()
+  halfSent.write('GET /ws HTTP/1.1\r\nHost: flow\r\n')
+  const cut = Promise.all([silent, halfSent].map(async (s) => { await once(s, 'close') }))
+  const started = Date.now()
+  server.proc.kill('SIGTERM')
+  const exit = await server.proc.exited
+  t.same(exit, { code: 0, signal: null })
+  await cut
+  // Node's own bound for them is the 60 s headers timeout; they used to hold the exit that long.
+  t.ok(Date.now() - started < 30_000, `exited ${Date.now() - started} ms after the signal, not at the headers timeout`)
 })
 
 /** A memory op log whose appends wait until the test lets them through. */
