@@ -26,6 +26,7 @@ import { rollingMarkdown, rollingTargets, runRolling } from './rolling.mjs'
 import { httpTable, runHttp } from './http.mjs'
 import { profileTables, runProfile } from './profile.mjs'
 import { runSnapshot, snapshotTable } from './snapshot.mjs'
+import { memoryBudgetMarkdown, runMemoryBudget } from './memory-budget.mjs'
 
 const OPTIONS = {
   short: false,
@@ -62,6 +63,8 @@ function plan (o) {
     { name: 'outage-socketio', group: 'outage', run: () => runFanout({ ...fan, target: 'socketio', instances: 2, seconds: short ? 6 : 10, redisStall: short ? 1500 : 3000 }) },
     { name: 'hostile-flow', group: 'hostile', run: () => runHostile({ ...hostile, instances: 2 }) },
     { name: 'hostile-flow-memory', group: 'hostile', run: () => runHostile({ ...hostile, instances: 1, memory: true }) },
+    // A memory-mode instance with its history budget (FLOW_MEMORY_HISTORY_BYTES) full: RSS against the 512 MB floor.
+    { name: 'memory-budget', group: 'hostile', run: () => runMemoryBudget(short ? { budgets: '32', members: 50 } : {}) },
     { name: 'connections-flow', group: 'connections', run: () => runConnections({ target: 'flow', settle: short ? 2 : 3, idle: short ? 3 : 10 }) },
     { name: 'http-flow', group: 'http', run: () => runHttp({ seconds: short ? 3 : 10 }) },
     // A new joiner on a long project: full replay (since 0) against snapshot + tail, interleaved.
@@ -227,6 +230,7 @@ export function markdown (run) {
     out.push('', '### A hostile tenant beside the members (with and without it, same sitting)')
     for (const h of hostile) out.push('', hostileMarkdown(h, { targets: false }))
   }
+  if (r['memory-budget']) out.push('', '### Memory mode with its history budget full', '', memoryBudgetMarkdown(r['memory-budget']))
   const conns = ['connections-flow', 'connections-flow-memory', 'connections-socketio'].filter((k) => r[k]).map((k) => r[k])
   if (conns.length > 0) out.push('', '### Idle connections', '', connectionsTable(conns))
   const http = ['http-flow', 'http-flow-memory'].filter((k) => r[k]).map((k) => r[k])
