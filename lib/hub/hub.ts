@@ -20,11 +20,13 @@ import { SessionKeeper } from './session-keeper.js'
 import { Snapshots, type SnapshotReducer } from './snapshots.js'
 import type { OnOp } from './op-hook.js'
 import { Replayer } from './replay.js'
+import { byJoin, pageOf, type MemberPage } from './member-page.js'
 import { CLOSE, type Identity, type Transport } from './transport.js'
 
 export type { HubConfig, HubLogger, HubPorts } from './context.js'
 export type { History, PostedOp } from './project-api.js'
 export type { SnapshotReducer } from './snapshots.js'
+export type { MemberPage } from './member-page.js'
 export type { OnOp, OpCheck } from './op-hook.js'
 
 export interface HubOptions {
@@ -62,6 +64,7 @@ export class Hub {
   readonly instanceId: string
   readonly #config: HubConfig
   readonly #logger: HubLogger
+  readonly #ports: HubPorts
   readonly #connections = new Set<Connection>()
   readonly #projects: ProjectRegistry
   readonly #outbox: Outbox
@@ -88,6 +91,7 @@ export class Hub {
       this.stats.countPortError(port)
       logger.warn({ err, port }, 'port call failed')
     })
+    this.#ports = ports
     const draining = (): boolean => this.#draining
     this.#outbox = new Outbox(config, this.stats, logger, (conn) => { this.disconnect(conn) })
     const creations = new CreationLimiter(config.projectsPerMinute)
@@ -158,15 +162,22 @@ export class Hub {
     this.#intake.frame(conn, data, isBinary)
   }
 
-  /** The connection closed: its sessions leave at once. */
+  /**
+   * The connection closed: its sessions leave at once, but (1.3) those that
+   * joined with `resume` on a connection that dropped (`conn.dropped`) are
+   * held for the resume grace first. On shutdown they are held only when the
+   * session store is shared: the instance that reaps them announces their
+   * leave when nobody resumed them.
+   */
   disconnect (conn: Connection): void {
     if (!this.#connections.delete(conn)) return
     conn.closed = true
     this.stats.connectionsClosed++
+    const hold = conn.dropped && (!this.#draining || this.#ports.sessions.scope === 'cluster')
     // After whatever the connection had queued, so a join in flight is undone too.
     conn.chain = conn.chain.then(async () => {
       await Promise.all([...conn.projects.keys()].map(async (project) => {
-        await this.#membership.remove(conn, project).catch((err: unknown) => {
+        await this.#membership.remove(conn, project, hold).catch((err: unknown) => {
           this.#logger.warn({ err, project }, 'leave on disconnect failed')
         })
       }))
@@ -217,6 +228,11 @@ export class Hub {
     return await this.#api.members(project)
   }
 
+  /** (1.3) A page of a project's members across every instance, in join order, after the cursor `after`. */
+  async memberPage (project: string, after: string | undefined, limit: number): Promise<MemberPage> {
+    return pageOf((await this.#api.members(project)).sort(byJoin), after, limit)
+  }
+
   /** A page of history: ops with since < seq, at most `limit`. */
   async history (project: string, since: number, limit: number): Promise<History> {
     return await this.#api.history(project, since, limit)
@@ -253,6 +269,7 @@ export class Hub {
   #beat (): void {
     for (const conn of this.#connections) {
       if (conn.missedPings >= 2) {
+        conn.dropped = true
         conn.transport.terminate()
         this.disconnect(conn)
         continue
