@@ -107,6 +107,12 @@ export const SETTINGS = {
       'carries the count and the first this many, the rest by `list_members` pages of this size by default. Other ' +
       'clients get the whole list'
   },
+  memberBatchMs: {
+    env: 'FLOW_MEMBER_BATCH_MS', kind: 'int', default: 0, min: 0, max: 1000,
+    doc: 'for clients that joined with the `member_batch` feature (1.3): member events are coalesced over this ' +
+      'many ms into one `members` frame per member, instead of over one event-loop turn (0). A join storm into ' +
+      'large rooms then costs one write per member per window, not one per join; events arrive up to this late'
+  },
   resumeGraceMs: {
     env: 'FLOW_RESUME_GRACE_MS', kind: 'int', default: 10_000, min: 0, max: 600_000,
     doc: 'how long the session of a client that joined with the `resume` feature (1.3) is held after its ' +

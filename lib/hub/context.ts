@@ -28,7 +28,7 @@ export type HubConfig = Pick<FlowConfig,
   'sessionTtlSeconds' | 'maxPayloadBytes' | 'maxPresenceBytes' | 'maxProjectsPerConnection' |
   'rateLimit' | 'rateBurst' | 'heartbeatMs' | 'maxBufferedBytes' | 'shutdownTimeoutMs' | 'maxOpsInFlight' |
   'replayPageBytes' | 'replayBytesPerSecond' | 'projectsPerMinute' | 'projectIdleTtl' |
-  'snapshotMaxBytes' | 'snapshotEvery' | 'joinedMembersMax' | 'resumeGraceMs'>
+  'snapshotMaxBytes' | 'snapshotEvery' | 'joinedMembersMax' | 'resumeGraceMs' | 'memberBatchMs'>
 
 /** What the parts of the hub share: settings, ports, the logger and counters, the projects here, the outbox. */
 export interface HubContext {

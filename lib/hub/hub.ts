@@ -98,7 +98,7 @@ export class Hub {
     this.#projects = new ProjectRegistry(ports, this.stats, logger, {
       message: (lp, message) => { this.#received(lp, message) },
       ready: (lp) => { if (lp.flush()) this.#delivery.scheduleGapFill(lp) }
-    }, creations)
+    }, creations, config.memberBatchMs)
     const { stats } = this
     if (options.onOp !== undefined && typeof options.onOp !== 'function') {
       throw new ConfigError('onOp must be a function')

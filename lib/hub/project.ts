@@ -97,6 +97,8 @@ export class LocalProject {
   readonly #toldGone = new Map<string, number>()
   /** counts the changes of what members were told */
   #tick = 0
+  /** (1.3) a join read the store's member list since this project is served here: what members were told is whole */
+  listRead = false
   /** (1.3) sessions held after an unclean drop (they keep their ref on the project), by id */
   readonly suspended = new Map<string, Suspended>()
   /** (1.3) this turn's member events as JSON, for the members that take them in one frame */
@@ -105,8 +107,12 @@ export class LocalProject {
   #waiting: LocalMember[] = []
   #flushScheduled = false
 
-  constructor (name: string) {
+  /** (1.3) ms member events are coalesced over for members that take batches; 0: one event-loop turn */
+  readonly #batchMs: number
+
+  constructor (name: string, memberBatchMs = 0) {
     this.name = name
+    this.#batchMs = memberBatchMs
   }
 
   /**
@@ -258,10 +264,12 @@ export class LocalProject {
     }
     if (index !== -1 && !this.#flushScheduled) {
       this.#flushScheduled = true
-      setImmediate(() => {
+      const flush = (): void => {
         this.#flushScheduled = false
         this.flushMembers()
-      })
+      }
+      if (this.#batchMs > 0) setTimeout(flush, this.#batchMs).unref()
+      else setImmediate(flush)
     }
   }
 

@@ -246,3 +246,22 @@ t.test('a v1 client that drops leaves at once, as before', async (t) => {
   await until(v1, () => v1.all('member').find((f) => f.event === 'leave'), 'the leave', 3000)
   t.ok(Date.now() - start < 2000, 'at once')
 })
+
+t.test('FLOW_MEMBER_BATCH_MS coalesces the member events of a window, not only of a turn', async (t) => {
+  const server = await startServer(t, { memberBatchMs: 400 })
+  const batching = await connect(t, server.ws + '?userId=batching')
+  const v1 = await connect(t, server.ws + '?userId=v1')
+  await batching.join('doc', { features: ['member_batch'] })
+  await v1.join('doc')
+  await until(batching, () => batching.all('members').length === 1, 'the v1 join')
+  batching.received.length = 0
+  const ids: string[] = []
+  for (let i = 0; i < 3; i++) {
+    const c = await connect(t, `${server.ws}?userId=j${i}`)
+    ids.push((await c.join('doc')).sessionId as string)
+  }
+  await until(batching, () => eventsOf(batching).length === 3, 'three joins')
+  t.equal(batching.all('members').length, 1, 'joins of separate turns in one frame')
+  t.same(eventsOf(batching).map((e) => e.sessionId), ids, 'in order')
+  t.equal(v1.all('member').length, 3, 'a v1 member is not delayed: one frame each')
+})
