@@ -314,6 +314,10 @@ export class Hub {
     clearInterval(this.#keepAlive)
     this.#snapshots.close()
     this.#keeper.close()
-    for (const lp of this.#projects.values()) if (lp.gapTimer !== undefined) clearTimeout(lp.gapTimer)
+    for (const lp of this.#projects.values()) {
+      if (lp.gapTimer !== undefined) clearTimeout(lp.gapTimer)
+      // (1.3) Held sessions stay in a shared store for another instance to reap or resume.
+      for (const held of lp.suspended.values()) clearTimeout(held.timer)
+    }
   }
 }
