@@ -265,3 +265,18 @@ t.test('FLOW_MEMBER_BATCH_MS coalesces the member events of a window, not only o
   t.same(eventsOf(batching).map((e) => e.sessionId), ids, 'in order')
   t.equal(v1.all('member').length, 3, 'a v1 member is not delayed: one frame each')
 })
+
+t.test('a client that closes with 4000 (it gave up on a dead connection) is held and resumes; 1000 leaves at once', async (t) => {
+  const server = await startServer(t, { resumeGraceMs: 5000 })
+  const v1 = await connect(t, server.ws + '?userId=watcher')
+  await v1.join('doc')
+  const first = await joinAll(t, server.ws, 'alice')
+  first.client.socket.close(4000, 'no reply to ping')
+  await first.client.closed
+  const again = await joinAll(t, server.ws, 'alice', first.joined.resume as string)
+  t.equal(again.joined.resumed, true)
+  await barrier(again.client, v1)
+  t.same(eventsOf(v1).map((e) => e.event), ['join'], 'no leave, no second join')
+  again.client.socket.close(1000)
+  await until(v1, () => eventsOf(v1).some((e) => e.event === 'leave'), 'the leave', 2000)
+})
