@@ -233,7 +233,12 @@ export class Membership {
     conn.projects.delete(project)
     const lp = projects.get(project)
     const grace = Math.min(this.#ctx.config.resumeGraceMs, this.#ctx.config.sessionTtlSeconds * 2000 / 3)
-    if (lp !== undefined && lp.members.get(member.sessionId) === member) {
+    if (lp !== undefined) {
+      if (lp.members.get(member.sessionId) !== member) {
+        // (1.3) Its session moved to another connection (a resume): it lives on, nobody leaves.
+        projects.release(lp)
+        return
+      }
       lp.members.delete(member.sessionId)
       member.pending = null
       if (hold && member.token !== undefined && grace > 0) {
