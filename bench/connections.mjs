@@ -8,6 +8,9 @@
 //   node bench/connections.mjs                     # Flow, all three Redis flags on
 //   node bench/connections.mjs --memory --clients 5000
 //   node bench/connections.mjs --target socketio   # the same against Socket.IO
+//   node bench/connections.mjs --members 200 --features member_batch,member_page,resume
+//                                                  # a join storm into rooms of 200, the joins of protocol 1.3
+//   FLOW_BENCH_SERVER=/tmp/before/dist/server.js node bench/connections.mjs ...   # another build, same sitting
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from './lib/args.mjs'
 import { Generator } from './lib/generator.mjs'
@@ -23,7 +26,11 @@ export const CONNECTIONS_DEFAULTS = {
   ramp: 5000,
   concurrency: 100,
   settle: 3,
-  idle: 10
+  idle: 10,
+  /** join features (protocol 1.3) the Flow clients ask for, comma-separated; '' for none */
+  features: '',
+  /** a directory: run the instance with node --cpu-prof (rank with bench/lib/cpuprofile.mjs) */
+  cpuProf: ''
 }
 
 /** Open files this run needs in one process: the sockets plus room for everything else. */
@@ -40,9 +47,13 @@ export async function runConnections (options, log = (m) => process.stderr.write
   const clientCount = Math.min(o.clients, available - 2048)
   if (clientCount < o.clients) log(`[connections] scaled down to ${clientCount} clients by the open-files limit`)
   const redis = !o.memory
-  const label = `${o.target}${redis ? '' : ' (memory)'} ×1`
+  const label = `${o.target}${redis ? '' : ' (memory)'} ×1${o.target === 'flow' && o.features !== '' ? ` [${o.features}]` : ''}`
+  // Read by the Flow driver in the generator's workers (bench/lib/drivers.mjs).
+  process.env.FLOW_BENCH_JOIN_FEATURES = o.target === 'flow' ? o.features : ''
   log(`[connections] ${label}: ${clientCount} idle clients, ${o.members} per project`)
-  const cluster = await startCluster({ target: o.target, instances: 1, redis, name: `${o.target}-conn${redis ? '' : '-mem'}` })
+  const cluster = await startCluster({
+    target: o.target, instances: 1, redis, name: `${o.target}-conn${redis ? '' : '-mem'}`, cpuProfDir: o.cpuProf === '' ? undefined : o.cpuProf
+  })
   const port = cluster.nodes[0].port
   const clients = Array.from({ length: clientCount }, (_, index) => ({
     index, project: `idle-p${Math.floor(index / o.members)}`, member: index % o.members, url: socketUrl(o.target, port, index)

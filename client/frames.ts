@@ -38,6 +38,8 @@ const checks: Checks = {
   ack: [['project', isString], ['id', isString], ['seq', isSeq], ['ref', isRef]],
   op: [['project', isString], ['seq', isSeq], ['id', isString], ['userId', isString], ['sessionId', (v) => v === null || isString(v)], ['ts', (v) => typeof v === 'number']],
   member: [['project', isString], ['event', (v) => v === 'join' || v === 'leave'], ['member', isMember]],
+  members: [['project', isString], ['events', (v) => Array.isArray(v) && v.every((e) => isObject(e) && (e.event === 'join' || e.event === 'leave') && isMember(e.member))]],
+  member_page: [['project', isString], ['count', isSeq], ['members', (v) => Array.isArray(v) && v.every(isMember)], ['next', (v) => v === null || isString(v)], ['ref', isRef]],
   presence: [['project', isString], ['sessionId', isString], ['userId', isString], ['state', isObject]],
   synced: [['project', isString], ['epoch', isString], ['seq', isSeq], ['ref', isRef]],
   reset: [['project', isString], ['epoch', isString], ['seq', isSeq]],

@@ -8,7 +8,7 @@ import { FlowError, serverError } from './errors.js'
 import type { ErrorReceived, ProjectFrame } from './frames.js'
 import { OP_ID, randomOpId } from './ids.js'
 import type { Ack, FlowEvents, JoinOptions, Member, Op, PendingOp, Presence, ResetInfo, SendOptions, SnapshotInfo, SnapshotPosition, StoredResult } from './types.js'
-import type { JoinedFrame, JoinFrame, MemberFrame, PresenceMessage, ResetFrame, SnapshotFrame, SnapshotUpload, StoredFrame, SyncedFrame, SyncFrame } from '../lib/protocol/wire.js'
+import type { JoinedFrame, JoinFrame, MemberEvent, MemberPageFrame, MembersFrame, PresenceMessage, ResetFrame, SnapshotFrame, SnapshotUpload, StoredFrame, SyncedFrame, SyncFrame } from '../lib/protocol/wire.js'
 
 /** A project joined through `FlowClient.join`. */
 export interface ProjectHandle {
@@ -103,6 +103,13 @@ type Purpose =
   | { readonly kind: 'sync' }
   | { readonly kind: 'op', readonly id: string }
   | { readonly kind: 'upload', readonly upload: Upload }
+  | { readonly kind: 'page' }
+
+/**
+ * (protocol 1.3) What every join asks for: member events in one frame per turn, a paged members list (the rest
+ * is fetched at once), and a resume token, so a reconnect within the server's grace is silent for the others.
+ */
+const FEATURES = ['member_batch', 'member_page', 'resume']
 
 /** Codes after which the same frame may succeed later. */
 const RETRYABLE: ReadonlySet<string> = new Set(['rate_limited', 'unavailable', 'internal'])
@@ -130,6 +137,8 @@ export class Project implements ProjectHandle {
   /** every session id this handle had: an old one still listed is not a member */
   readonly #sessions = new Set<string>()
   #members: readonly Member[] = []
+  /** (1.3) the secret that resumes this handle's session on the next connection */
+  #resumeToken: string | undefined
   #presence: Presence
   #presenceJson: string
   /** the presence the server has (sent in `join` or a presence frame) */
@@ -277,7 +286,10 @@ export class Project implements ProjectHandle {
     // An app with no state yet asks for the project's state from scratch: no `since`, a snapshot always comes.
     const position = this.#needsState ? {} : this.#epoch === undefined ? { since: this.#seq } : { since: this.#seq, epoch: this.#epoch }
     const state = this.#takesState ? { snapshot: true as const } : {}
-    const frame: JoinFrame = { type: 'join', project: this.project, ...position, presence: this.#presence, ref, ...state }
+    const resume = this.#resumeToken === undefined ? {} : { resume: this.#resumeToken }
+    const frame: JoinFrame = {
+      type: 'join', project: this.project, ...position, presence: this.#presence, ref, ...state, features: FEATURES, ...resume
+    }
     if (this.#host.send(JSON.stringify(frame))) this.#presenceSent = this.#presenceJson
   }
 
@@ -348,6 +360,12 @@ export class Project implements ProjectHandle {
       case 'member':
         this.#member(frame)
         return
+      case 'members':
+        this.#memberEvents(frame)
+        return
+      case 'member_page':
+        this.#memberPage(frame)
+        return
       case 'presence':
         this.#presenceOf(frame)
     }
@@ -363,9 +381,18 @@ export class Project implements ProjectHandle {
     this.#sessions.add(frame.sessionId)
     // A different epoch than ours: the replay that follows is a `reset`.
     this.#epoch ??= frame.epoch
+    this.#resumeToken = frame.resume
+    // A resumed session keeps the presence the server had: ours goes again when it differs.
+    const own = frame.members.find((m) => m.sessionId === frame.sessionId)
+    if (frame.resumed === true && (own === undefined || JSON.stringify(own.presence) !== this.#presenceJson)) {
+      this.#presenceSent = undefined
+    }
     this.#members = frame.members
       .filter((m) => m.sessionId === frame.sessionId || !this.#sessions.has(m.sessionId))
       .map((m) => m.sessionId === frame.sessionId ? { ...m, presence: this.#presence } : m)
+    // (1.3) A paged list: ourselves (maybe not on the first page), and the rest fetched now.
+    if (own === undefined) this.#members = [...this.#members, { sessionId: frame.sessionId, userId: frame.userId, presence: this.#presence, joinedAt: Date.now() }]
+    if (typeof frame.next === 'string') this.#requestPage(frame.next)
     this.#host.emit('members', this.project, this.#members)
     if (!this.#joinedOnce) {
       this.#joinedOnce = true
@@ -408,6 +435,10 @@ export class Project implements ProjectHandle {
       case 'upload':
         this.#uploads.delete(purpose.upload)
         purpose.upload.reject(err)
+        return
+      case 'page':
+        // The list stays partial until the next join; events still apply to it.
+        this.#host.emit('error', err)
         return
       case 'op': {
         const s = this.#sending.get(purpose.id)
@@ -648,16 +679,49 @@ export class Project implements ProjectHandle {
 
   // ---------------------------------------------------------------- members and presence
 
-  #member (frame: MemberFrame): void {
+  #member (frame: MemberEvent): void {
+    if (this.#applyMember(frame)) this.#host.emit('members', this.project, this.#members)
+  }
+
+  /** (1.3) The member events of one server turn: applied in order, one `members` event for them all. */
+  #memberEvents (frame: MembersFrame): void {
+    let changed = false
+    for (const event of frame.events) changed = this.#applyMember(event) || changed
+    if (changed) this.#host.emit('members', this.project, this.#members)
+  }
+
+  /** Applies one member event idempotently by session id; true when the list changed. */
+  #applyMember (frame: MemberEvent): boolean {
     const { member } = frame
     // Our own sessions, current or gone, are not news.
-    if (this.#sessions.has(member.sessionId)) return
+    if (this.#sessions.has(member.sessionId)) return false
     if (frame.event === 'join') {
       this.#members = [...this.#members.filter((m) => m.sessionId !== member.sessionId), member]
     } else {
-      if (!this.#members.some((m) => m.sessionId === member.sessionId)) return
+      if (!this.#members.some((m) => m.sessionId === member.sessionId)) return false
       this.#members = this.#members.filter((m) => m.sessionId !== member.sessionId)
     }
+    return true
+  }
+
+  /** (1.3) Asks for the page of the members list after `cursor`. */
+  #requestPage (cursor: string): void {
+    const ref = this.#host.ref()
+    this.#refs.set(ref, { kind: 'page' })
+    this.#host.send(JSON.stringify({ type: 'list_members', project: this.project, after: cursor, ref }))
+  }
+
+  /**
+   * (1.3) A page of the members list: added to ours (it is as new as the events before it; the events after it
+   * apply to it), and the next asked for.
+   */
+  #memberPage (frame: MemberPageFrame): void {
+    if (typeof frame.ref !== 'number' || this.#refs.get(frame.ref)?.kind !== 'page') return
+    this.#refs.delete(frame.ref)
+    const paged = frame.members.filter((m) => !this.#sessions.has(m.sessionId))
+    const ids = new Set(paged.map((m) => m.sessionId))
+    this.#members = [...this.#members.filter((m) => !ids.has(m.sessionId)), ...paged]
+    if (frame.next !== null) this.#requestPage(frame.next)
     this.#host.emit('members', this.project, this.#members)
   }
 

@@ -113,6 +113,24 @@ export const SETTINGS = {
     env: 'FLOW_MAX_PROJECTS_PER_CONNECTION', kind: 'int', default: 64, min: 1, max: 100_000,
     doc: 'projects one connection may join'
   },
+  joinedMembersMax: {
+    env: 'FLOW_JOINED_MEMBERS_MAX', kind: 'int', default: 100, min: 1, max: 100_000,
+    doc: 'members a `joined` lists at most, for a client that joined with the `member_page` feature (1.3): it ' +
+      'carries the count and the first this many, the rest by `list_members` pages of this size by default. Other ' +
+      'clients get the whole list'
+  },
+  memberBatchMs: {
+    env: 'FLOW_MEMBER_BATCH_MS', kind: 'int', default: 0, min: 0, max: 1000,
+    doc: 'for clients that joined with the `member_batch` feature (1.3): member events are coalesced over this ' +
+      'many ms into one `members` frame per member, instead of over one event-loop turn (0). A join storm into ' +
+      'large rooms then costs one write per member per window, not one per join; events arrive up to this late'
+  },
+  resumeGraceMs: {
+    env: 'FLOW_RESUME_GRACE_MS', kind: 'int', default: 10_000, min: 0, max: 600_000,
+    doc: 'how long the session of a client that joined with the `resume` feature (1.3) is held after its ' +
+      'connection dropped without a close frame, before its leave is announced: a reconnect with its resume ' +
+      'token within it resumes the session silently. At most two thirds of SESSION_TTL_SECONDS is used; 0: off'
+  },
   rateLimit: {
     env: 'FLOW_RATE_LIMIT', kind: 'int', default: 1000, min: 1, max: 10_000_000,
     doc: 'frames per second per connection (token bucket refill)'

@@ -204,17 +204,31 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
     return payload
   })
 
-  fastify.get<{ Params: { project: string } }>('/projects/:project/members', {
+  fastify.get<{ Params: { project: string }, Querystring: { after?: string, limit?: number } }>('/projects/:project/members', {
     schema: {
       tags: ['projects'],
       summary: 'The members of a project',
-      description: 'Every session joined to the project, on every instance, with its presence.',
+      description: 'Every session joined to the project, on every instance, with its presence. (1.3) With `limit` ' +
+        'or `after`, one page of the list in join order: `count` is the whole list\'s size and `next` the cursor ' +
+        'of the next page (null at the end).',
       params,
+      querystring: {
+        type: 'object',
+        properties: {
+          after: { type: 'string', minLength: 1, maxLength: 256, description: '(1.3) the `next` of the page before' },
+          limit: { type: 'integer', minimum: 1, maximum: 10_000, description: '(1.3) members per page (default FLOW_JOINED_MEMBERS_MAX)' }
+        }
+      },
       response: {
         200: {
           type: 'object',
           description: 'the members',
-          properties: { project: { type: 'string' }, members: { type: 'array', items: member } }
+          properties: {
+            project: { type: 'string' },
+            members: { type: 'array', items: member },
+            count: { type: 'integer', description: '(1.3, paged) members in the whole list' },
+            next: { type: ['string', 'null'], description: '(1.3, paged) the cursor of the next page' }
+          }
         },
         ...projectErrors
       }
@@ -222,7 +236,9 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
     preValidation: fastify.flowAuth.read
   }, async (request) => {
     const { project } = request.params
-    return { project, members: await hub.members(project) }
+    const { after, limit } = request.query
+    if (after === undefined && limit === undefined) return { project, members: await hub.members(project) }
+    return { project, ...await hub.memberPage(project, after, limit ?? config.joinedMembersMax) }
   })
 
   fastify.get<{ Params: { project: string }, Querystring: { since: number, limit: number, snapshot: boolean } }>('/projects/:project/ops', {

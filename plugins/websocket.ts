@@ -156,6 +156,9 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
     const left = (perIp.get(link.ip) ?? 1) - 1
     if (left <= 0) perIp.delete(link.ip)
     else perIp.set(link.ip, left)
+    // 1006: no close frame (a dropped network, a killed client); 4000: the client gave up on a connection that
+    // stopped answering and reconnects. A session that can resume is held (1.3).
+    if (code === 1006 || code === 4000) link.conn.dropped = true
     hub.disconnect(link.conn)
     // The connection's one line at info (with 'connection opened'): no project, no token.
     connLog.info({
@@ -187,6 +190,8 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
   function onExpiry (socket: FlowSocket): void {
     const link = socket[LINK]
     connLog.info({ reqId: link?.reqId, conn: link?.conn.id }, 'token expired: closing')
+    // The client reconnects with a fresh token: its sessions that can resume are held (1.3).
+    if (link !== undefined) link.conn.dropped = true
     socket.close(1008, 'token expired')
   }
 

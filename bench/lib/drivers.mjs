@@ -81,9 +81,16 @@ class RawSocketClient extends DriverClient {
 }
 
 /** Flow's frames (docs/protocol.md), and the relay's, which have the same shapes. */
+/**
+ * Join features a Flow client asks for (protocol 1.3, `FLOW_BENCH_JOIN_FEATURES=member_batch,member_page,resume`;
+ * connections.mjs --features): unset, the join of a 1.2 client.
+ */
+const JOIN_FEATURES = (process.env.FLOW_BENCH_JOIN_FEATURES ?? '').split(',').filter((f) => f !== '')
+const JOIN_EXTRA = JOIN_FEATURES.length === 0 ? '' : `,"features":${JSON.stringify(JOIN_FEATURES)}`
+
 class JsonClient extends RawSocketClient {
   opened (ws) {
-    ws.send(`{"type":"join","project":"${this.project}","ref":1}`)
+    ws.send(`{"type":"join","project":"${this.project}","ref":1${JOIN_EXTRA}}`)
   }
 
   received (_ws, raw, handshake) {

@@ -18,6 +18,12 @@ export class Connection {
   readonly abuse: AbuseTracker
   missedPings = 0
   closed = false
+  /**
+   * (1.3) the connection ended without the client saying so (no close frame,
+   * or the server closed it): its sessions that joined with `resume` are held
+   * for the grace before they leave
+   */
+  dropped = false
   /** frames that change membership run one after another */
   chain: Promise<void> = Promise.resolve()
   /** frames waiting in the chain, bounded so a flood cannot queue forever */

@@ -30,7 +30,7 @@ export type HubConfig = Pick<FlowConfig,
   'rateLimit' | 'rateBurst' | 'heartbeatMs' | 'maxBufferedBytes' | 'shutdownTimeoutMs' | 'maxOpsInFlight' |
   'replayPageBytes' | 'replayBytesPerSecond' | 'projectsPerMinute' | 'projectIdleTtl' |
   'identityReadBytesPerSecond' | 'identityWriteBytesPerSecond' |
-  'snapshotMaxBytes' | 'snapshotEvery'>
+  'snapshotMaxBytes' | 'snapshotEvery' | 'joinedMembersMax' | 'resumeGraceMs' | 'memberBatchMs'>
 
 /** What the parts of the hub share: settings, ports, the logger and counters, the projects here, the outbox. */
 export interface HubContext {

@@ -21,11 +21,13 @@ import { SessionKeeper } from './session-keeper.js'
 import { Snapshots, type SnapshotReducer } from './snapshots.js'
 import type { OnOp } from './op-hook.js'
 import { Replayer } from './replay.js'
+import { byJoin, pageOf, type MemberPage } from './member-page.js'
 import { CLOSE, type Identity, type Transport } from './transport.js'
 
 export type { HubConfig, HubLogger, HubPorts } from './context.js'
 export type { History, PostedOp } from './project-api.js'
 export type { SnapshotReducer } from './snapshots.js'
+export type { MemberPage } from './member-page.js'
 export type { OnOp, OpCheck } from './op-hook.js'
 
 export interface HubOptions {
@@ -69,6 +71,7 @@ export class Hub {
   readonly budgets: IdentityBudgets
   readonly #config: HubConfig
   readonly #logger: HubLogger
+  readonly #ports: HubPorts
   readonly #connections = new Set<Connection>()
   readonly #projects: ProjectRegistry
   readonly #outbox: Outbox
@@ -95,13 +98,14 @@ export class Hub {
       this.stats.countPortError(port)
       logger.warn({ err, port }, 'port call failed')
     })
+    this.#ports = ports
     const draining = (): boolean => this.#draining
     this.#outbox = new Outbox(config, this.stats, logger, (conn) => { this.disconnect(conn) })
     const creations = new CreationLimiter(config.projectsPerMinute)
     this.#projects = new ProjectRegistry(ports, this.stats, logger, {
       message: (lp, message) => { this.#received(lp, message) },
       ready: (lp) => { if (lp.flush()) this.#delivery.scheduleGapFill(lp) }
-    }, creations)
+    }, creations, config.memberBatchMs)
     const { stats } = this
     if (options.onOp !== undefined && typeof options.onOp !== 'function') {
       throw new ConfigError('onOp must be a function')
@@ -172,15 +176,22 @@ export class Hub {
     this.#intake.frame(conn, data, isBinary)
   }
 
-  /** The connection closed: its sessions leave at once. */
+  /**
+   * The connection closed: its sessions leave at once, but (1.3) those that
+   * joined with `resume` on a connection that dropped (`conn.dropped`) are
+   * held for the resume grace first. On shutdown they are held only when the
+   * session store is shared: the instance that reaps them announces their
+   * leave when nobody resumed them.
+   */
   disconnect (conn: Connection): void {
     if (!this.#connections.delete(conn)) return
     conn.closed = true
     this.stats.connectionsClosed++
+    const hold = conn.dropped && (!this.#draining || this.#ports.sessions.scope === 'cluster')
     // After whatever the connection had queued, so a join in flight is undone too.
     conn.chain = conn.chain.then(async () => {
       await Promise.all([...conn.projects.keys()].map(async (project) => {
-        await this.#membership.remove(conn, project).catch((err: unknown) => {
+        await this.#membership.remove(conn, project, hold).catch((err: unknown) => {
           this.#logger.warn({ err, project }, 'leave on disconnect failed')
         })
       }))
@@ -231,6 +242,11 @@ export class Hub {
     return await this.#api.members(project)
   }
 
+  /** (1.3) A page of a project's members across every instance, in join order, after the cursor `after`. */
+  async memberPage (project: string, after: string | undefined, limit: number): Promise<MemberPage> {
+    return pageOf((await this.#api.members(project)).sort(byJoin), after, limit)
+  }
+
   /** A page of history: ops with since < seq, at most `limit`. */
   async history (project: string, since: number, limit: number): Promise<History> {
     return await this.#api.history(project, since, limit)
@@ -270,6 +286,7 @@ export class Hub {
       // Not read while paused: its pongs wait with its frames.
       if (conn.pausedUntil > now) continue
       if (conn.missedPings >= 2) {
+        conn.dropped = true
         conn.transport.terminate()
         this.disconnect(conn)
         continue
@@ -314,6 +331,10 @@ export class Hub {
     clearInterval(this.#keepAlive)
     this.#snapshots.close()
     this.#keeper.close()
-    for (const lp of this.#projects.values()) if (lp.gapTimer !== undefined) clearTimeout(lp.gapTimer)
+    for (const lp of this.#projects.values()) {
+      if (lp.gapTimer !== undefined) clearTimeout(lp.gapTimer)
+      // (1.3) Held sessions stay in a shared store for another instance to reap or resume.
+      for (const held of lp.suspended.values()) clearTimeout(held.timer)
+    }
   }
 }

@@ -126,6 +126,7 @@ export class Intake {
       case 'presence': return this.#membership.presence(conn, frame)
       case 'ping': return this.#ctx.outbox.reply(conn, { type: 'pong', ts: Date.now(), ref: frame.ref })
       case 'snapshot': return await this.#snapshots.upload(conn, frame)
+      case 'list_members': return this.#membership.listMembers(conn, frame)
     }
   }
 }

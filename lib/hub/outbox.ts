@@ -77,6 +77,7 @@ export class Outbox {
   close (conn: Connection, code: number, reason: string, options?: CloseOptions): void {
     if (conn.closed) return
     conn.closed = true
+    conn.dropped = true
     conn.transport.close(code, reason, options)
     this.#closed(conn)
   }

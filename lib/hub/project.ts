@@ -1,9 +1,11 @@
 import type { Member, Op, Presence } from '../types.js'
-import type { MemberFrame, PresenceMessage } from '../protocol/wire.js'
+import type { PresenceMessage } from '../protocol/wire.js'
 import type { Connection } from './connection.js'
 import { SharedFrame } from './transport.js'
 import { opFrame } from '../protocol/op-frame.js'
 import { idempotencyKey } from '../ids.js'
+import { memberFrame } from './outbox.js'
+import { byJoin } from './member-page.js'
 
 /** Sessions told gone that are remembered, so an older list does not bring them back. */
 const MAX_TOLD_GONE = 1000
@@ -21,6 +23,16 @@ export class LocalMember {
   lastSeq = 0
   /** while joining or replaying: live ops held back until the replay is sent */
   held: Op[] | null = []
+  /** (1.3) takes the member events of a turn in one `members` frame */
+  batch = false
+  /** (1.3) takes a paged members list */
+  page = false
+  /** (1.3) its resume token, when it joined with `resume`: an unclean drop is held for a grace */
+  token: string | undefined
+  /** (1.3, batch) sent `joined`: member events after it are queued for it */
+  listed = false
+  /** (1.3, batch) the indexes of this turn's member events it is to be sent */
+  pending: number[] | null = null
 
   constructor (conn: Connection, sessionId: string, userId: string, presence: Presence, joinedAt: number) {
     this.conn = conn
@@ -34,6 +46,12 @@ export class LocalMember {
   toMember (): Member {
     return { sessionId: this.sessionId, userId: this.userId, presence: this.presence, joinedAt: this.joinedAt }
   }
+}
+
+/** (1.3) A session of this instance held after its connection dropped, until it resumes or its grace ends. */
+export interface Suspended {
+  readonly member: LocalMember
+  readonly timer: NodeJS.Timeout
 }
 
 /** An op appended to an epoch the project's members are not in yet, and its ack. */
@@ -79,9 +97,22 @@ export class LocalProject {
   readonly #toldGone = new Map<string, number>()
   /** counts the changes of what members were told */
   #tick = 0
+  /** (1.3) a join read the store's member list since this project is served here: what members were told is whole */
+  listRead = false
+  /** (1.3) sessions held after an unclean drop (they keep their ref on the project), by id */
+  readonly suspended = new Map<string, Suspended>()
+  /** (1.3) this turn's member events as JSON, for the members that take them in one frame */
+  #events: string[] = []
+  /** (1.3) the members with events of this turn to be sent */
+  #waiting: LocalMember[] = []
+  #flushScheduled = false
 
-  constructor (name: string) {
+  /** (1.3) ms member events are coalesced over for members that take batches; 0: one event-loop turn */
+  readonly #batchMs: number
+
+  constructor (name: string, memberBatchMs = 0) {
     this.name = name
+    this.#batchMs = memberBatchMs
   }
 
   /**
@@ -149,8 +180,12 @@ export class LocalProject {
     }
   }
 
-  /** Sends a frame to every member but one or two sessions. */
+  /**
+   * Sends a frame to every member but one or two sessions. The member events
+   * of this turn go first, so a member hears of a session before its presence.
+   */
   sendOthers (text: string, exceptSessionId: string | null, alsoExcept: string | null = null): void {
+    if (this.#waiting.length > 0) this.flushMembers()
     const frame = new SharedFrame(text)
     for (const member of this.members.values()) {
       if (member.sessionId !== exceptSessionId && member.sessionId !== alsoExcept) member.conn.send(frame)
@@ -197,9 +232,70 @@ export class LocalProject {
       this.#toldGone.set(id, this.#tick)
       if (this.#toldGone.size > MAX_TOLD_GONE) this.#toldGone.delete(this.#toldGone.keys().next().value as string)
     }
-    const frame: MemberFrame = { type: 'member', project: this.name, event, member }
-    this.sendOthers(JSON.stringify(frame), id, alsoExcept)
+    this.#announce(event, member, alsoExcept)
     return true
+  }
+
+  /**
+   * Sends a member event to every member but the session itself and
+   * `alsoExcept`: at once as a `member` frame, or, to a member that takes
+   * them in one frame (1.3 `member_batch`), at the end of this turn with the
+   * turn's other events. Such a member is sent only events after its `joined`
+   * (its list has the ones before).
+   */
+  #announce (event: 'join' | 'leave', member: Member, alsoExcept: string | null): void {
+    const id = member.sessionId
+    let single: SharedFrame | undefined
+    let index = -1
+    for (const m of this.members.values()) {
+      if (m.sessionId === id || m.sessionId === alsoExcept) continue
+      if (!m.batch) {
+        single ??= new SharedFrame(memberFrame(this.name, event, member))
+        m.conn.send(single)
+        continue
+      }
+      if (!m.listed) continue
+      if (index === -1) index = this.#events.push(JSON.stringify({ event, member })) - 1
+      if (m.pending === null) {
+        m.pending = []
+        this.#waiting.push(m)
+      }
+      m.pending.push(index)
+    }
+    if (index !== -1 && !this.#flushScheduled) {
+      this.#flushScheduled = true
+      const flush = (): void => {
+        this.#flushScheduled = false
+        this.flushMembers()
+      }
+      if (this.#batchMs > 0) setTimeout(flush, this.#batchMs).unref()
+      else setImmediate(flush)
+    }
+  }
+
+  /**
+   * Sends this turn's member events (1.3): one `members` frame per member
+   * that has some, the same frame to every member that has them all.
+   */
+  flushMembers (): void {
+    const events = this.#events
+    const waiting = this.#waiting
+    this.#events = []
+    this.#waiting = []
+    if (waiting.length === 0) return
+    const head = `{"type":"members","project":${JSON.stringify(this.name)},"events":[`
+    let all: SharedFrame | undefined
+    for (const m of waiting) {
+      const pending = m.pending
+      m.pending = null
+      if (pending === null || m.conn.closed || this.members.get(m.sessionId) !== m) continue
+      if (pending.length === events.length) {
+        all ??= new SharedFrame(head + events.join(',') + ']}')
+        m.conn.send(all)
+      } else {
+        m.conn.send(head + pending.map((i) => events[i]).join(',') + ']}')
+      }
+    }
   }
 
   /** A session's presence changed: what members were told of it follows (a list read before this is older news). */
@@ -216,7 +312,7 @@ export class LocalProject {
    * and the events after it apply to the same list.
    */
   toldMembers (): Member[] {
-    return [...this.#told.values()].map((known) => known.member).sort((a, b) => a.joinedAt - b.joinedAt)
+    return [...this.#told.values()].map((known) => known.member).sort(byJoin)
   }
 
   /**
@@ -284,6 +380,8 @@ export class LocalProject {
 
   /** The project is no longer served here: stops its timer and sends every ack still waiting. */
   dispose (): void {
+    for (const held of this.suspended.values()) clearTimeout(held.timer)
+    this.suspended.clear()
     if (this.gapTimer !== undefined) clearTimeout(this.gapTimer)
     this.gapTimer = undefined
     for (const ack of this.acks.values()) ack()

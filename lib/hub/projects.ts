@@ -27,8 +27,12 @@ export class ProjectRegistry {
   readonly #logger: HubLogger
   readonly #events: ProjectEvents
   readonly #creations: CreationLimiter
+  readonly #memberBatchMs: number
 
-  constructor (ports: HubPorts, stats: Stats, logger: HubLogger, events: ProjectEvents, creations: CreationLimiter) {
+  /** `memberBatchMs`: the window member events are coalesced over for the members that take batches (1.3). */
+  constructor (ports: HubPorts, stats: Stats, logger: HubLogger, events: ProjectEvents, creations: CreationLimiter,
+    memberBatchMs = 0) {
+    this.#memberBatchMs = memberBatchMs
     this.#ports = ports
     this.#stats = stats
     this.#logger = logger
@@ -60,7 +64,7 @@ export class ProjectRegistry {
   async acquire (project: string, creator: string): Promise<LocalProject> {
     let lp = this.#projects.get(project)
     if (lp === undefined) {
-      const created = new LocalProject(project)
+      const created = new LocalProject(project, this.#memberBatchMs)
       created.onDeliver = (op) => { this.#stats.deliveryLatency.observe(Date.now() - op.ts) }
       this.#projects.set(project, created)
       created.ready = (async () => {

@@ -82,6 +82,8 @@ export class SessionKeeper {
       const refs: SessionRef[] = []
       for (const lp of this.#ctx.projects.values()) {
         for (const m of lp.members.values()) refs.push({ project: lp.name, sessionId: m.sessionId })
+        // (1.3) Held sessions stay until they resume or their grace ends.
+        for (const id of lp.suspended.keys()) refs.push({ project: lp.name, sessionId: id })
       }
       const missing = refs.length > 0 ? await this.#ctx.ports.sessions.refresh(refs) : []
       for (const { project, sessionId } of missing) {

@@ -4,7 +4,9 @@ import { PROJECT_ID, OP_ID } from '../ids.js'
 import type { ClientFrame, Ref } from './wire.js'
 
 /** Client frames of protocol v1 (lib/protocol/wire.ts), as validated here. Unknown fields are ignored. */
-export type { ClientFrame, JoinFrame, LeaveFrame, OpFrame, PresenceFrame, SyncFrame, PingFrame, Ref } from './wire.js'
+export type {
+  ClientFrame, JoinFrame, LeaveFrame, OpFrame, PresenceFrame, SyncFrame, PingFrame, ListMembersFrame, Ref
+} from './wire.js'
 export type ClientFrameType = ClientFrame['type']
 
 const ref = {
@@ -19,12 +21,16 @@ const epoch = { type: 'string', minLength: 1, maxLength: 128 }
 const object = { type: 'object' }
 /** a flag that is on or absent */
 const flag = { const: true }
+/** (1.3) features asked for at join: names this server does not know are ignored */
+const features = { type: 'array', maxItems: 16, items: { type: 'string', maxLength: 32 } }
+/** (1.3) a resume token, or a members cursor: opaque to the client */
+const opaque = { type: 'string', minLength: 1, maxLength: 256 }
 
 const schemas: Record<ClientFrameType, object> = {
   join: {
     type: 'object',
     required: ['project'],
-    properties: { project, since: seq, epoch, presence: object, snapshot: flag, ref }
+    properties: { project, since: seq, epoch, presence: object, snapshot: flag, features, resume: opaque, ref }
   },
   leave: { type: 'object', required: ['project'], properties: { project, ref } },
   op: {
@@ -39,6 +45,11 @@ const schemas: Record<ClientFrameType, object> = {
     properties: { project, since: seq, epoch, snapshot: flag, ref }
   },
   ping: { type: 'object', properties: { ref } },
+  list_members: {
+    type: 'object',
+    required: ['project'],
+    properties: { project, after: opaque, limit: { type: 'integer', minimum: 1, maximum: 10_000 }, ref }
+  },
   snapshot: {
     type: 'object',
     required: ['project', 'epoch', 'seq', 'state'],

@@ -79,6 +79,30 @@ export interface JoinFrame {
    * server sends the project's state and the ops after it instead of `reset`
    */
   readonly snapshot?: true
+  /**
+   * (1.3) what this session takes beyond version 1 (names it does not know are ignored):
+   * `member_batch` (member events of one event-loop turn in one `members` frame), `member_page` (`joined`
+   * lists the first FLOW_JOINED_MEMBERS_MAX members, the rest by `list_members`), `resume` (`joined` carries a
+   * resume token; an unclean drop is held for a grace before its leave is announced)
+   */
+  readonly features?: readonly string[]
+  /** (1.3) the resume token of an earlier session of this project and user: it is resumed when still there */
+  readonly resume?: string
+  readonly ref?: Ref
+}
+
+/** (1.3) The features a `join` may ask for. */
+export type JoinFeature = 'member_batch' | 'member_page' | 'resume'
+
+/**
+ * (1.3) Asks for a page of the members list (for a session that joined with `member_page`): the members after
+ * the cursor `after` (from the start without it), at most `limit`; answered by `member_page`.
+ */
+export interface ListMembersFrame {
+  readonly type: 'list_members'
+  readonly project: string
+  readonly after?: string
+  readonly limit?: number
   readonly ref?: Ref
 }
 
@@ -137,7 +161,8 @@ export interface SnapshotUpload {
 }
 
 /** Every frame a client sends. */
-export type ClientFrame = JoinFrame | LeaveFrame | OpFrame | PresenceFrame | SyncFrame | PingFrame | SnapshotUpload
+export type ClientFrame = JoinFrame | LeaveFrame | OpFrame | PresenceFrame | SyncFrame | PingFrame | SnapshotUpload |
+  ListMembersFrame
 
 // ---------------------------------------------------------------- server to client
 
@@ -153,7 +178,16 @@ export interface JoinedFrame {
   readonly epoch: string
   /** the project's head: last assigned seq, 0 when none */
   readonly seq: number
+  /** the members in join order, the joiner included; with `member_page` (1.3), the first FLOW_JOINED_MEMBERS_MAX */
   readonly members: readonly Member[]
+  /** (1.3, `member_page`) how many members the project has */
+  readonly count?: number
+  /** (1.3, `member_page`) the cursor of the rest (`list_members`' `after`), null when `members` is the whole list */
+  readonly next?: string | null
+  /** (1.3, `resume`) the secret that resumes this session on a reconnect: give it to nobody */
+  readonly resume?: string
+  /** (1.3, `resume`) true when this join resumed the session of the `resume` token sent */
+  readonly resumed?: boolean
   readonly ref?: Ref
 }
 
@@ -178,6 +212,33 @@ export interface MemberFrame {
   readonly project: string
   readonly event: 'join' | 'leave'
   readonly member: Member
+}
+
+/** (1.3) One member event of a `members` frame. */
+export interface MemberEvent {
+  readonly event: 'join' | 'leave'
+  readonly member: Member
+}
+
+/**
+ * (1.3) The member events of one event-loop turn, in order (to a session that joined with `member_batch`, in
+ * place of one `member` frame each). Never about the session it is sent to.
+ */
+export interface MembersFrame {
+  readonly type: 'members'
+  readonly project: string
+  readonly events: readonly MemberEvent[]
+}
+
+/** (1.3) Answers `list_members`: a page of the members list in join order, and the cursor of the next. */
+export interface MemberPageFrame {
+  readonly type: 'member_page'
+  readonly project: string
+  readonly count: number
+  readonly members: readonly Member[]
+  /** the cursor of the next page, null at the end */
+  readonly next: string | null
+  readonly ref?: Ref
 }
 
 /** Another member's presence changed (the `presence` frame the server sends; `PresenceFrame` is the client's). */
@@ -255,6 +316,8 @@ export type ServerFrame =
   | AckFrame
   | OpMessage
   | MemberFrame
+  | MembersFrame
+  | MemberPageFrame
   | PresenceMessage
   | SyncedFrame
   | ResetFrame
