@@ -4,28 +4,17 @@
  * with ops in flight (the instances fall back, reset their members, and
  * reset them again when Redis returns).
  */
-import t, { type Test } from 'tap'
-import WebSocket from 'ws'
-import { FlowClient, type Ack, type FlowClientOptions, type ResetInfo } from '../../client/index.js'
+import t from 'tap'
+import { FlowClient, type Ack, type ResetInfo } from '../../client/index.js'
 import { startRedis } from '../helpers/redis.js'
 import { startCluster } from '../helpers/cluster.js'
 import type { TestServer } from '../helpers/server.js'
-import { waitFor, withDeadline } from '../helpers/wait.js'
+import { withDeadline } from '../helpers/wait.js'
+import { flow, until } from '../helpers/flow-client.js'
 
 const redis = await startRedis(t)
 /** Short timings, so an outage is seen and left within a second or two. */
 const KNOBS = { redisCommandTimeoutMs: 300, redisProbeIntervalMs: 200, redisConnectWaitMs: 200 }
-
-function flow (t: Test, url: string, options: Partial<FlowClientOptions> = {}): FlowClient {
-  const client = new FlowClient({ url, WebSocket, reconnect: { minDelayMs: 10, maxDelayMs: 100 }, ...options })
-  t.teardown(() => { client.close() })
-  client.connect()
-  return client
-}
-
-async function until (what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  await waitFor(condition, { what, timeoutMs, intervalMs: 20 })
-}
 
 interface LoggedOp { readonly seq: number, readonly id: string }
 interface Page { readonly epoch: string, readonly seq: number, readonly ops: LoggedOp[], readonly reset: boolean }

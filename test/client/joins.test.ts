@@ -4,24 +4,11 @@
  * the whole members list, and a connection cut under it resumes its session
  * silently.
  */
-import t, { type Test } from 'tap'
-import WebSocket from 'ws'
-import { FlowClient, type FlowClientOptions } from '../../client/index.js'
+import t from 'tap'
 import { startServer } from '../helpers/server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { connect } from '../helpers/client.js'
-import { waitFor } from '../helpers/wait.js'
-
-function flow (t: Test, url: string, options: Partial<FlowClientOptions> = {}): FlowClient {
-  const client = new FlowClient({ url, WebSocket, reconnect: { minDelayMs: 10, maxDelayMs: 100 }, ...options })
-  t.teardown(() => { client.close() })
-  client.connect()
-  return client
-}
-
-async function until (what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  await waitFor(condition, { what, timeoutMs, intervalMs: 20 })
-}
+import { flow, until } from '../helpers/flow-client.js'
 
 t.test('the client pages the members list and applies batched events', async (t) => {
   const server = await startServer(t, { joinedMembersMax: 2 })

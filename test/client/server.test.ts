@@ -3,13 +3,13 @@
  * `ws` package: collaboration, connections cut by a TCP proxy with ops in
  * flight, a server restart (new epoch), and token expiry.
  */
-import t, { type Test } from 'tap'
-import WebSocket from 'ws'
-import { FlowClient, type Ack, type FlowClientOptions, type ProjectHandle, type Status } from '../../client/index.js'
+import t from 'tap'
+import { FlowClient, type Ack, type ProjectHandle, type Status } from '../../client/index.js'
 import { startServer } from '../helpers/server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { hs256, nowSeconds, SECRET } from '../helpers/jwt.js'
-import { waitFor, withDeadline } from '../helpers/wait.js'
+import { withDeadline } from '../helpers/wait.js'
+import { flow, until } from '../helpers/flow-client.js'
 
 interface Step {
   readonly kind: 'op' | 'ack'
@@ -69,18 +69,6 @@ class Watch {
   opens (): number {
     return this.statuses.filter((s) => s.status === 'open').length
   }
-}
-
-/** A client in Node, quick to reconnect, closed at the end of `t`. */
-function flow (t: Test, url: string, options: Partial<FlowClientOptions> = {}): FlowClient {
-  const client = new FlowClient({ url, WebSocket, reconnect: { minDelayMs: 10, maxDelayMs: 100 }, ...options })
-  t.teardown(() => { client.close() })
-  client.connect()
-  return client
-}
-
-async function until (what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  await waitFor(condition, { what, timeoutMs, intervalMs: 20 })
 }
 
 function portOf (url: string): number {

@@ -5,12 +5,12 @@
  * snapshot instead of a reset, uploads are answered, and a client that does
  * not ask for snapshots still gets `onReset`.
  */
-import t, { type Test } from 'tap'
-import WebSocket from 'ws'
-import { FlowClient, FlowError, type FlowClientOptions, type JoinOptions, type Op, type ProjectHandle, type SnapshotInfo } from '../../client/index.js'
+import t from 'tap'
+import { FlowClient, FlowError, type JoinOptions, type Op, type ProjectHandle, type SnapshotInfo } from '../../client/index.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { deferred, waitFor, withDeadline } from '../helpers/wait.js'
+import { flow } from '../helpers/flow-client.js'
 
 interface Count { readonly n: number, readonly sum: number }
 
@@ -22,14 +22,6 @@ const reduce = (state: unknown, op: Pick<Op, 'data'>): Count => {
 const reducer = { initial: { n: 0, sum: 0 }, reduce }
 
 const sumTo = (n: number): number => n * (n - 1) / 2
-
-/** A client in Node, quick to reconnect, closed at the end of `t`. */
-function flow (t: Test, url: string, options: Partial<FlowClientOptions> = {}): FlowClient {
-  const client = new FlowClient({ url, WebSocket, reconnect: { minDelayMs: 10, maxDelayMs: 100 }, ...options })
-  t.teardown(() => { client.close() })
-  client.connect()
-  return client
-}
 
 /**
  * What an app builds from one project with `snapshot: true`: its state,
