@@ -79,6 +79,12 @@ export class ReplayBudget {
     this.#available -= bytes
     return this.#available >= 0 ? 0 : Math.ceil(-this.#available / this.#rate)
   }
+
+  /** Whether the bucket is full at `now` (nothing spent in the last second): it need not be remembered. */
+  full (now: number): boolean {
+    this.spend(0, now)
+    return this.#available >= this.#rate * 1000
+  }
 }
 
 /** Identities whose creation budget is remembered at most (the longest idle are forgotten first). */
