@@ -178,13 +178,12 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
   // GET answers) and what it sends (request bodies). A request made while its identity is in debt is
   // refused with 429 and retry-after; the API key spends none.
   const { reads, writes } = hub.budgets
-  const budgetKey = (request: FastifyRequest): string | undefined => {
-    const key = rateLimitKey(request, mode, (token) => apiKeys.isApiKey(token))
-    return key === 'key' ? undefined : key
-  }
+  // Read once per request, in preHandler; onSend spends the answer's bytes against the same key.
+  const keys = new WeakMap<FastifyRequest, string>()
   fastify.addHook('preHandler', async (request, reply) => {
-    const key = budgetKey(request)
-    if (key === undefined) return
+    const key = rateLimitKey(request, mode, (token) => apiKeys.isApiKey(token))
+    if (key === 'key') return
+    keys.set(request, key)
     const now = Date.now()
     const reading = request.method === 'GET' || request.method === 'HEAD'
     const wait = (reading ? reads : writes).wait(key, now)
@@ -199,7 +198,7 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
   })
   fastify.addHook('onSend', async (request, reply, payload) => {
     if (reply.statusCode !== 200 || (request.method !== 'GET' && request.method !== 'HEAD')) return payload
-    const key = budgetKey(request)
+    const key = keys.get(request)
     if (key !== undefined) reads.spend(key, typeof payload === 'string' ? Buffer.byteLength(payload) : 0, Date.now())
     return payload
   })
