@@ -57,6 +57,7 @@ export const HOSTILE_DEFAULTS = {
   hostileJoins: H.joins,
   hostileSyncers: H.syncers,
   hostileNice: H.nice, // the hostile client's process priority (19: lowest); -1: a worker thread of the generator
+  hostileSched: H.sched, // 'idle': its process under SCHED_IDLE (only CPU nobody else wants); 'nice': the nice level only
   p99Ratio: 1.5, // the issue's target: the members' p99 with the hostile client within this much of the quiet run's
   rssFlatPercent: 3, // after the stop, RSS may grow this much (or rssFlatMiB, the larger) and still be flat
   rssFlatMiB: 4,
@@ -134,7 +135,8 @@ async function runOnce (o, { label, redis, hostile: withHostile, rep }, log) {
         postBytes: o.hostilePostBytes,
         joins: o.hostileJoins,
         syncers: o.hostileSyncers,
-        nice: o.hostileNice < 0 ? null : o.hostileNice
+        nice: o.hostileNice < 0 ? null : o.hostileNice,
+        sched: o.hostileSched
       })
       await hostile.start()
     }

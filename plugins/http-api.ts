@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Ajv } from 'ajv'
 import { PROJECT_ID, OP_ID } from '../lib/ids.js'
 import { bearerToken, createAuthenticator } from '../lib/auth.js'
-import { RateLimitedError } from '../lib/errors.js'
+import { rateLimited } from '../lib/errors.js'
 import { errorResponse } from './errors.js'
 import { identityKey } from './auth.js'
 
@@ -171,7 +171,7 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
     keyGenerator: (request) => rateLimitKey(request, mode, (token) => apiKeys.isApiKey(token)),
     // Thrown to Flow's error handler: 429 with the protocol's body; retry-after is set already.
     errorResponseBuilder: (_request, context) =>
-      new RateLimitedError(`rate limit exceeded: at most ${max} requests per second; retry in ${context.after}`)
+      rateLimited(`rate limit exceeded: at most ${max} requests per second; retry in ${context.after}`)
   })
 
   // The identity's byte budgets, shared with its WebSocket connections: what it reads (the bodies of
@@ -192,7 +192,7 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
       const seconds = Math.ceil(wait / 1000)
       void reply.header('retry-after', String(seconds))
       const limit = reading ? 'FLOW_IDENTITY_READ_BYTES_PER_SECOND' : 'FLOW_IDENTITY_WRITE_BYTES_PER_SECOND'
-      throw new RateLimitedError(`over ${limit}: retry in ${seconds} second${seconds === 1 ? '' : 's'}`)
+      throw rateLimited(`over ${limit}: retry in ${seconds} second${seconds === 1 ? '' : 's'}`)
     }
     if (!reading) writes.spend(key, bodyBytes(request), now)
   })

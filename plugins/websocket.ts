@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { ForbiddenError, RateLimitedError } from '../lib/errors.js'
+import { ForbiddenError, rateLimited } from '../lib/errors.js'
 import { DEFAULT_CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS } from '../lib/auth.js'
 import type { RawData, WebSocket } from 'ws'
 import type { Connection } from '../lib/hub/connection.js'
@@ -133,7 +133,7 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
       throw new ForbiddenError('this origin may not connect')
     }
     if (config.maxConnectionsPerIp > 0 && (perIp.get(request.ip) ?? 0) >= config.maxConnectionsPerIp) {
-      throw new RateLimitedError(`at most ${config.maxConnectionsPerIp} connections per address`)
+      throw rateLimited(`at most ${config.maxConnectionsPerIp} connections per address`)
     }
   }
 

@@ -1,7 +1,7 @@
 import type { Op } from '../types.js'
 import type { OpFrame } from '../protocol/frames.js'
 import type { ResetFrame } from '../protocol/wire.js'
-import { RateLimitedError, type FlowError } from '../errors.js'
+import { rateLimited, type FlowError } from '../errors.js'
 import { creationRefused } from './rate-limiter.js'
 import type { Snapshots } from './snapshots.js'
 import { randomId } from '../ids.js'
@@ -160,7 +160,7 @@ export class Delivery {
   shed (): FlowError | null {
     if (this.#inFlight < this.#ctx.config.maxOpsInFlight) return null
     this.#ctx.stats.opsShed++
-    return new RateLimitedError('server busy: too many ops waiting for the log; this one was dropped, try again')
+    return rateLimited('server busy: too many ops waiting for the log; this one was dropped, try again')
   }
 
   /**

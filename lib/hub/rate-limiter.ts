@@ -1,4 +1,4 @@
-import { RateLimitedError, type FlowError } from '../errors.js'
+import { rateLimited, type FlowError } from '../errors.js'
 
 /**
  * A token bucket per connection: `rate` tokens per second, at most `burst`.
@@ -129,5 +129,5 @@ export class CreationLimiter {
 
 /** The refusal of an op or join that would create a project past the identity's budget. */
 export function creationRefused (project: string): FlowError {
-  return new RateLimitedError(`too many new projects: ${project} does not exist yet; try again later`)
+  return rateLimited(`too many new projects: ${project} does not exist yet; try again later`)
 }
