@@ -125,6 +125,12 @@ export const SETTINGS = {
       'many ms into one `members` frame per member, instead of over one event-loop turn (0). A join storm into ' +
       'large rooms then costs one write per member per window, not one per join; events arrive up to this late'
   },
+  flushWindowMs: {
+    env: 'FLOW_FLUSH_WINDOW_MS', kind: 'int', default: 0, min: 0, max: 100,
+    doc: 'how long the frames written to a connection are held so that they leave in one system call: 0 sends ' +
+      'at the end of each event-loop turn (the lowest latency); a few ms let the frames of several turns share ' +
+      'one write under load (fewer system calls per delivery), each frame up to this much later'
+  },
   resumeGraceMs: {
     env: 'FLOW_RESUME_GRACE_MS', kind: 'int', default: 10_000, min: 0, max: 600_000,
     doc: 'how long the session of a client that joined with the `resume` feature (1.3) is held after its ' +

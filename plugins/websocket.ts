@@ -5,7 +5,7 @@ import { ForbiddenError, rateLimited } from '../lib/errors.js'
 import { DEFAULT_CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS } from '../lib/auth.js'
 import type { RawData, WebSocket } from 'ws'
 import type { Connection } from '../lib/hub/connection.js'
-import { closeCodeOf, releaseUpgrade, WsTransport } from '../adapters/ws/transport.js'
+import { closeCodeOf, Flusher, releaseUpgrade, WsTransport } from '../adapters/ws/transport.js'
 import { routeUpgrades } from './websocket-upgrades.js'
 import { identityKey } from './auth.js'
 import { errorResponse } from './errors.js'
@@ -125,6 +125,8 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
     ? null
     : new Set(config.allowedOrigins.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter((o) => o !== ''))
   const perIp = new Map<string, number>()
+  /** When the frames written to the connections leave: each turn, or each FLOW_FLUSH_WINDOW_MS. */
+  const flusher = new Flusher(config.flushWindowMs)
 
   /** Refuses, before the upgrade, a browser from another origin and an address over its connection limit. */
   const admit = async (request: FastifyRequest): Promise<void> => {
@@ -228,7 +230,7 @@ async function websocketPlugin (fastify: FastifyInstance): Promise<void> {
       fastify.websocketServer.clients.delete(socket)
     }
     // Listeners first, before any await: messages are not buffered for us.
-    const transport = new CountingTransport(socket)
+    const transport = new CountingTransport(socket, flusher)
     const link: Link = {
       conn: hub.connect(transport, identity, identityKey(identity, ip, fastify.flowAuth.mode)), ip, reqId: request.id, transport, openedAt: Date.now(), framesIn: 0, expiry: undefined
     }

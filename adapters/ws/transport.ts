@@ -116,17 +116,39 @@ export function closeCodeOf (err: unknown): number | null {
 }
 
 /**
- * Transports written to since the last flush. Each corks its TCP socket on
- * its first write and uncorks it once the event loop has run what is ready
- * (setImmediate): the frames a member gets in one turn (ops from one Redis
- * read, an op and an ack) leave in one system call instead of one each.
+ * Corks the TCP sockets written to and uncorks them together: each transport
+ * corks its socket on its first write and is uncorked at the flush, so the
+ * frames a member gets meanwhile (ops from one Redis read, an op and an ack)
+ * leave in one system call instead of one each. With a window of 0 the flush
+ * comes once the event loop has run what is ready (setImmediate): one turn.
+ * With a window of N ms it comes N ms after the first write: frames of
+ * several turns share a write, at the price of up to N ms of latency
+ * (`FLOW_FLUSH_WINDOW_MS`, for deployments that trade it for throughput).
  */
-const corked: WsTransport[] = []
+export class Flusher {
+  readonly windowMs: number
+  #corked: WsTransport[] = []
+  readonly #flush = (): void => {
+    const corked = this.#corked
+    this.#corked = []
+    for (const transport of corked) transport.uncork()
+  }
 
-function flushCorked (): void {
-  for (const transport of corked) transport.uncork()
-  corked.length = 0
+  constructor (windowMs = 0) {
+    if (!Number.isSafeInteger(windowMs) || windowMs < 0) throw new RangeError('windowMs must be an integer >= 0')
+    this.windowMs = windowMs
+  }
+
+  /** `transport` wrote its first frame since the last flush. */
+  add (transport: WsTransport): void {
+    if (this.#corked.push(transport) !== 1) return
+    if (this.windowMs === 0) setImmediate(this.#flush)
+    else setTimeout(this.#flush, this.windowMs)
+  }
 }
+
+/** The flush of every transport made without a flusher of its own: once per event-loop turn. */
+const EVERY_TURN = new Flusher(0)
 
 interface Waiter {
   readonly maxBuffered: number
@@ -151,7 +173,8 @@ export class WsTransport implements Transport {
   readonly #direct: Direct | null
   /** the TCP socket under the ws socket, direct path or not */
   readonly #tcp: Socket | null
-  /** between this turn's first send and the flush of the corked transports */
+  readonly #flusher: Flusher
+  /** between this turn's (or window's) first send and the flush of the corked transports */
   #inTurn = false
   /** the TCP socket is corked for this turn */
   #corked = false
@@ -185,8 +208,10 @@ export class WsTransport implements Transport {
   /** the callback of the frames given to ws.send, made on first use (most connections never need it) */
   #onSent: (() => void) | undefined
 
-  constructor (socket: WebSocket) {
+  /** `flusher`: when the frames written in a turn leave (default: at its end; see {@link Flusher}) */
+  constructor (socket: WebSocket, flusher: Flusher = EVERY_TURN) {
     this.#socket = socket
+    this.#flusher = flusher
     this.#direct = directSocket(socket)
     this.#tcp = this.#direct?.tcp ?? (socket as unknown as WsInternals)._socket ?? null
   }
@@ -198,7 +223,7 @@ export class WsTransport implements Transport {
     if (!this.#inTurn) {
       this.#inTurn = true
       this.#backlog = this.#unsent()
-      if (corked.push(this) === 1) setImmediate(flushCorked)
+      this.#flusher.add(this)
     }
     // Written now while the socket has room and nothing waits before it
     // (or, over the mark, when nothing would wake the queue up).

@@ -14,7 +14,7 @@ import type { FastifyInstance } from 'fastify'
 import websocket from '@fastify/websocket'
 import WebSocket from 'ws'
 import { SharedFrame } from '../../lib/hub/transport.js'
-import { closeCodeOf, directSocket, HIGH_WATER_BYTES, textFrame, WsTransport } from '../../adapters/ws/transport.js'
+import { closeCodeOf, directSocket, Flusher, HIGH_WATER_BYTES, textFrame, WsTransport } from '../../adapters/ws/transport.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { nextEvent, Recorder, waitFor, withDeadline } from '../helpers/wait.js'
 
@@ -176,6 +176,36 @@ t.test('on the direct path, shared frames of one turn are written prebuilt to th
   transport.send('own')
   t.same(sends.map(([data]) => data), ['own'], 'a string frame goes through ws.send')
   await received(t, inbox, [...TEXTS, 'shared', 'own'].map((text) => ({ text, binary: false })), 'with a string frame')
+})
+
+t.test('with a flush window, the frames of several turns leave in one write once the window ends (FLOW_FLUSH_WINDOW_MS)', async (t) => {
+  const { accept } = await flowSockets(t)
+  const { socket, inbox } = await accept()
+  const tcp = internals(socket)._socket as Socket
+  const transport = new WsTransport(socket, new Flusher(200))
+  const writevs = spy(tcp, '_writev')
+  const singles = spy(tcp, '_write')
+  const [first, ...rest] = TEXTS
+  transport.send(new SharedFrame(first as string))
+  // Later turns, inside the window: still corked, nothing sent yet.
+  for (const text of rest) {
+    await new Promise((resolve) => setImmediate(resolve))
+    transport.send(new SharedFrame(text))
+  }
+  await new Promise((resolve) => setImmediate(resolve))
+  t.equal(tcp.writableCorked, 1, 'the TCP socket stays corked after the turn, within the window')
+  t.equal(writevs.length + singles.length, 0, 'nothing was written to the network yet')
+  t.equal(inbox.items.length, 0, 'the client has nothing yet')
+  await received(t, inbox, TEXTS.map((text) => ({ text, binary: false })), 'after the window')
+  t.equal(writevs.length, 1, 'the frames of several turns left in one write')
+  t.equal((writevs[0]?.[0] as unknown[] | undefined)?.length, TEXTS.length, 'that write carried every frame')
+  t.equal(tcp.writableCorked, 0, 'the TCP socket is uncorked after the window')
+})
+
+t.test('a flush window must be a whole number of ms >= 0', async (t) => {
+  t.throws(() => new Flusher(-1), RangeError)
+  t.throws(() => new Flusher(1.5), RangeError)
+  t.equal(new Flusher().windowMs, 0, 'the default flushes every turn')
 })
 
 t.test('with permessage-deflate negotiated, every frame goes through ws.send and arrives intact and in order', async (t) => {
