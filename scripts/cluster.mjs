@@ -18,7 +18,10 @@
 // - The balancer hands a connection only to an instance that is up (it
 //   answers /health with its instance id): a dead or unreachable one leaves
 //   the rotation until it answers again, and a connection it refuses or drops
-//   before answering is tried on the next instance.
+//   before answering is tried on the next instance. An instance that is up is
+//   asked /health every second; two misses in a row (no 200 within 2 s: a
+//   frozen process, whose kernel still accepts connections, or one that
+//   answers 503) take it out of the rotation until it answers again.
 // - SIGINT, SIGTERM and SIGHUP (and the end of stdin with
 //   --stop-on-stdin-close) stop the cluster: the instances drain (SIGTERM),
 //   the ones still running after FLOW_SHUTDOWN_TIMEOUT_MS + 5 s get SIGKILL,
@@ -60,6 +63,9 @@ const START_TIMEOUT_MS = 60_000
 /** How often a process that is not up yet is probed, and how long a probe may take. */
 const PROBE_INTERVAL_MS = 100
 const PROBE_TIMEOUT_MS = 2000
+/** How often an instance in the rotation is asked /health, and how many misses in a row take it out. */
+const HEALTH_INTERVAL_MS = 1000
+const HEALTH_MISSES = 2
 /** Bytes of a request the balancer keeps to send it again to the next instance if the first fails before answering. */
 const REPLAY_MAX_BYTES = 64 * 1024
 /** The drain of an instance (its own bound, FLOW_SHUTDOWN_TIMEOUT_MS) plus a margin; then SIGKILL. */
@@ -179,6 +185,8 @@ class Supervised {
     this.backoffMs = BACKOFF_FIRST_MS
     this.timer = null
     this.startedAt = 0
+    /** the health check loop that may run (a newer one ends an older one) */
+    this.watching = null
   }
 
   get running () {
@@ -221,9 +229,36 @@ class Supervised {
         this.up = true
         if (this.everUp) log(`${this.name} is back`)
         this.everUp = true
+        if (this.role === 'flow') void this.watch(child)
         return
       }
       await delay(PROBE_INTERVAL_MS)
+    }
+  }
+
+  /**
+   * While `child` is up, asks it /health every HEALTH_INTERVAL_MS; after
+   * HEALTH_MISSES misses in a row it leaves the rotation and is probed until
+   * it answers again. A process that is alive but does not answer (SIGSTOP,
+   * a blocked event loop, 503) would otherwise keep being handed connections.
+   */
+  async watch (child) {
+    const token = Symbol('watch')
+    this.watching = token
+    let misses = 0
+    for (;;) {
+      await delay(HEALTH_INTERVAL_MS)
+      if (this.watching !== token || this.child !== child || !this.up || stopping) return
+      if (await this.answers(child)) {
+        misses = 0
+        continue
+      }
+      if (this.watching !== token || this.child !== child || !this.up || stopping) return
+      if (++misses < HEALTH_MISSES) continue
+      this.up = false
+      log(`${this.name} did not answer /health ${HEALTH_MISSES} times in a row; out of the rotation until it answers again`)
+      void this.probe(child)
+      return
     }
   }
 

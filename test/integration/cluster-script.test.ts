@@ -278,6 +278,38 @@ t.test('with --no-restart a killed instance stays down and the balancer serves f
   t.equal((await withDeadline(cluster.proc.exited, 'the script to exit', STOP_TIMEOUT_MS)).code, 0, 'stops cleanly afterwards')
 })
 
+t.test('a frozen instance (SIGSTOP) leaves the rotation after two missed health checks, and comes back after SIGCONT', async (t) => {
+  const cluster = await startScript(t)
+  const flows = (await cluster.children()).filter(isFlow)
+  t.equal(flows.length, 2, 'two instances run')
+  t.same(await waitFor(async () => {
+    const ids = await instanceIds(cluster.port, 4)
+    return ids.length === 2 ? ids : undefined
+  }, { what: 'both instances in the rotation', timeoutMs: 5000 }), ['flow-1', 'flow-2'])
+  const frozen = flows[0] as Child
+  process.kill(frozen.pid, 'SIGSTOP')
+  t.teardown(() => { try { process.kill(frozen.pid, 'SIGCONT') } catch {} })
+  // Its kernel still accepts connections: only the health check can tell.
+  await cluster.proc.waitFor(/\[cluster\] flow-\d did not answer \/health 2 times in a row; out of the rotation/, { timeoutMs: 15_000 })
+  const ids = await instanceIds(cluster.port, 6)
+  t.equal(ids.length, 1, `six requests through the balancer are all answered by the instance left (${ids.join(', ')})`)
+  const project = `frozen-${randomUUID()}`
+  const a = await connect(t, `${cluster.ws}?userId=a`)
+  const b = await connect(t, `${cluster.ws}?userId=b`)
+  await a.join(project)
+  await b.join(project)
+  await opReaches(t, a, b, project, 'new clients are served while one instance is frozen')
+
+  process.kill(frozen.pid, 'SIGCONT')
+  await cluster.proc.waitFor(/\[cluster\] flow-\d is back/, { timeoutMs: 15_000 })
+  t.same(await waitFor(async () => {
+    const back = await instanceIds(cluster.port, 4)
+    return back.length === 2 ? back : undefined
+  }, { what: 'both instances in the rotation again', timeoutMs: 5000 }), ['flow-1', 'flow-2'], 'the thawed instance is handed requests again')
+  cluster.proc.kill('SIGTERM')
+  t.equal((await withDeadline(cluster.proc.exited, 'the script to exit', STOP_TIMEOUT_MS)).code, 0, 'stops cleanly afterwards')
+})
+
 t.test('SIGINT, SIGTERM, SIGHUP and the end of stdin stop the script with code 0 and nothing left running', async (t) => {
   const cases: ReadonlyArray<readonly [string, readonly string[], (c: ClusterRun) => void]> = [
     ['SIGINT', [], (c) => { c.proc.kill('SIGINT') }],
