@@ -122,6 +122,9 @@ export function parseInfo (reply: string): Map<string, string> {
 export const CLIENT_OPTIONS = {
   // Commands fail at once while disconnected: no unbounded offline queue.
   disableOfflineQueue: true,
+  // node-redis 6 turns Redis Enterprise maintenance notifications on with RESP3 ('auto'), which relaxes the
+  // socket timeout during maintenance: Flow's outage detection (socketTimeout, pings, its watchdogs) stays as documented.
+  maintNotifications: 'disabled',
   // A frozen Redis is only seen through an idle socket timeout plus pings.
   pingInterval: 1000,
   socket: { connectTimeout: 3000, socketTimeout: 5000, reconnectStrategy: reconnectDelay }
