@@ -2,12 +2,13 @@ import fp from 'fastify-plugin'
 import { EventEmitter } from 'node:events'
 import { createClient, ErrorReply } from 'redis'
 import type { FastifyInstance } from 'fastify'
-import type { RedisClient } from '../adapters/redis/client.js'
-import type { FlowConfig } from '../lib/config.js'
+import type { NodeRedisClient, RedisClient } from '../adapters/redis/client.js'
+import { SentinelConnection } from '../adapters/redis/sentinel.js'
+import { parseSentinels, type FlowConfig } from '../lib/config.js'
 import { ConfigError } from '../lib/errors.js'
 import { readFileSync } from 'node:fs'
 
-export type { RedisClient }
+export type { NodeRedisClient, RedisClient }
 
 /** What Redis said of its memory at the last read. */
 export interface RedisMemory {
@@ -41,6 +42,8 @@ export interface FlowRedis {
   readonly onMemory: (listener: (memory: RedisMemory) => void) => void
   /** the last connection error while not connected (e.g. `WRONGPASS ...`), for /health */
   readonly lastError: string | null
+  /** with REDIS_SENTINELS: the primary in use (`host:port`), null while none is connected; undefined without Sentinel */
+  readonly primary?: () => string | null
 }
 
 declare module 'fastify' {
@@ -52,7 +55,7 @@ declare module 'fastify' {
 
 export interface RedisPluginOptions {
   /** a host app's own node-redis client; Flow never closes it */
-  readonly client?: RedisClient
+  readonly client?: NodeRedisClient
   /** longest wait for the first connection at boot (ms); then boot goes on, degraded */
   readonly connectWaitMs?: number
 }
@@ -130,6 +133,51 @@ export const CLIENT_OPTIONS = {
   socket: { connectTimeout: 3000, socketTimeout: 5000, reconnectStrategy: reconnectDelay }
 } as const
 
+/** What the plugin opens and closes: a node-redis client or a Sentinel connection. */
+interface Owned {
+  readonly isReady: boolean
+  connect: () => Promise<unknown>
+  close: () => Promise<unknown>
+  destroy: () => unknown
+}
+
+/** The value of CONFIG GET's one parameter: a [name, value] array (RESP2) or a map (RESP3). */
+export function configValue (reply: unknown, name: string): string | null {
+  if (Array.isArray(reply)) {
+    for (let i = 0; i + 1 < reply.length; i += 2) if (String(reply[i]) === name) return String(reply[i + 1])
+    return null
+  }
+  if (reply instanceof Map) return reply.has(name) ? String(reply.get(name)) : null
+  if (reply !== null && typeof reply === 'object' && name in reply) return String((reply as Record<string, unknown>)[name])
+  return null
+}
+
+/**
+ * The Sentinel connection of REDIS_SENTINELS and REDIS_SENTINEL_NAME: the
+ * user, password and database of the Redis URL, the client options above
+ * for every connection to the primary, and the same reconnection back-off
+ * between attempts to find one.
+ */
+export function sentinelConnection (config: FlowConfig, name: string): SentinelConnection {
+  const url = new URL(redisUrl(config))
+  const db = url.pathname.replace(/^\//, '')
+  const credentials = {
+    ...(url.username === '' ? {} : { username: decodeURIComponent(url.username) }),
+    ...(url.password === '' ? {} : { password: decodeURIComponent(url.password) })
+  }
+  return new SentinelConnection({
+    name: config.redisSentinelName ?? '',
+    sentinels: parseSentinels(config.redisSentinels ?? ''),
+    nodeClientOptions: { ...CLIENT_OPTIONS, socket: { ...CLIENT_OPTIONS.socket }, ...credentials, ...(db === '' ? {} : { database: Number(db) }), name },
+    sentinelClientOptions: { socket: { connectTimeout: CLIENT_OPTIONS.socket.connectTimeout }, maintNotifications: 'disabled' },
+    retryDelay: reconnectDelay,
+    scanIntervalMs: SENTINEL_SCAN_INTERVAL_MS
+  })
+}
+
+/** How often the sentinels are asked for the topology besides their events (ms): a failed reconfiguration is retried by then. */
+export const SENTINEL_SCAN_INTERVAL_MS = 5000
+
 /**
  * Creates the command connection and a dedicated subscriber connection when
  * any port runs on Redis. Never blocks boot on Redis: it waits at most
@@ -144,7 +192,7 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
     return
   }
   const log = fastify.log.child({ component: 'redis' })
-  const owned: RedisClient[] = []
+  const owned: Owned[] = []
   // Filled in below; the connection listeners write the last error into it.
   const status: { lastError: string | null } = { lastError: null }
   const watch = (client: RedisClient, role: string): RedisClient => {
@@ -162,17 +210,34 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
   }
   let client: RedisClient
   let subscriber: RedisClient
+  let sentinel: SentinelConnection | null = null
   if (opts.client !== undefined) {
+    if (config.redisSentinels !== undefined) log.warn('REDIS_SENTINELS is not used: the host app passed its own Redis client')
     client = opts.client
     // The host's socket options (TLS, reconnection) are kept.
-    subscriber = watch(client.duplicate({ disableOfflineQueue: true, pingInterval: CLIENT_OPTIONS.pingInterval, name: `${fastify.flowConfig.instanceId}-sub` }), 'subscriber')
+    const duplicate = opts.client.duplicate({ disableOfflineQueue: true, pingInterval: CLIENT_OPTIONS.pingInterval, name: `${fastify.flowConfig.instanceId}-sub` })
+    subscriber = watch(duplicate, 'subscriber')
+    owned.push(duplicate)
+  } else if (config.redisSentinels !== undefined) {
+    // One Sentinel connection serves both roles: its commands go to the primary on one connection,
+    // its Pub/Sub on another, and both move to the new primary after a failover.
+    sentinel = sentinelConnection(config, fastify.flowConfig.instanceId)
+    const s = sentinel
+    s.on('topology-change', (event) => {
+      if (event.type === 'MASTER_CHANGE') log.warn({ primary: event.node }, 'Redis Sentinel: the primary changed; moving to it')
+      else log.debug({ event }, 'Redis Sentinel topology change')
+    })
+    client = watch(s, 'sentinel')
+    subscriber = client
+    owned.push(s)
   } else {
     const socket = { ...CLIENT_OPTIONS.socket, ...tlsOptions(config) }
-    client = watch(createClient({ url: redisUrl(config), ...CLIENT_OPTIONS, socket, name: `${fastify.flowConfig.instanceId}` }), 'command')
-    owned.push(client)
-    subscriber = watch(client.duplicate({ ...CLIENT_OPTIONS, socket, name: `${fastify.flowConfig.instanceId}-sub` }), 'subscriber')
+    const command = createClient({ url: redisUrl(config), ...CLIENT_OPTIONS, socket, name: `${fastify.flowConfig.instanceId}` })
+    const sub = command.duplicate({ ...CLIENT_OPTIONS, socket, name: `${fastify.flowConfig.instanceId}-sub` })
+    client = watch(command, 'command')
+    subscriber = watch(sub, 'subscriber')
+    owned.push(command, sub)
   }
-  owned.push(subscriber)
 
   let memory: RedisMemory | null = null
   const memoryEvents = new EventEmitter<{ memory: [RedisMemory] }>()
@@ -184,22 +249,22 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
     get memory () { return memory },
     checkMemory: async () => await checkMemory(),
     onMemory: (listener) => { memoryEvents.on('memory', listener) },
-    get lastError () { return status.lastError }
+    get lastError () { return status.lastError },
+    ...(sentinel === null ? {} : { primary: () => sentinel.primary })
   }
   fastify.decorate('flowRedis', redis)
 
   const connecting = owned.map(async (c) => {
     await c.connect().catch((err: unknown) => { log.warn({ err }, 'redis is not reachable yet; retrying in the background') })
   })
-  if (opts.client !== undefined && !client.isOpen) log.warn('the Redis client passed to Flow is not connected; Flow does not connect it')
+  if (opts.client !== undefined && !opts.client.isOpen) log.warn('the Redis client passed to Flow is not connected; Flow does not connect it')
 
   const warnRatio = config.redisMemoryWarnRatio
   let configRefused = false
   const readPolicy = async (info: Map<string, string>): Promise<string | null> => {
     try {
-      const reply = await client.configGet('maxmemory-policy')
-      const policy = reply['maxmemory-policy']
-      if (policy !== undefined) return String(policy)
+      const policy = configValue(await client.sendCommand(['CONFIG', 'GET', 'maxmemory-policy']), 'maxmemory-policy')
+      if (policy !== null) return policy
     } catch (err) {
       if (!(err instanceof ErrorReply)) throw err
       // Managed Redis often disables CONFIG (rename-command, ACL): INFO tells the policy too.
@@ -211,7 +276,7 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
   let reading: Promise<RedisMemory | null> | null = null
   const read = async (): Promise<RedisMemory | null> => {
     try {
-      const info = parseInfo(String(await client.info('memory')))
+      const info = parseInfo(String(await client.sendCommand(['INFO', 'memory'])))
       const usedMemory = Number(info.get('used_memory') ?? Number.NaN)
       const maxMemory = Number(info.get('maxmemory') ?? 0)
       const policy = await readPolicy(info)
