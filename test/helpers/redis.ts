@@ -91,7 +91,7 @@ async function freePort (): Promise<number> {
 }
 
 /** True when a server on `port` answers PING with PONG (not LOADING, not a refused connection). */
-async function answersPing (port: number): Promise<boolean> {
+export async function answersPing (port: number): Promise<boolean> {
   return await new Promise<boolean>(resolve => {
     const socket = connect({ port, host: '127.0.0.1' })
     let reply = ''
