@@ -223,9 +223,17 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
     // its Pub/Sub on another, and both move to the new primary after a failover.
     sentinel = sentinelConnection(config, fastify.flowConfig.instanceId)
     const s = sentinel
+    let known: string | null = null
     s.on('topology-change', (event) => {
-      if (event.type === 'MASTER_CHANGE') log.warn({ primary: event.node }, 'Redis Sentinel: the primary changed; moving to it')
-      else log.debug({ event }, 'Redis Sentinel topology change')
+      if (event.type !== 'MASTER_CHANGE' || event.node === undefined) {
+        log.debug({ event }, 'Redis Sentinel topology change')
+        return
+      }
+      // Also emitted when node-redis reconnects to the same primary: only a new address is a failover.
+      const primary = `${event.node.host}:${event.node.port}`
+      if (known !== null && known !== primary) log.warn({ primary, was: known }, 'Redis Sentinel: the primary changed; moving to it')
+      else if (known === null) log.info({ primary }, 'Redis Sentinel: the primary')
+      known = primary
     })
     client = watch(s, 'sentinel')
     subscriber = client

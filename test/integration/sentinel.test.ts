@@ -20,6 +20,7 @@ const KNOBS = { redisCommandTimeoutMs: 500, redisProbeIntervalMs: 200 }
 
 interface Health {
   readonly status: string
+  readonly redis: { readonly primary?: string | null }
   readonly ports: Record<'sessions' | 'broadcaster' | 'log', { readonly circuit: string | null, readonly serving: string }>
 }
 
@@ -97,7 +98,8 @@ async function failover (t: Test, loseAcked: boolean): Promise<void> {
   }
   const a = await startServer(t, { ...flags, instanceId: 'a' })
   const b = await startServer(t, { ...flags, instanceId: 'b' })
-  await waitStatus([a, b], 'ok', 'at start')
+  const atStart = await waitStatus([a, b], 'ok', 'at start')
+  t.same(atStart.map((h) => h.redis.primary), [`127.0.0.1:${group.primary.port}`, `127.0.0.1:${group.primary.port}`], '/health names the primary in use')
 
   const tr = await createTraffic(t, [a.ws, b.ws], 2, { project: PROJECT, window: 4, intervalMs: 10 })
   const joined = new Set(tr.senders.map((s) => s.joined?.epoch as string))
@@ -123,7 +125,8 @@ async function failover (t: Test, loseAcked: boolean): Promise<void> {
   const reports = await waitStatus([a, b], 'ok', 'after the failover', 30_000)
   for (const [i, h] of reports.entries()) {
     t.same(Object.values(h.ports).map((p) => [p.circuit, p.serving]), [['closed', 'redis'], ['closed', 'redis'], ['closed', 'redis']],
-      `instance ${i === 0 ? 'a' : 'b'}: every port is back on Redis, on the new primary`)
+      `instance ${i === 0 ? 'a' : 'b'}: every port is back on Redis`)
+    t.equal(h.redis.primary, `127.0.0.1:${group.replica.port}`, `instance ${i === 0 ? 'a' : 'b'} is on the promoted replica`)
   }
   await tr.acked(15, 'after the failover', 20_000)
   await tr.stop()
@@ -202,6 +205,7 @@ t.test('with no sentinel reachable, the server starts at once, degraded, and ser
   const h = await health(app)
   t.equal(h.status, 'degraded', 'boot went on without Redis')
   t.equal(h.ports.log.serving, 'memory')
+  t.equal(h.redis.primary, null, '/health: no primary connected')
   const c = await connect(t, `${app.ws}?userId=u`)
   await c.join(PROJECT)
   const ack = await c.request({ type: 'op', project: PROJECT, data: 1 })
