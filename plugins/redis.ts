@@ -128,6 +128,10 @@ export const CLIENT_OPTIONS = {
   // node-redis 6 turns Redis Enterprise maintenance notifications on with RESP3 ('auto'), which relaxes the
   // socket timeout during maintenance: Flow's outage detection (socketTimeout, pings, its watchdogs) stays as documented.
   maintNotifications: 'disabled',
+  // node-redis 6 fails a command still waiting to be written after 5 s by default: a stall of this
+  // process (or a burst) would then fail calls as if Redis were away. Flow's own watchdog decides that
+  // (FLOW_REDIS_COMMAND_TIMEOUT_MS, counted from when the event loop runs again), as with node-redis 5.
+  commandOptions: { timeout: undefined },
   // A frozen Redis is only seen through an idle socket timeout plus pings.
   pingInterval: 1000,
   socket: { connectTimeout: 3000, socketTimeout: 5000, reconnectStrategy: reconnectDelay }
@@ -159,6 +163,7 @@ export function configValue (reply: unknown, name: string): string | null {
  * between attempts to find one.
  */
 export function sentinelConnection (config: FlowConfig, name: string): SentinelConnection {
+  const { commandOptions, ...nodeOptions } = CLIENT_OPTIONS
   const url = new URL(redisUrl(config))
   const db = url.pathname.replace(/^\//, '')
   const credentials = {
@@ -168,7 +173,9 @@ export function sentinelConnection (config: FlowConfig, name: string): SentinelC
   return new SentinelConnection({
     name: config.redisSentinelName ?? '',
     sentinels: parseSentinels(config.redisSentinels ?? ''),
-    nodeClientOptions: { ...CLIENT_OPTIONS, socket: { ...CLIENT_OPTIONS.socket }, ...credentials, ...(db === '' ? {} : { database: Number(db) }), name },
+    nodeClientOptions: { ...nodeOptions, socket: { ...CLIENT_OPTIONS.socket }, ...credentials, ...(db === '' ? {} : { database: Number(db) }), name },
+    // node-redis 6 takes the command options of a Sentinel at its top level only.
+    commandOptions,
     sentinelClientOptions: { socket: { connectTimeout: CLIENT_OPTIONS.socket.connectTimeout }, maintNotifications: 'disabled' },
     retryDelay: reconnectDelay,
     scanIntervalMs: SENTINEL_SCAN_INTERVAL_MS

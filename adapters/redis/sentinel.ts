@@ -53,6 +53,10 @@ export interface SentinelConnectionOptions {
   readonly retryDelay: (attempt: number) => number
   /** how often the sentinels are asked again for the topology (ms), besides their Pub/Sub events */
   readonly scanIntervalMs: number
+  /** options of every command (node-redis 6 takes them at the Sentinel's top level, not per node) */
+  readonly commandOptions?: RedisSentinelOptions['commandOptions']
+  /** rounds of asking the sentinels before node-redis gives up (default 16, about 16 s); then a new object starts over */
+  readonly maxRediscovers?: number
 }
 
 /** The events a Flow connection emits, plus `topology-change` (node-redis' event: `{ type, node }`). */
@@ -74,7 +78,9 @@ function newSentinel (options: SentinelConnectionOptions) {
     passthroughClientErrorEvents: true,
     // One connection for every command, in call order (a pool lease per call may reorder calls).
     reserveClient: true,
-    scanInterval: options.scanIntervalMs
+    scanInterval: options.scanIntervalMs,
+    ...(options.commandOptions === undefined ? {} : { commandOptions: options.commandOptions }),
+    ...(options.maxRediscovers === undefined ? {} : { maxCommandRediscovers: options.maxRediscovers })
   })
 }
 

@@ -255,6 +255,8 @@ export async function redisClient (t: Test, url: string, options: RedisClientOpt
   const client: TestRedisClient = createClient({
     url,
     disableOfflineQueue: options.disableOfflineQueue ?? false,
+    // As Flow's own clients (plugins/redis.ts): no node-redis 6 time limit on a command waiting to be written.
+    commandOptions: { timeout: undefined },
     socket: { reconnectStrategy: () => 50 }
   })
   client.on('error', () => {
