@@ -5,7 +5,7 @@ import type { HubPorts } from './lib/hub/hub.js'
 import configPlugin from './plugins/config.js'
 import redisPlugin from './plugins/redis.js'
 import portsPlugin from './plugins/ports.js'
-import type { RedisClient } from './adapters/redis/client.js'
+import type { NodeRedisClient } from './adapters/redis/client.js'
 import hubPlugin from './plugins/hub.js'
 import authPlugin, { type AuthenticateHook } from './plugins/auth.js'
 import errorsPlugin from './plugins/errors.js'
@@ -46,7 +46,7 @@ export interface FlowOptions extends Omit<FlowConfigOptions, 'logLevel'> {
   /** environment to read settings from (default process.env) */
   readonly env?: NodeJS.ProcessEnv
   /** a host app's own node-redis client for commands (Flow duplicates it for Pub/Sub and never closes it) */
-  readonly redis?: RedisClient
+  readonly redis?: NodeRedisClient
   /** serve the demo board at `{prefix}/` (default false; `npm start` turns it on) */
   readonly demo?: boolean
   /**

@@ -246,6 +246,16 @@ export const SETTINGS = {
     doc: 'PEM client certificate, when Redis asks for one (TLS)'
   },
   redisTlsKeyFile: { env: 'REDIS_TLS_KEY_FILE', kind: 'string', doc: 'PEM key of the client certificate (TLS)' },
+  redisSentinels: {
+    env: 'REDIS_SENTINELS', kind: 'string',
+    doc: 'comma-separated `host:port` of Redis Sentinels (a few are enough): Flow asks them for the primary of ' +
+      '`REDIS_SENTINEL_NAME` and follows it across failovers; the user, password and database of `REDIS_URL` ' +
+      '(or `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_DB`) still apply, its host and port are not used'
+  },
+  redisSentinelName: {
+    env: 'REDIS_SENTINEL_NAME', kind: 'string',
+    doc: 'the master group name the sentinels monitor (`sentinel monitor <name> ...`); needed with `REDIS_SENTINELS`'
+  },
   redisConnectWaitMs: {
     env: 'REDIS_CONNECT_WAIT_MS', kind: 'int', default: 2000, min: 0, max: 60_000,
     doc: 'longest wait for Redis at boot; after it the server starts anyway'
@@ -414,12 +424,65 @@ export function resolveConfig (options: FlowConfigOptions = {}, env: NodeJS.Proc
   if (config.openapiUi && !config.openapi) {
     throw new ConfigError('FLOW_OPENAPI_UI=true needs the OpenAPI document: FLOW_OPENAPI=false turns it off')
   }
+  if (config.redisSentinels !== undefined || config.redisSentinelName !== undefined) checkSentinels(config)
   if (config.nodeEnv === 'production' && config.auth !== 'none' &&
       config.jwtSecret === undefined && config.jwtPublicKey === undefined) {
     throw new ConfigError('NODE_ENV=production needs FLOW_JWT_SECRET or FLOW_JWT_PUBLIC_KEY, ' +
       'or FLOW_AUTH=none to run without authentication on purpose')
   }
   return config
+}
+
+/** A Redis Sentinel's address. */
+export interface SentinelAddress {
+  readonly host: string
+  readonly port: number
+}
+
+const SENTINEL = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9_.-]+)):(\d{1,5})$/
+
+/**
+ * The sentinels of `REDIS_SENTINELS`: comma-separated `host:port` (an IPv6
+ * address in brackets, `[::1]:26379`), blanks around the commas ignored.
+ * Throws FLOW_ERR_CONFIG_INVALID naming REDIS_SENTINELS and the bad entry.
+ */
+export function parseSentinels (value: string): SentinelAddress[] {
+  const out: SentinelAddress[] = []
+  for (const raw of value.split(',')) {
+    const entry = raw.trim()
+    const m = SENTINEL.exec(entry)
+    const port = m === null ? Number.NaN : Number(m[3])
+    if (m === null || port < 1 || port > 65535) {
+      throw new ConfigError('REDIS_SENTINELS must be comma-separated host:port pairs ' +
+        `(e.g. sentinel-1:26379,sentinel-2:26379), got ${JSON.stringify(entry)}`)
+    }
+    out.push({ host: m[1] ?? m[2] ?? '', port })
+  }
+  return out
+}
+
+/**
+ * REDIS_SENTINELS and REDIS_SENTINEL_NAME go together, and replace
+ * REDIS_HOST / REDIS_PORT (the sentinels name the primary).
+ */
+function checkSentinels (config: FlowConfig): void {
+  if (config.redisSentinels === undefined) {
+    throw new ConfigError('REDIS_SENTINEL_NAME needs REDIS_SENTINELS (the sentinels to ask for its primary)')
+  }
+  if (config.redisSentinelName === undefined) {
+    throw new ConfigError('REDIS_SENTINELS needs REDIS_SENTINEL_NAME (the master group name the sentinels monitor)')
+  }
+  parseSentinels(config.redisSentinels)
+  if (config.redisHost !== undefined || config.redisPort !== undefined) {
+    throw new ConfigError('REDIS_HOST and REDIS_PORT name one Redis: with REDIS_SENTINELS the sentinels name ' +
+      'the primary; unset them')
+  }
+  const tls = (config.redisTls ?? config.redisUrl.trim().startsWith('rediss:')) ||
+    config.redisTlsCaFile !== undefined || config.redisTlsCertFile !== undefined
+  if (tls) {
+    throw new ConfigError('REDIS_SENTINELS does not support TLS yet (REDIS_TLS, rediss://, REDIS_TLS_*_FILE): ' +
+      'reach the sentinels and the primary without TLS, or use one Redis with REDIS_URL')
+  }
 }
 
 /** Whether connections and the project API need a token. */

@@ -141,7 +141,8 @@ const report = {
       maxMemory: { type: ['number', 'null'] },
       memoryRatio: { type: ['number', 'null'] },
       refused: { type: ['string', 'null'], description: 'why a Redis that answers is not used' },
-      lastError: { type: ['string', 'null'], description: 'why Redis is unreachable' }
+      lastError: { type: ['string', 'null'], description: 'why Redis is unreachable' },
+      primary: { type: ['string', 'null'], description: 'with REDIS_SENTINELS only: the primary in use (`host:port`), null while none is connected' }
     }
   },
   seqScope: { type: 'string', description: '`cluster` or `instance`' },
@@ -197,7 +198,8 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
         maxMemory: memory?.maxMemory ?? null,
         memoryRatio: memory?.ratio ?? null,
         refused,
-        lastError: fastify.flowRedis?.lastError ?? null
+        lastError: fastify.flowRedis?.lastError ?? null,
+        ...(fastify.flowRedis?.primary === undefined ? {} : { primary: fastify.flowRedis.primary() })
       },
       seqScope,
       warnings,

@@ -2,12 +2,13 @@ import fp from 'fastify-plugin'
 import { EventEmitter } from 'node:events'
 import { createClient, ErrorReply } from 'redis'
 import type { FastifyInstance } from 'fastify'
-import type { RedisClient } from '../adapters/redis/client.js'
-import type { FlowConfig } from '../lib/config.js'
+import type { NodeRedisClient, RedisClient } from '../adapters/redis/client.js'
+import { SentinelConnection } from '../adapters/redis/sentinel.js'
+import { parseSentinels, type FlowConfig } from '../lib/config.js'
 import { ConfigError } from '../lib/errors.js'
 import { readFileSync } from 'node:fs'
 
-export type { RedisClient }
+export type { NodeRedisClient, RedisClient }
 
 /** What Redis said of its memory at the last read. */
 export interface RedisMemory {
@@ -41,6 +42,8 @@ export interface FlowRedis {
   readonly onMemory: (listener: (memory: RedisMemory) => void) => void
   /** the last connection error while not connected (e.g. `WRONGPASS ...`), for /health */
   readonly lastError: string | null
+  /** with REDIS_SENTINELS: the primary in use (`host:port`), null while none is connected; undefined without Sentinel */
+  readonly primary?: () => string | null
 }
 
 declare module 'fastify' {
@@ -52,7 +55,7 @@ declare module 'fastify' {
 
 export interface RedisPluginOptions {
   /** a host app's own node-redis client; Flow never closes it */
-  readonly client?: RedisClient
+  readonly client?: NodeRedisClient
   /** longest wait for the first connection at boot (ms); then boot goes on, degraded */
   readonly connectWaitMs?: number
 }
@@ -122,10 +125,65 @@ export function parseInfo (reply: string): Map<string, string> {
 export const CLIENT_OPTIONS = {
   // Commands fail at once while disconnected: no unbounded offline queue.
   disableOfflineQueue: true,
+  // node-redis 6 turns Redis Enterprise maintenance notifications on with RESP3 ('auto'), which relaxes the
+  // socket timeout during maintenance: Flow's outage detection (socketTimeout, pings, its watchdogs) stays as documented.
+  maintNotifications: 'disabled',
+  // node-redis 6 fails a command still waiting to be written after 5 s by default: a stall of this
+  // process (or a burst) would then fail calls as if Redis were away. Flow's own watchdog decides that
+  // (FLOW_REDIS_COMMAND_TIMEOUT_MS, counted from when the event loop runs again), as with node-redis 5.
+  commandOptions: { timeout: undefined },
   // A frozen Redis is only seen through an idle socket timeout plus pings.
   pingInterval: 1000,
   socket: { connectTimeout: 3000, socketTimeout: 5000, reconnectStrategy: reconnectDelay }
 } as const
+
+/** What the plugin opens and closes: a node-redis client or a Sentinel connection. */
+interface Owned {
+  readonly isReady: boolean
+  connect: () => Promise<unknown>
+  close: () => Promise<unknown>
+  destroy: () => unknown
+}
+
+/** The value of CONFIG GET's one parameter: a [name, value] array (RESP2) or a map (RESP3). */
+export function configValue (reply: unknown, name: string): string | null {
+  if (Array.isArray(reply)) {
+    for (let i = 0; i + 1 < reply.length; i += 2) if (String(reply[i]) === name) return String(reply[i + 1])
+    return null
+  }
+  if (reply instanceof Map) return reply.has(name) ? String(reply.get(name)) : null
+  if (reply !== null && typeof reply === 'object' && name in reply) return String((reply as Record<string, unknown>)[name])
+  return null
+}
+
+/**
+ * The Sentinel connection of REDIS_SENTINELS and REDIS_SENTINEL_NAME: the
+ * user, password and database of the Redis URL, the client options above
+ * for every connection to the primary, and the same reconnection back-off
+ * between attempts to find one.
+ */
+export function sentinelConnection (config: FlowConfig, name: string): SentinelConnection {
+  const { commandOptions, ...nodeOptions } = CLIENT_OPTIONS
+  const url = new URL(redisUrl(config))
+  const db = url.pathname.replace(/^\//, '')
+  const credentials = {
+    ...(url.username === '' ? {} : { username: decodeURIComponent(url.username) }),
+    ...(url.password === '' ? {} : { password: decodeURIComponent(url.password) })
+  }
+  return new SentinelConnection({
+    name: config.redisSentinelName ?? '',
+    sentinels: parseSentinels(config.redisSentinels ?? ''),
+    nodeClientOptions: { ...nodeOptions, socket: { ...CLIENT_OPTIONS.socket }, ...credentials, ...(db === '' ? {} : { database: Number(db) }), name },
+    // node-redis 6 takes the command options of a Sentinel at its top level only.
+    commandOptions,
+    sentinelClientOptions: { socket: { connectTimeout: CLIENT_OPTIONS.socket.connectTimeout }, maintNotifications: 'disabled' },
+    retryDelay: reconnectDelay,
+    scanIntervalMs: SENTINEL_SCAN_INTERVAL_MS
+  })
+}
+
+/** How often the sentinels are asked for the topology besides their events (ms): a failed reconfiguration is retried by then. */
+export const SENTINEL_SCAN_INTERVAL_MS = 5000
 
 /**
  * Creates the command connection and a dedicated subscriber connection when
@@ -141,7 +199,7 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
     return
   }
   const log = fastify.log.child({ component: 'redis' })
-  const owned: RedisClient[] = []
+  const owned: Owned[] = []
   // Filled in below; the connection listeners write the last error into it.
   const status: { lastError: string | null } = { lastError: null }
   const watch = (client: RedisClient, role: string): RedisClient => {
@@ -159,17 +217,42 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
   }
   let client: RedisClient
   let subscriber: RedisClient
+  let sentinel: SentinelConnection | null = null
   if (opts.client !== undefined) {
+    if (config.redisSentinels !== undefined) log.warn('REDIS_SENTINELS is not used: the host app passed its own Redis client')
     client = opts.client
     // The host's socket options (TLS, reconnection) are kept.
-    subscriber = watch(client.duplicate({ disableOfflineQueue: true, pingInterval: CLIENT_OPTIONS.pingInterval, name: `${fastify.flowConfig.instanceId}-sub` }), 'subscriber')
+    const duplicate = opts.client.duplicate({ disableOfflineQueue: true, pingInterval: CLIENT_OPTIONS.pingInterval, name: `${fastify.flowConfig.instanceId}-sub` })
+    subscriber = watch(duplicate, 'subscriber')
+    owned.push(duplicate)
+  } else if (config.redisSentinels !== undefined) {
+    // One Sentinel connection serves both roles: its commands go to the primary on one connection,
+    // its Pub/Sub on another, and both move to the new primary after a failover.
+    sentinel = sentinelConnection(config, fastify.flowConfig.instanceId)
+    const s = sentinel
+    let known: string | null = null
+    s.on('topology-change', (event) => {
+      if (event.type !== 'MASTER_CHANGE' || event.node === undefined) {
+        log.debug({ event }, 'Redis Sentinel topology change')
+        return
+      }
+      // Also emitted when node-redis reconnects to the same primary: only a new address is a failover.
+      const primary = `${event.node.host}:${event.node.port}`
+      if (known !== null && known !== primary) log.warn({ primary, was: known }, 'Redis Sentinel: the primary changed; moving to it')
+      else if (known === null) log.info({ primary }, 'Redis Sentinel: the primary')
+      known = primary
+    })
+    client = watch(s, 'sentinel')
+    subscriber = client
+    owned.push(s)
   } else {
     const socket = { ...CLIENT_OPTIONS.socket, ...tlsOptions(config) }
-    client = watch(createClient({ url: redisUrl(config), ...CLIENT_OPTIONS, socket, name: `${fastify.flowConfig.instanceId}` }), 'command')
-    owned.push(client)
-    subscriber = watch(client.duplicate({ ...CLIENT_OPTIONS, socket, name: `${fastify.flowConfig.instanceId}-sub` }), 'subscriber')
+    const command = createClient({ url: redisUrl(config), ...CLIENT_OPTIONS, socket, name: `${fastify.flowConfig.instanceId}` })
+    const sub = command.duplicate({ ...CLIENT_OPTIONS, socket, name: `${fastify.flowConfig.instanceId}-sub` })
+    client = watch(command, 'command')
+    subscriber = watch(sub, 'subscriber')
+    owned.push(command, sub)
   }
-  owned.push(subscriber)
 
   let memory: RedisMemory | null = null
   const memoryEvents = new EventEmitter<{ memory: [RedisMemory] }>()
@@ -181,22 +264,22 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
     get memory () { return memory },
     checkMemory: async () => await checkMemory(),
     onMemory: (listener) => { memoryEvents.on('memory', listener) },
-    get lastError () { return status.lastError }
+    get lastError () { return status.lastError },
+    ...(sentinel === null ? {} : { primary: () => sentinel.primary })
   }
   fastify.decorate('flowRedis', redis)
 
   const connecting = owned.map(async (c) => {
     await c.connect().catch((err: unknown) => { log.warn({ err }, 'redis is not reachable yet; retrying in the background') })
   })
-  if (opts.client !== undefined && !client.isOpen) log.warn('the Redis client passed to Flow is not connected; Flow does not connect it')
+  if (opts.client !== undefined && !opts.client.isOpen) log.warn('the Redis client passed to Flow is not connected; Flow does not connect it')
 
   const warnRatio = config.redisMemoryWarnRatio
   let configRefused = false
   const readPolicy = async (info: Map<string, string>): Promise<string | null> => {
     try {
-      const reply = await client.configGet('maxmemory-policy')
-      const policy = reply['maxmemory-policy']
-      if (policy !== undefined) return String(policy)
+      const policy = configValue(await client.sendCommand(['CONFIG', 'GET', 'maxmemory-policy']), 'maxmemory-policy')
+      if (policy !== null) return policy
     } catch (err) {
       if (!(err instanceof ErrorReply)) throw err
       // Managed Redis often disables CONFIG (rename-command, ACL): INFO tells the policy too.
@@ -208,7 +291,7 @@ async function redisPlugin (fastify: FastifyInstance, opts: RedisPluginOptions):
   let reading: Promise<RedisMemory | null> | null = null
   const read = async (): Promise<RedisMemory | null> => {
     try {
-      const info = parseInfo(String(await client.info('memory')))
+      const info = parseInfo(String(await client.sendCommand(['INFO', 'memory'])))
       const usedMemory = Number(info.get('used_memory') ?? Number.NaN)
       const maxMemory = Number(info.get('maxmemory') ?? 0)
       const policy = await readPolicy(info)

@@ -13,7 +13,6 @@ import { RedisSessionStore } from '../../adapters/redis/session-store.js'
 import { RedisBroadcaster } from '../../adapters/redis/broadcaster.js'
 import { redisClient, startRedis, uniquePrefix } from '../helpers/redis.js'
 import { TestLog } from '../helpers/logs.js'
-import type { RedisClient } from '../../adapters/redis/client.js'
 import type { AppendResult, LogMissing, NewOp, NewOpIfLogExists, OpenedLog, ReadResult } from '../../ports/operation-log.js'
 import { NO_EPOCH } from '../../lib/types.js'
 
@@ -73,7 +72,7 @@ broadcasterContract(t, 'FailoverBroadcaster on Redis', async () => {
   const keyPrefix = uniquePrefix()
   const make = async (origin: string): Promise<FailoverBroadcaster> => FailoverBroadcaster.create({
     ...shared(breaker(t)),
-    primary: new RedisBroadcaster({ client: await redisClient(t, redis.url) as RedisClient, subscriber: await redisClient(t, redis.url) as RedisClient, keyPrefix, origin })
+    primary: new RedisBroadcaster({ client: await redisClient(t, redis.url), subscriber: await redisClient(t, redis.url), keyPrefix, origin })
   }).port
   const [a, b, c] = [await make('a'), await make('b'), await make('c')]
   return { a, b, c, close: async () => { await Promise.all([a.close(), b.close(), c.close()]) } }
@@ -225,7 +224,7 @@ t.test('sessions that left during an outage are removed from the primary and han
 t.test('subscriptions made during an outage are made on the primary by re-sync, and dropped ones are undone', async (t) => {
   const keyPrefix = uniquePrefix()
   const b = breaker(t)
-  const primary = new RedisBroadcaster({ client: await redisClient(t, redis.url) as RedisClient, subscriber: await redisClient(t, redis.url) as RedisClient, keyPrefix, origin: 'a' })
+  const primary = new RedisBroadcaster({ client: await redisClient(t, redis.url), subscriber: await redisClient(t, redis.url), keyPrefix, origin: 'a' })
   t.teardown(async () => { await primary.close() })
   const { port: f, control } = FailoverBroadcaster.create({ ...shared(b), primary })
   await f.subscribe('kept', () => {})

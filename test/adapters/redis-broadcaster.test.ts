@@ -3,7 +3,6 @@ import { broadcasterContract } from '../contracts/broadcaster.js'
 import { RedisBroadcaster } from '../../adapters/redis/broadcaster.js'
 import { redisClient, startRedis, uniquePrefix, type TestRedisClient } from '../helpers/redis.js'
 import { Recorder } from '../helpers/wait.js'
-import type { RedisClient } from '../../plugins/redis.js'
 import type { BroadcastMessage } from '../../ports/broadcaster.js'
 
 const redis = await startRedis(t)
@@ -15,7 +14,7 @@ async function pair (): Promise<{ client: TestRedisClient, subscriber: TestRedis
 }
 
 function broadcaster (clients: { client: TestRedisClient, subscriber: TestRedisClient }, keyPrefix: string, origin: string): RedisBroadcaster {
-  return new RedisBroadcaster({ client: clients.client as RedisClient, subscriber: clients.subscriber as RedisClient, keyPrefix, origin })
+  return new RedisBroadcaster({ client: clients.client, subscriber: clients.subscriber, keyPrefix, origin })
 }
 
 // Three instances, each with its own command and subscriber connections.

@@ -180,7 +180,7 @@ t.test('stores a project under exactly the documented keys, all in one hash slot
   const size = Buffer.byteLength(storedOpJson(first))
   t.equal(meta.bytes, String(size), 'bytes: the size of the kept ops')
   t.strictSame(await shared.lRange(keys.sizes, 0, -1), [String(size)], 'one size per kept op')
-  const entries = await shared.xRange(keys.ops, '-', '+')
+  const entries = await shared.xRange(keys.ops, '-', '+') ?? []
   t.equal(entries.length, 1)
   t.equal(entries[0]?.id, '1-0', 'the entry id is the seq')
   t.strictSame(Object.keys(entries[0]?.message ?? {}), ['op'], 'one field, op')
@@ -305,7 +305,7 @@ t.test('formats large seqs as integers in stream ids', async t => {
   await shared.hSet(keys.meta, { epoch: 'e-big', seq: String(big) })
   const op = accepted(await log.append(newOp(project, 'big')))
   t.equal(op.seq, big + 1)
-  t.equal((await shared.xRange(keys.ops, '-', '+'))[0]?.id, `${big + 1}-0`)
+  t.equal((await shared.xRange(keys.ops, '-', '+'))?.[0]?.id, `${big + 1}-0`)
   t.strictSame(await log.read(project, big, 10, 'e-big'), { epoch: 'e-big', head: big + 1, ops: [op], reset: false })
 })
 

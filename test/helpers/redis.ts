@@ -91,7 +91,7 @@ async function freePort (): Promise<number> {
 }
 
 /** True when a server on `port` answers PING with PONG (not LOADING, not a refused connection). */
-async function answersPing (port: number): Promise<boolean> {
+export async function answersPing (port: number): Promise<boolean> {
   return await new Promise<boolean>(resolve => {
     const socket = connect({ port, host: '127.0.0.1' })
     let reply = ''
@@ -255,6 +255,8 @@ export async function redisClient (t: Test, url: string, options: RedisClientOpt
   const client: TestRedisClient = createClient({
     url,
     disableOfflineQueue: options.disableOfflineQueue ?? false,
+    // As Flow's own clients (plugins/redis.ts): no node-redis 6 time limit on a command waiting to be written.
+    commandOptions: { timeout: undefined },
     socket: { reconnectStrategy: () => 50 }
   })
   client.on('error', () => {

@@ -93,7 +93,8 @@ t.test('an idempotent retry sent to another instance is acked with the original 
 t.test('an instance subscribes to a project channel only while it has a local member', async (t) => {
   const { instances: [i0], keyPrefix } = await startCluster(t, redis.url, 1)
   const probe = await redisClient(t, redis.url)
-  const channels = async (): Promise<string[]> => await probe.pubSubChannels(`${keyPrefix}:*`)
+  // Project channels only: the instance also subscribes its probe's channel (`<prefix>:probe:i0`) at its first probe.
+  const channels = async (): Promise<string[]> => await probe.pubSubChannels(`${keyPrefix}:{*}:ch`)
   const c = await connect(t, i0!.ws)
   await c.join('sub-a')
   t.same(await channels(), [`${keyPrefix}:{sub-a}:ch`])

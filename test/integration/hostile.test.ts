@@ -498,7 +498,7 @@ t.test('the outage buffer is bounded by bytes: cut off from Redis, an instance a
 
   proxy.refuse(false)
   await allOk([server], 15_000)
-  const entries = await admin.xRange(redisKeys(prefix).opLog('doc').ops, '-', '+')
+  const entries = await admin.xRange(redisKeys(prefix).opLog('doc').ops, '-', '+') ?? []
   const ids = entries.map((entry) => (JSON.parse(entry.message.op as string) as { id: string }).id)
   const expected = ['before-0', 'before-1', 'before-2', ...acked]
   t.same(ids, expected, 'the Redis log holds the ops acked before and during the outage, each once, in order, and none refused')

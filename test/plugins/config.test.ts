@@ -1,7 +1,7 @@
 import t from 'tap'
 import Fastify from 'fastify'
 import flow from '../../app.js'
-import { authEnabled, resolveConfig, type FlowConfigOptions } from '../../lib/config.js'
+import { authEnabled, parseSentinels, resolveConfig, type FlowConfigOptions } from '../../lib/config.js'
 
 /** The error `fn` throws; fails the test when it returns. */
 function thrown (fn: () => unknown): Error & { code?: string } {
@@ -141,4 +141,25 @@ t.test('the plugin reads the environment it is given, not process.env, when env 
   await app.ready()
   t.equal(app.flow.config.sessionTtlSeconds, 12)
   t.equal(app.flow.config.keyPrefix, 'given')
+})
+
+t.test('REDIS_SENTINELS and REDIS_SENTINEL_NAME are read together and checked, naming the variable', async (t) => {
+  const config = resolveConfig({}, { REDIS_SENTINELS: 's1:26379, 10.0.0.2:26380,[::1]:26381', REDIS_SENTINEL_NAME: 'flow' })
+  t.equal(config.redisSentinelName, 'flow')
+  t.same(parseSentinels(config.redisSentinels ?? ''), [
+    { host: 's1', port: 26379 }, { host: '10.0.0.2', port: 26380 }, { host: '::1', port: 26381 }
+  ], 'host:port pairs, blanks ignored, IPv6 in brackets')
+  for (const bad of ['s1', 's1:', 's1:0', 's1:70000', 's1:26379,', 'a b:1', 'http://s1:26379']) {
+    t.match(thrown(() => resolveConfig({}, { REDIS_SENTINELS: bad, REDIS_SENTINEL_NAME: 'flow' })).message,
+      /REDIS_SENTINELS must be comma-separated host:port pairs/, `${JSON.stringify(bad)} is refused`)
+  }
+  t.match(thrown(() => resolveConfig({}, { REDIS_SENTINELS: 's1:26379' })).message, /REDIS_SENTINELS needs REDIS_SENTINEL_NAME/)
+  t.match(thrown(() => resolveConfig({}, { REDIS_SENTINEL_NAME: 'flow' })).message, /REDIS_SENTINEL_NAME needs REDIS_SENTINELS/)
+  t.match(thrown(() => resolveConfig({}, { REDIS_SENTINELS: 's1:26379', REDIS_SENTINEL_NAME: 'flow', REDIS_HOST: 'r' })).message,
+    /REDIS_HOST and REDIS_PORT name one Redis/)
+  t.match(thrown(() => resolveConfig({}, { REDIS_SENTINELS: 's1:26379', REDIS_SENTINEL_NAME: 'flow', REDIS_URL: 'rediss://r:6379' })).message,
+    /REDIS_SENTINELS does not support TLS yet/)
+  t.match(thrown(() => resolveConfig({ redisSentinels: 's1:26379', redisSentinelName: '' }, {})).message,
+    /option redisSentinelName \(REDIS_SENTINEL_NAME\) must not be empty/)
+  t.equal(resolveConfig({}, {}).redisSentinels, undefined, 'unset by default: one Redis, REDIS_URL')
 })

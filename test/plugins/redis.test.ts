@@ -1,5 +1,5 @@
 import t from 'tap'
-import { redisUrl, safeRedisUrl, reconnectDelay } from '../../plugins/redis.js'
+import { configValue, redisUrl, safeRedisUrl, reconnectDelay } from '../../plugins/redis.js'
 import { resolveConfig } from '../../lib/config.js'
 import { startServer } from '../helpers/server.js'
 import { startRedis } from '../helpers/redis.js'
@@ -84,4 +84,13 @@ t.test('/health says when seqs are per instance', async (t) => {
   const health = (await server.app.inject({ url: '/health' })).json<{ seqScope: string, warnings: string[] }>()
   t.equal(health.seqScope, 'instance')
   t.match(health.warnings, [/seqs are per instance/])
+})
+
+t.test('CONFIG GET is read from a RESP2 array or a RESP3 map alike', async (t) => {
+  t.equal(configValue(['maxmemory-policy', 'noeviction'], 'maxmemory-policy'), 'noeviction', 'RESP2: [name, value]')
+  t.equal(configValue({ 'maxmemory-policy': 'allkeys-lru' }, 'maxmemory-policy'), 'allkeys-lru', 'RESP3: a plain object (node-redis 6)')
+  t.equal(configValue(new Map([['maxmemory-policy', 'volatile-lru']]), 'maxmemory-policy'), 'volatile-lru', 'RESP3 mapped to a Map')
+  t.equal(configValue([], 'maxmemory-policy'), null, 'nothing: null')
+  t.equal(configValue({}, 'maxmemory-policy'), null)
+  t.equal(configValue(null, 'maxmemory-policy'), null)
 })
