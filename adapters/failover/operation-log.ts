@@ -191,10 +191,12 @@ export class FailoverOperationLog implements OperationLog {
   async #resync (): Promise<void> {
     if (this.#switch.serving === 'primary') return
     // Ops accepted while this runs join the buffer and are appended too. One
-    // round trip per op would not outpace live traffic: appends are pipelined
-    // in batches, in buffer order (calls made in order are applied in order).
-    // The first goes alone, so a primary that lost its script cache (a
-    // restart) has it back before a batch is in flight. With ops arriving
+    // round trip per op would not outpace live traffic: appends are started
+    // in batches, in buffer order (calls made in order are applied in order;
+    // the Redis log sends the ops of one project started in one turn as one
+    // script call, so a batch of one project is one call). The first goes
+    // alone, so a primary that lost its script cache (a restart) has it back
+    // before a batch is in flight. With ops arriving
     // more often than once per round trip the buffer would never be seen
     // empty: for the last batch, new appends wait, and go to the primary
     // after it (or to the fallback, behind what is left, when it fails).

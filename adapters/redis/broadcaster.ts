@@ -1,6 +1,6 @@
 import type { BroadcastHandler, BroadcastMessage, Broadcaster } from '../../ports/broadcaster.js'
 import type { RedisClient } from './client.js'
-import { decodeEnvelope, encodeEnvelope, envelopePrefix } from './codec.js'
+import { decodeMessage, encodeEnvelope, envelopePrefix } from './codec.js'
 import { redisKeys, type RedisKeys } from './keys.js'
 import { ClosedError } from '../../lib/errors.js'
 
@@ -51,10 +51,12 @@ export class RedisBroadcaster implements Broadcaster {
     if (this.#listeners.has(project)) return
     const listener = (raw: string): void => {
       this.#onMessage?.()
+      // A batch's envelopes are all from one origin: its first starts the message.
       if (raw.startsWith(this.#ownPrefix)) return
-      const envelope = decodeEnvelope(raw)
-      if (envelope === null || envelope.origin === this.#origin) return
-      this.#handlers.get(project)?.(envelope.message)
+      // The ops of a batch, one message each and in order, as if published one by one.
+      for (const envelope of decodeMessage(raw)) {
+        if (envelope.origin !== this.#origin) this.#handlers.get(project)?.(envelope.message)
+      }
     }
     this.#listeners.set(project, listener)
     try {

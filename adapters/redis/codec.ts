@@ -12,6 +12,14 @@ import type { Op } from '../../lib/types.js'
  * "project":…,"id":…,"userId":…,"sessionId":…,"data":…,"ts":…}}}`. The
  * receiver takes the frame it sends to its members from that text instead
  * of serialising the op's data again.
+ *
+ * A batch (the op log's append script publishes the ops of one call in one
+ * message) is the envelopes of its ops joined by `\n`, in seq order:
+ * `{"o":…,"m":{…}}\n{"o":…,"m":{…}}`. JSON text never holds a raw newline
+ * (JSON.stringify escapes it in strings), so `\n` only ever separates
+ * envelopes. A batch of one op is a plain envelope, which instances from
+ * before batching read too; they ignore a batch of several (it is not one
+ * JSON value) and fill the gap from the op log when the next op shows it.
  */
 export interface Envelope {
   readonly origin: string
@@ -56,6 +64,27 @@ export function decodeEnvelope (raw: string): Envelope | null {
     if (start !== -1 && raw.endsWith('}}}')) withOpFrame(op as Op, raw.slice(start + 5, raw.length - 2))
   }
   return { origin: o, message: m as BroadcastMessage }
+}
+
+/** What separates the envelopes of a batch (see above). */
+export const BATCH_SEPARATOR = '\n'
+
+/**
+ * Parses a Pub/Sub message: one envelope, or each envelope of a batch in
+ * order. Parts that are not Flow envelopes are left out (an empty array for
+ * a message with none).
+ */
+export function decodeMessage (raw: string): Envelope[] {
+  if (!raw.includes(BATCH_SEPARATOR)) {
+    const envelope = decodeEnvelope(raw)
+    return envelope === null ? [] : [envelope]
+  }
+  const envelopes: Envelope[] = []
+  for (const part of raw.split(BATCH_SEPARATOR)) {
+    const envelope = decodeEnvelope(part)
+    if (envelope !== null) envelopes.push(envelope)
+  }
+  return envelopes
 }
 
 /**

@@ -37,6 +37,13 @@ export interface RedisOperationLogOptions {
    * origin, so op messages go out in seq order. Default: no publish.
    */
   readonly publishOrigin?: string
+  /** ops sent in one append script call, at most (default 256): the ops of a turn beyond go in the next call */
+  readonly maxBatchOps?: number
+  /**
+   * bytes of ops (their stored JSON and idempotency keys) sent in one append
+   * script call, at most (default 1 MiB); an op larger than this goes alone
+   */
+  readonly maxBatchBytes?: number
 }
 
 /** An op as stored in a stream entry: the entry id holds the seq, the key the project. */
@@ -52,6 +59,21 @@ const DEFAULT_HISTORY_LIMIT = 10_000
 const DEFAULT_HISTORY_BYTES = 8 * 1024 * 1024
 const DEFAULT_ID_RETENTION = 10_000
 const DEFAULT_PAGE_BYTES = 1024 * 1024
+const DEFAULT_MAX_BATCH_OPS = 256
+const DEFAULT_MAX_BATCH_BYTES = 1024 * 1024
+
+/** An append waiting for its turn's script call. */
+interface Queued {
+  readonly input: NewOp | NewOpIfLogExists
+  /** its idempotency key (lib/ids.ts) */
+  readonly key: string
+  /** the op as stored (encodeOp) */
+  readonly body: string
+  /** what it adds to the call's arguments, in bytes */
+  readonly bytes: number
+  readonly resolve: (result: AppendResult | LogMissing) => void
+  readonly reject: (err: unknown) => void
+}
 
 /**
  * The shared op log: one Redis stream per project, written only by Lua
@@ -62,15 +84,29 @@ const DEFAULT_PAGE_BYTES = 1024 * 1024
  *   entry id `<seq>-0`, field `op` = the op as JSON without project and seq),
  *   `:sizes` (list: each kept op's size, oldest first), `:ids` and `:ids:old`
  *   (hashes: op id -> seq, two generations of `idRetention` ids at most).
- * - append() is one script: the log (created when it has none, unless
- *   `create: false`), the id check, XADD with the next seq, the history
- *   trimmed to `historyLimit` ops and `historyBytes` bytes from its oldest
- *   op (sizes popped, XTRIM MINID ~), head and bytes, the id (the ids
- *   generation turned by RENAME when full), the idle TTL on every key (and
- *   PUBLISH with `publishOrigin`). Redis runs scripts one at a time, so seqs
- *   are contiguous cluster-wide, and calls sent in order on one client run
- *   in that order (one exception, when Redis' script cache is emptied while
- *   calls are in flight: see runScript in scripts.ts).
+ * - append() is one script call for all the ops of a project that arrive
+ *   in one event-loop turn (a batch, in arrival order; at most
+ *   `maxBatchOps` ops and `maxBatchBytes` bytes per call, the rest in the
+ *   next calls, sent right behind it): per op the log (created when it has
+ *   none, unless `create: false`), the id check, XADD with the next seq, the
+ *   id (the ids generation turned by RENAME when full); then once the
+ *   history trimmed to `historyLimit` ops and `historyBytes` bytes from its
+ *   oldest op (sizes popped, XTRIM MINID ~), head and bytes, the idle TTL on
+ *   every key (and one PUBLISH of the batch with `publishOrigin`). Each
+ *   caller's promise settles with its own op's result, exactly what the op
+ *   alone would have got after the ones before it. Redis runs scripts one at
+ *   a time, so seqs are contiguous cluster-wide, and calls sent in order on
+ *   one client run in that order (one exception, when Redis' script cache
+ *   is emptied while calls are in flight: see runScript in scripts.ts).
+ * - The turn: the first append of a turn queues a microtask that queues a
+ *   tick, which Node runs once the microtask queue has drained, before it
+ *   goes back to I/O or timers. A microtask alone would leave out the
+ *   appends a turn reaches after an await (the host's `onOp` check chain, a
+ *   re-sync's Promise.all); a tick alone, queued from a socket's callback,
+ *   runs before any promise continuation of that callback. Nothing waits
+ *   past the turn it was called in; setImmediate would also gather other
+ *   sockets' reads of the same poll phase, at the price of holding every op
+ *   for the rest of that phase.
  * - read() and head() are read-only scripts, so head, epoch and ops come
  *   from one moment, and they create nothing: a project without a log is
  *   NO_EPOCH at head 0. read() serves at most `maxBytes` (`pageBytes`) after
@@ -87,12 +123,14 @@ const DEFAULT_PAGE_BYTES = 1024 * 1024
  *   stream, sizes or ids of a log with kept ops: Redis lost data, a key was
  *   evicted or deleted); the new head then continues above the seqs still
  *   stored, and callers holding the old epoch get `reset`.
- * - Project ids are validated before any command is sent; a Redis failure
- *   rejects with Redis' error (the op may or may not have been appended: a
- *   retry with the same id is safe).
+ * - Project ids and ops are validated when append() is called, before
+ *   anything is sent: a bad op rejects alone and never fails its batch. A
+ *   Redis failure rejects every op of the call with Redis' error (each op
+ *   may or may not have been appended: a retry with the same id is safe).
  *
- * close() only marks the log closed (further calls reject): the client
- * belongs to the caller.
+ * close() only marks the log closed (further calls reject; appends already
+ * made are still sent at the end of their turn): the client belongs to the
+ * caller.
  */
 export class RedisOperationLog implements OperationLog {
   readonly scope = 'cluster'
@@ -106,6 +144,11 @@ export class RedisOperationLog implements OperationLog {
   /** the idle TTL as the scripts take it: ms, '0' for none */
   readonly #ttl: string
   readonly #origin: string | undefined
+  readonly #maxBatchOps: number
+  readonly #maxBatchBytes: number
+  /** appends of this turn not sent yet, per project in arrival order (a Map keeps the projects in theirs) */
+  #queued = new Map<string, { readonly keys: OpLogKeys, readonly ops: Queued[] }>()
+  #flushQueued = false
   #closed = false
   /** random once per log; candidates add a counter (no random bytes per call on the hot path) */
   readonly #epochBase = randomId(9)
@@ -121,6 +164,8 @@ export class RedisOperationLog implements OperationLog {
     this.#ttl = options.idleTtlMs === undefined ? '0' : String(positiveInteger(options.idleTtlMs, 'idleTtlMs'))
     this.#origin = options.publishOrigin
     this.publishesOps = options.publishOrigin !== undefined
+    this.#maxBatchOps = positiveInteger(options.maxBatchOps ?? DEFAULT_MAX_BATCH_OPS, 'maxBatchOps')
+    this.#maxBatchBytes = positiveInteger(options.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES, 'maxBatchBytes')
     if (this.#idRetention < this.#historyLimit) throw new RangeError('idRetention must be an integer >= historyLimit')
   }
 
@@ -137,27 +182,72 @@ export class RedisOperationLog implements OperationLog {
   append (op: NewOp | NewOpIfLogExists): Promise<AppendResult | LogMissing>
   async append (input: NewOp | NewOpIfLogExists): Promise<AppendResult | LogMissing> {
     this.#assertOpen()
+    // Validated here, so a bad op rejects alone, before anything is sent, and never fails its batch.
     const keys = this.#opLog(input.project)
     const body = encodeOp(input)
-    const publish = this.#origin === undefined
-      ? ['', '', '', '']
-      : [this.#keys.channel(input.project), ...envelopeParts(this.#origin, input.project)]
-    const reply = list(await runScript(this.#client, APPEND, keys.all, [
+    const key = idempotencyKey(input.userId, input.id)
+    return await new Promise<AppendResult | LogMissing>((resolve, reject) => {
+      // What it adds to the call: the create flag, the key, the JSON.
+      const bytes = 1 + Buffer.byteLength(key) + Buffer.byteLength(body)
+      let queue = this.#queued.get(input.project)
+      if (queue === undefined) {
+        queue = { keys, ops: [] }
+        this.#queued.set(input.project, queue)
+      }
+      queue.ops.push({ input, key, body, bytes, resolve, reject })
+      if (!this.#flushQueued) {
+        this.#flushQueued = true
+        // Sent at the end of the turn (see the class comment: a microtask that queues a tick).
+        queueMicrotask(this.#queueFlush)
+      }
+    })
+  }
+
+  readonly #queueFlush = (): void => { process.nextTick(this.#flush) }
+
+  /** Sends every queued op: per project, in arrival order, at most maxBatchOps ops and maxBatchBytes bytes per call. */
+  readonly #flush = (): void => {
+    this.#flushQueued = false
+    const queued = this.#queued
+    this.#queued = new Map()
+    for (const [project, { keys, ops }] of queued) {
+      let from = 0
+      while (from < ops.length) {
+        let to = from + 1
+        let bytes = (ops[from] as Queued).bytes
+        while (to < ops.length && to - from < this.#maxBatchOps && bytes + (ops[to] as Queued).bytes <= this.#maxBatchBytes) {
+          bytes += (ops[to] as Queued).bytes
+          to++
+        }
+        // Sent now, in order, on one client: Redis runs the calls in that order.
+        this.#appendBatch(project, keys, ops.slice(from, to))
+        from = to
+      }
+    }
+  }
+
+  /** One APPEND call for `batch` (one project's ops, in arrival order); each op's promise settles with its own result. */
+  #appendBatch (project: string, keys: OpLogKeys, batch: readonly Queued[]): void {
+    const args = [
       this.#candidate(),
-      idempotencyKey(input.userId, input.id),
-      body,
       String(this.#historyLimit),
       String(this.#historyBytes),
       String(this.#idRetention),
       this.#ttl,
-      input.create === false ? '0' : '1',
-      ...publish
-    ]), 'append')
-    if (reply.length === 1 && integer(reply[0]) === 2) return { duplicate: false, created: false, missing: true }
-    const [appended, epoch, seq, created] = tuple(reply, 4, 'append')
-    const result = { epoch: text(epoch), seq: integer(seq) }
-    if (integer(appended) === 0) return { duplicate: true, ...result, id: input.id }
-    return { duplicate: false, created: integer(created) === 1, epoch: result.epoch, op: decodeOp(input.project, result.seq, body) }
+      ...(this.#origin === undefined ? ['', '', '', ''] : [this.#keys.channel(project), ...envelopeParts(this.#origin, project)])
+    ]
+    for (const op of batch) args.push(op.input.create === false ? '0' : '1', op.key, op.body)
+    const fail = (err: unknown): void => { for (const op of batch) op.reject(err) }
+    runScript(this.#client, APPEND, keys.all, args).then((reply) => {
+      let results: Array<AppendResult | LogMissing>
+      try {
+        results = appendResults(project, batch, reply)
+      } catch (err) {
+        fail(err)
+        return
+      }
+      for (const [i, op] of batch.entries()) op.resolve(results[i] as AppendResult | LogMissing)
+    }, fail)
   }
 
   async read (project: string, since: number, limit: number, epoch?: string, maxBytes = this.#pageBytes): Promise<ReadResult> {
@@ -249,6 +339,21 @@ function encodeOp (op: NewOp | NewOpIfLogExists): string {
     throw new TypeError('op data must be a JSON value')
   }
   return storedOpJson(op)
+}
+
+/** Each op's result from an APPEND reply ({epoch, created, code, seq, ...}: scripts.ts). */
+function appendResults (project: string, batch: readonly Queued[], raw: unknown): Array<AppendResult | LogMissing> {
+  const reply = tuple(raw, 2 + 2 * batch.length, 'append')
+  const epoch = text(reply[0])
+  const createdBy = integer(reply[1])
+  return batch.map((op, i): AppendResult | LogMissing => {
+    const code = integer(reply[2 + 2 * i])
+    const seq = integer(reply[3 + 2 * i])
+    if (code === 2) return { duplicate: false, created: false, missing: true }
+    if (code === 0) return { duplicate: true, epoch, seq, id: op.input.id }
+    if (code !== 1) throw new RedisReplyError(`the append script answered code ${code}`)
+    return { duplicate: false, created: createdBy === i + 1, epoch, op: decodeOp(project, seq, op.body) }
+  })
 }
 
 function envelopeParts (origin: string, project: string): string[] {

@@ -135,53 +135,102 @@ end
 `
 
 /**
- * APPEND. KEYS: meta, ops, sizes, ids, ids:old, snap.
- * ARGV: [1] candidate epoch, [2] the op's idempotency key (`<userId>\n<op id>`, lib/ids.ts), [3] the op as JSON without `project`
- * and `seq`, [4] history limit (ops), [5] history bytes, [6] id retention,
- * [7] idle TTL ms ('0': none), [8] '0' to append only to an existing log,
- * '1' to create it, [9] channel to PUBLISH the sequenced op on, '' for
- * none, [10] [11] [12] the message around the two values only the script
- * knows and the op's JSON (sent once, not twice): `[10] .. epoch .. [11] ..
- * seq .. [12] .. [3] without its opening brace .. '}}'` (codec.ts,
- * opEnvelopeParts).
+ * APPEND, one or more ops of one project in one call. KEYS: meta, ops,
+ * sizes, ids, ids:old, snap.
+ * ARGV: [1] candidate epoch, [2] history limit (ops), [3] history bytes,
+ * [4] id retention, [5] idle TTL ms ('0': none), [6] channel to PUBLISH the
+ * sequenced ops on, '' for none, [7] [8] [9] the message around the two
+ * values only the script knows and the op's JSON (sent once, not twice):
+ * `[7] .. epoch .. [8] .. seq .. [9] .. json without its opening brace ..
+ * '}}'` (codec.ts, opEnvelopeParts); then three per op, in arrival order:
+ * '0' to append only to an existing log or '1' to create it, the op's
+ * idempotency key (`<userId>\n<op id>`, lib/ids.ts), the op as JSON without
+ * `project` and `seq`.
  *
- * Returns {1, epoch, seq, created} when appended, {0, epoch, original seq,
- * created} when the op id was already accepted (nothing written then,
- * except a new epoch, and nothing published), {2} when ARGV[8] is '0' and
- * the project has no log (nothing written). created is 1 when the call made
- * the log. After XADD, the history is trimmed from its oldest op while it
- * holds more than [4] ops or [5] bytes, the newest op always kept, and only
- * while that oldest op is covered by the snapshot of the epoch (its seq at
- * most the snapshot's) or the history holds more than twice [4] or [5]: the
- * ops after a snapshot stay up to twice the bounds. The sizes
- * list pops (so no op is read back) and XTRIM MINID ~ frees the stream's
- * nodes below the oldest kept seq (whole nodes only: a few entries may
- * linger, which reads never serve). The op id goes into `ids`, which becomes
- * `ids:old` by RENAME when it holds [6] ids: no per-append trim of the ids.
- * The PUBLISH happens in the script, so the messages of a project go out in
- * seq order.
+ * Each op is taken in turn exactly as if it came alone, after the ones
+ * before it: an op with '0' while the project has no log is missing
+ * (nothing written); otherwise the log is created if there is none (ensure,
+ * once per call: after it the log exists), the id is checked in both
+ * generations (so the second of two ops with one id in the same call is a
+ * duplicate of the first), and a new op gets the next seq by XADD, its size
+ * pushed and its id remembered (`ids` becomes `ids:old` by RENAME when it
+ * holds [4] ids: no per-append trim of the ids).
+ *
+ * Returns {epoch, created, code, seq, code, seq, ...}: the log's epoch (''
+ * when every op was missing), the 1-based position of the op whose turn
+ * created the log (0: none), then per op 1 and its seq when appended, 0 and
+ * the original seq when the id was already accepted (nothing written then,
+ * except a new epoch, and nothing published), 2 and 0 when missing.
+ *
+ * Once per call, after the ops: the history is trimmed from its oldest op
+ * while it holds more than [2] ops or [3] bytes, the newest op always kept,
+ * and only while that oldest op is covered by the snapshot of the epoch (its
+ * seq at most the snapshot's) or the history holds more than twice [2] or
+ * [3]: the ops after a snapshot stay up to twice the bounds. Trimming once
+ * after the ops leaves what trimming after each would (the condition only
+ * grows as ops are added). The sizes list pops (so no op is read back) and
+ * XTRIM MINID ~ frees the stream's nodes below the oldest kept seq (whole
+ * nodes only: a few entries may linger, which reads never serve). Then the
+ * head and bytes in meta, the idle TTL on every key, and one PUBLISH of the
+ * appended ops: one op alone is one envelope, several are their envelopes
+ * joined by '\n' (JSON text never holds a raw newline: codec.ts,
+ * decodeMessage). The PUBLISH happens in the script, so the messages of a
+ * project go out in seq order.
  */
 export const APPEND = defineLua('append', 6, OP_LOG + `
-if ARGV[8] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
-local epoch, head, bytes, created = ensure(ARGV[1])
-local made = created and 1 or 0
-local seen = redis.call('HGET', KEYS[4], ARGV[2]) or redis.call('HGET', KEYS[5], ARGV[2])
-if seen then
-  keep(ARGV[7])
-  return {0, epoch, tonumber(seen), made}
+local most, limit, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local epoch, head, bytes, kept
+local ids, made, n = 0, 0, 0
+local out = {'', 0}
+local published = {}
+for i = 10, #ARGV, 3 do
+  n = n + 1
+  if not epoch and ARGV[i] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then
+    out[#out + 1] = 2
+    out[#out + 1] = 0
+  else
+    if not epoch then
+      local created
+      epoch, head, bytes, created = ensure(ARGV[1])
+      if created then made = n end
+      ids = redis.call('HLEN', KEYS[4])
+    end
+    local key, json = ARGV[i + 1], ARGV[i + 2]
+    local seen = redis.call('HGET', KEYS[4], key) or redis.call('HGET', KEYS[5], key)
+    if seen then
+      out[#out + 1] = 0
+      out[#out + 1] = tonumber(seen)
+    else
+      head = head + 1
+      local seq = int(head)
+      redis.call('XADD', KEYS[2], seq .. '-0', 'op', json)
+      kept = redis.call('RPUSH', KEYS[3], int(#json))
+      bytes = bytes + #json
+      if ids >= retention then
+        redis.call('RENAME', KEYS[4], KEYS[5])
+        ids = 0
+      end
+      redis.call('HSET', KEYS[4], key, seq)
+      ids = ids + 1
+      out[#out + 1] = 1
+      out[#out + 1] = head
+      if ARGV[6] ~= '' then
+        published[#published + 1] = ARGV[7] .. epoch .. ARGV[8] .. seq .. ARGV[9] .. string.sub(json, 2) .. '}}'
+      end
+    end
+  end
 end
-local seq = head + 1
-redis.call('XADD', KEYS[2], int(seq) .. '-0', 'op', ARGV[3])
-local kept = redis.call('RPUSH', KEYS[3], int(#ARGV[3]))
-bytes = trim(epoch, seq, kept, bytes + #ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
-redis.call('HSET', KEYS[1], 'seq', int(seq), 'bytes', int(bytes))
-if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[6]) then redis.call('RENAME', KEYS[4], KEYS[5]) end
-redis.call('HSET', KEYS[4], ARGV[2], int(seq))
-keep(ARGV[7])
-if ARGV[9] ~= '' then
-  redis.call('PUBLISH', ARGV[9], ARGV[10] .. epoch .. ARGV[11] .. int(seq) .. ARGV[12] .. string.sub(ARGV[3], 2) .. '}}')
+if kept then
+  bytes = trim(epoch, head, kept, bytes, most, limit)
+  redis.call('HSET', KEYS[1], 'seq', int(head), 'bytes', int(bytes))
 end
-return {1, epoch, seq, made}
+if epoch then
+  keep(ARGV[5])
+  out[1] = epoch
+end
+out[2] = made
+if #published > 0 then redis.call('PUBLISH', ARGV[6], table.concat(published, '\\n')) end
+return out
 `)
 
 /**

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { decodeEnvelope, encodeEnvelope, envelopePrefix, opEnvelopeParts, storedOpJson } from '../../adapters/redis/codec.js'
+import { decodeEnvelope, decodeMessage, encodeEnvelope, envelopePrefix, opEnvelopeParts, storedOpJson } from '../../adapters/redis/codec.js'
 import { opFrame } from '../../lib/protocol/op-frame.js'
 import type { Op } from '../../lib/types.js'
 
@@ -56,4 +56,21 @@ t.test('anything else on the channel is ignored, not half-read', async t => {
   }
   const member = decodeEnvelope(encodeEnvelope('i', { kind: 'member', event: 'join', member: { sessionId: 's', userId: 'u', presence: {}, joinedAt: 1 } }))
   t.equal(member?.message.kind, 'member', 'other kinds still decode')
+})
+
+t.test('a batch message decodes to each of its envelopes in order, each op with its frame; a single envelope as before', async t => {
+  const ops = tricky.map((data, i) => op(data, i))
+  const { head, middle, beforeStored } = opEnvelopeParts('inst-c', 'doc.v2_-x')
+  // As the APPEND script joins a batch: each op's envelope, joined by newlines.
+  const raw = ops.map(o => `${head}e7${middle}${o.seq}${beforeStored}${storedOpJson(o).slice(1)}}}`).join('\n')
+  t.ok(raw.startsWith(envelopePrefix('inst-c')), 'starts with the origin\'s prefix (echoes are dropped unread)')
+  t.equal(decodeEnvelope(raw), null, 'not one envelope: instances before batching ignore it')
+  const envelopes = decodeMessage(raw)
+  t.strictSame(envelopes.map(e => e.origin), ops.map(() => 'inst-c'))
+  t.strictSame(envelopes.map(e => e.message.kind === 'op' ? { ...e.message.op } : null), ops, 'every op, in order')
+  t.strictSame(envelopes.map(e => e.message.kind === 'op' ? opFrame(e.message.op) : null), ops.map(serialised), 'each with the frame text the hub would serialise')
+  const single = encodeEnvelope('inst-d', { kind: 'op', epoch: 'e1', op: ops[1] as Op })
+  t.strictSame(decodeMessage(single), [decodeEnvelope(single)], 'a single envelope is a message of one')
+  t.strictSame(decodeMessage(`nope\n${single}\n{}`), [decodeEnvelope(single)], 'parts that are not envelopes are left out')
+  t.strictSame(decodeMessage('nope'), [])
 })

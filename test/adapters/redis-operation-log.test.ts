@@ -5,7 +5,7 @@ import { createRedisOperationLog, type RedisOperationLog } from '../../adapters/
 import { RedisSnapshotStore } from '../../adapters/redis/snapshot-store.js'
 import { idempotencyKey } from '../../lib/ids.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
-import { decodeEnvelope } from '../../adapters/redis/codec.js'
+import { decodeEnvelope, decodeMessage } from '../../adapters/redis/codec.js'
 import { opFrame, storedOpJson } from '../../lib/protocol/op-frame.js'
 import { APPEND, OPERATION_LOG_SCRIPTS, type RedisCommandClient } from '../../adapters/redis/scripts.js'
 import type { AppendResult, NewOp } from '../../ports/operation-log.js'
@@ -339,7 +339,7 @@ t.test('sends a script whole on a connection\'s first use, so concurrent first c
   t.strictSame(spy.commands.map(command => command[0]), ['EVALSHA'], 'then by SHA')
 })
 
-t.test('publishes each appended op once, in seq order, as a broadcaster envelope when asked to', async t => {
+t.test('publishes each appended op once, in seq order, as broadcaster envelopes when asked to: one message per script call', async t => {
   const prefix = uniquePrefix()
   const project = uniqueProject()
   const channel = redisKeys(prefix).channel(project)
@@ -353,18 +353,22 @@ t.test('publishes each appended op once, in seq order, as a broadcaster envelope
   const silent = openLog(t, shared, { prefix })
   const log = openLog(t, shared, { prefix, publishOrigin: 'instance-a' })
   accepted(await silent.append(newOp(project, 'not published')))
+  // Started in one turn: one script call, one message.
   const acked = (await Promise.all(range(1, 50).map(async i => await log.append(newOp(project, { i }))))).map(accepted)
   const retry = await log.append(newOp(project, 'retry', acked[0]?.id))
   t.equal(retry.duplicate, true)
   // The last append is published after anything the duplicate could have published.
   const last = accepted(await log.append(newOp(project, 'last')))
   const messages = await inbox.until(items => items.some(raw => raw.includes('"last"')), 'the last op')
+  t.equal(messages.length, 2, 'two messages: the batch of 50, then the last op; none for the log without publishOrigin nor for the duplicate')
   const { epoch } = await log.head(project)
-  const envelopes = messages.map(decodeEnvelope)
+  const envelopes = messages.flatMap(decodeMessage)
   t.strictSame(envelopes, [...acked, last].map(op => ({ origin: 'instance-a', message: { kind: 'op', epoch, op } })),
-    'one envelope per append, seqs 2..52 in order, none for the log without publishOrigin nor for the duplicate')
+    'one envelope per appended op, seqs 2..52 in order')
+  t.strictSame(decodeEnvelope(messages[1] ?? ''), envelopes[50], 'an op appended alone is published as a plain envelope, which instances before batching read')
+  t.equal(decodeEnvelope(messages[0] ?? ''), null, 'a batch of several is not one envelope')
   // Each receiver forwards the op frame cut from the script's text: the same text the hub would serialise.
-  const frames = envelopes.map(e => e?.message.kind === 'op' ? opFrame(e.message.op) : null)
+  const frames = envelopes.map(e => e.message.kind === 'op' ? opFrame(e.message.op) : null)
   t.strictSame(frames, [...acked, last].map(op => opFrame({ ...op })), 'the frames taken from the published text equal freshly serialised ones, byte for byte')
 })
 
