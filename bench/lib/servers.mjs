@@ -29,8 +29,8 @@ export async function startRedis (name) {
  */
 const flowServer = process.env.FLOW_BENCH_SERVER ?? 'dist/server.js'
 
-function instanceCommand (target, { port, id, redisUrl, cpuProfDir, env }) {
-  const nodeArgs = cpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', cpuProfDir, '--cpu-prof-name', `${id}.cpuprofile`]
+function instanceCommand (target, { port, id, redisUrl, cpuProfDir, env, nodeArgs: extraNodeArgs = [] }) {
+  const nodeArgs = [...extraNodeArgs, ...(cpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', cpuProfDir, '--cpu-prof-name', `${id}.cpuprofile`])]
   switch (target) {
     case 'flow': {
       const flags = redisUrl === undefined
@@ -55,9 +55,10 @@ function instanceCommand (target, { port, id, redisUrl, cpuProfDir, env }) {
 /**
  * A cluster of one target: `instances` processes, sharing one redis-server
  * when `redis` is true (memory-only otherwise, which makes sense on one
- * instance). `cpuProfDir` runs the instances with `node --cpu-prof`.
+ * instance). `cpuProfDir` runs the instances with `node --cpu-prof`;
+ * `nodeArgs` are more node options for every instance (`--inspect=...`).
  */
-export async function startCluster ({ target, instances = 1, redis = false, name = target, cpuProfDir, env = {} }) {
+export async function startCluster ({ target, instances = 1, redis = false, name = target, cpuProfDir, env = {}, nodeArgs = [] }) {
   if (target === 'flow' && !existsSync(resolve(root, flowServer))) {
     throw new Error(`${flowServer} is missing: run \`npm run build\` first`)
   }
@@ -103,7 +104,7 @@ export async function startCluster ({ target, instances = 1, redis = false, name
     for (let i = 0; i < instances; i++) {
       const port = await freePort()
       const id = `${name}-${i + 1}`
-      const { args, env: childEnv } = instanceCommand(target, { port, id, redisUrl: db?.url, cpuProfDir, env })
+      const { args, env: childEnv } = instanceCommand(target, { port, id, redisUrl: db?.url, cpuProfDir, env, nodeArgs })
       const proc = startProcess(`${id}-${runStamp()}`, process.execPath, args, childEnv)
       nodes.push({ id, port, proc })
     }
