@@ -148,7 +148,12 @@ interface Waiter {
  */
 export class WsTransport implements Transport {
   readonly #socket: WebSocket
-  readonly #direct: Direct | null
+  /**
+   * ws's sender when prebuilt frames may be written to `#tcp` directly (the
+   * direct path, {@link directSocket}); null otherwise. Kept as two fields,
+   * not a {@link Direct} object: one object less per connection.
+   */
+  readonly #sender: WsSender | null
   /** the TCP socket under the ws socket, direct path or not */
   readonly #tcp: Socket | null
   /** between this turn's first send and the flush of the corked transports */
@@ -187,8 +192,9 @@ export class WsTransport implements Transport {
 
   constructor (socket: WebSocket) {
     this.#socket = socket
-    this.#direct = directSocket(socket)
-    this.#tcp = this.#direct?.tcp ?? (socket as unknown as WsInternals)._socket ?? null
+    const direct = directSocket(socket)
+    this.#sender = direct?.sender ?? null
+    this.#tcp = direct?.tcp ?? (socket as unknown as WsInternals)._socket ?? null
   }
 
   send (frame: string | SharedFrame): void {
@@ -203,9 +209,9 @@ export class WsTransport implements Transport {
     // Written now while the socket has room and nothing waits before it
     // (or, over the mark, when nothing would wake the queue up).
     if (this.#queue === null && (this.#socket.bufferedAmount < HIGH_WATER_BYTES || !this.#arm())) {
-      if (this.#direct !== null && !this.#corked) {
+      if (this.#sender !== null && !this.#corked) {
         this.#corked = true
-        this.#direct.tcp.cork()
+        this.#tcp?.cork()
       }
       this.#write(frame)
     } else {
@@ -218,7 +224,7 @@ export class WsTransport implements Transport {
     this.#inTurn = false
     if (this.#corked) {
       this.#corked = false
-      this.#direct?.tcp.uncork()
+      this.#tcp?.uncork()
     }
   }
 
@@ -288,10 +294,10 @@ export class WsTransport implements Transport {
 
   /** Writes one frame now: prebuilt to the TCP socket when ws has nothing queued, else through ws. */
   #write (frame: string | SharedFrame): void {
-    const direct = this.#direct
-    if (direct !== null && direct.sender._state === 0 && direct.sender._queue.length === 0) {
+    const sender = this.#sender
+    if (sender !== null && sender._state === 0 && sender._queue.length === 0) {
       if (typeof frame === 'string') this.#socket.send(frame)
-      else direct.tcp.write(frame.encoded(textFrame))
+      else this.#tcp?.write(frame.encoded(textFrame))
       return
     }
     // ws queues it (it compresses, or reads a Blob): its callback says when it is written.
@@ -304,7 +310,7 @@ export class WsTransport implements Transport {
 
   #enqueue (frame: string | SharedFrame): void {
     const size = typeof frame !== 'string'
-      ? (this.#direct !== null ? frame.encoded(textFrame).length : Buffer.byteLength(frame.text))
+      ? (this.#sender !== null ? frame.encoded(textFrame).length : Buffer.byteLength(frame.text))
       : Buffer.byteLength(frame)
     if (this.#queue === null) {
       this.#queue = []
@@ -387,7 +393,7 @@ export class WsTransport implements Transport {
       this.#drop()
       return
     }
-    const tcp = this.#direct?.tcp
+    const tcp = this.#sender === null ? null : this.#tcp
     tcp?.cork()
     while (this.#queue !== null && (this.#socket.bufferedAmount < HIGH_WATER_BYTES || !this.#arm())) {
       this.#write(this.#dequeue())
