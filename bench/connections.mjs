@@ -33,7 +33,7 @@ import { mkdirSync, rmSync } from 'node:fs'
 import { Generator } from './lib/generator.mjs'
 import { ProcessGenerator } from './lib/generator-process.mjs'
 import { perConnection, summarize } from './lib/heapsnapshot.mjs'
-import { INSPECT_ARG, openInspector } from './lib/inspector.mjs'
+import { openInspector } from './lib/inspector.mjs'
 import { ensureFileLimit, fileLimit, loadavg, sleep, waitForQuiet } from './lib/proc.mjs'
 import { num, stamp, table, writeResult } from './lib/report.mjs'
 import { round, socketUrl, startCluster, usageBetween } from './lib/servers.mjs'
@@ -114,7 +114,7 @@ export async function runConnections (options, log = (m) => process.stderr.write
     name: `${o.target}-conn${redis ? '' : '-mem'}`,
     cpuProfDir: o.cpuProf === '' ? undefined : o.cpuProf,
     env,
-    nodeArgs: inspect ? [INSPECT_ARG] : []
+    inspect
   })
   const port = cluster.nodes[0].port
   const clients = Array.from({ length: clientCount }, (_, index) => ({

@@ -74,25 +74,34 @@ export function idlePlan (o) {
 export async function runIdle (options, log = (m) => process.stderr.write(`${m}\n`)) {
   const o = { ...IDLE_DEFAULTS, ...options }
   const runs = []
+  const failures = []
   for (const p of idlePlan(o)) {
     log(`[idle] ${p.target} ${p.variant} ${num(p.clients)}${o.repeat > 1 ? ` (repetition ${p.rep})` : ''}`)
-    const r = await runConnections({
-      target: p.target,
-      memory: !o.redis,
-      clients: p.clients,
-      members: o.members,
-      ramp: o.ramp,
-      concurrency: o.concurrency,
-      settle: o.settle,
-      idle: o.idle,
-      connectedOnly: p.variant === 'connected',
-      perAddress: o.perAddress,
-      maxPerIp: o.maxPerIp,
-      gc: true
-    }, log)
+    let r
+    try {
+      r = await runConnections({
+        target: p.target,
+        memory: !o.redis,
+        clients: p.clients,
+        members: o.members,
+        ramp: o.ramp,
+        concurrency: o.concurrency,
+        settle: o.settle,
+        idle: o.idle,
+        connectedOnly: p.variant === 'connected',
+        perAddress: o.perAddress,
+        maxPerIp: o.maxPerIp,
+        gc: true
+      }, log)
+    } catch (err) {
+      // One run failing (a server that did not start) does not end the sitting: it is reported.
+      log(`[idle] ${p.target} ${p.variant} ${num(p.clients)} failed: ${err.message}`)
+      failures.push({ ...p, error: String(err.message ?? err) })
+      continue
+    }
     runs.push({ ...r, target: p.target, rep: p.rep, requested: p.clients })
   }
-  return { kind: 'idle', options: o, runs, summary: summarizeIdle(runs, o) }
+  return { kind: 'idle', options: o, runs, failures, summary: summarizeIdle(runs, o) }
 }
 
 const median = (xs) => {
@@ -211,6 +220,7 @@ export function idleMarkdown (result) {
   const o = result.options
   const t = idleTargets(result.summary, o)
   const lines = [idleTable(result.summary)]
+  if ((result.failures ?? []).length > 0) lines.push('', ...result.failures.map((f) => `- failed: ${f.target} ${f.variant} ${num(f.clients)}: ${f.error}`))
   if (t.length > 0) {
     lines.push('', table(['target', 'met', 'numbers'], t.map((x) => [x.name, x.ok ? 'yes' : x.projected ? '**not measured**' : '**no**', x.detail])))
   }

@@ -1,12 +1,9 @@
-// The V8 inspector of a server under test (started with
-// `--inspect=127.0.0.1:0`): a full garbage collection before memory is read,
-// the heap's size, and heap snapshots streamed to a file.
+// The V8 inspector of a server under test (started with `--inspect`, see
+// startCluster's `inspect`): a full garbage collection before memory is
+// read, the heap's size, and heap snapshots streamed to a file.
 import { createWriteStream, readFileSync } from 'node:fs'
 import WebSocket from 'ws'
 import { sleep } from './proc.mjs'
-
-/** The node option that opens the inspector on a free loopback port (its URL goes to the log). */
-export const INSPECT_ARG = '--inspect=127.0.0.1:0'
 
 /** Waits for the process' log to name its inspector's URL, and connects to it. */
 export async function openInspector (logFile, timeoutMs = 15_000) {

@@ -4,7 +4,7 @@
 // or relay (bench/relay-server.mjs).
 import { existsSync, mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { cpuSeconds, freePort, memory, resultsDir, root, sleep, startProcess, waitForHttp, waitForPort } from './proc.mjs'
+import { cpuSeconds, freePort, freePorts, memory, resultsDir, root, sleep, startProcess, waitForHttp, waitForPort } from './proc.mjs'
 
 export const TARGETS = ['flow', 'socketio', 'relay']
 
@@ -56,9 +56,10 @@ function instanceCommand (target, { port, id, redisUrl, cpuProfDir, env, nodeArg
  * A cluster of one target: `instances` processes, sharing one redis-server
  * when `redis` is true (memory-only otherwise, which makes sense on one
  * instance). `cpuProfDir` runs the instances with `node --cpu-prof`;
- * `nodeArgs` are more node options for every instance (`--inspect=...`).
+ * `nodeArgs` are more node options for every instance; `inspect` opens each
+ * instance's inspector on a port of its own (its URL goes to the log).
  */
-export async function startCluster ({ target, instances = 1, redis = false, name = target, cpuProfDir, env = {}, nodeArgs = [] }) {
+export async function startCluster ({ target, instances = 1, redis = false, name = target, cpuProfDir, env = {}, nodeArgs = [], inspect = false }) {
   if (target === 'flow' && !existsSync(resolve(root, flowServer))) {
     throw new Error(`${flowServer} is missing: run \`npm run build\` first`)
   }
@@ -102,9 +103,11 @@ export async function startCluster ({ target, instances = 1, redis = false, name
   }
   try {
     for (let i = 0; i < instances; i++) {
-      const port = await freePort()
+      // The inspector's port apart from the server's (with port 0 it could take the one just freed for the server).
+      const [port, inspectPort] = inspect ? await freePorts(2) : [await freePort()]
       const id = `${name}-${i + 1}`
-      const { args, env: childEnv } = instanceCommand(target, { port, id, redisUrl: db?.url, cpuProfDir, env, nodeArgs })
+      const extra = inspect ? [...nodeArgs, `--inspect=127.0.0.1:${inspectPort}`] : nodeArgs
+      const { args, env: childEnv } = instanceCommand(target, { port, id, redisUrl: db?.url, cpuProfDir, env, nodeArgs: extra })
       const proc = startProcess(`${id}-${runStamp()}`, process.execPath, args, childEnv)
       nodes.push({ id, port, proc })
     }
