@@ -150,6 +150,8 @@ export async function runConnections (options, log = (m) => process.stderr.write
     // The snapshot's memory is reused by the connections: with --heap-snapshot, RSS per connection is too
     // low, read it from a run without.
     const snapBefore = snapshotDir === null ? null : summarize(await inspector.heapSnapshot(join(snapshotDir, 'before.heapsnapshot')))
+    // Never load a port someone else holds: the server must still be ours and alive.
+    if (!cluster.alive()) throw new Error(`the server exited before the clients connected; see ${cluster.nodes[0].proc.logFile}`)
     const connect = await generator.connect({ perSecond: o.ramp, concurrency: o.concurrency })
     log(`[connections] ${connect.connected} ${o.connectedOnly ? 'connected' : 'connected and joined'} in ${(connect.ms / 1000).toFixed(1)} s (${connect.failed} failed, ${connect.retried} retries${Object.keys(connect.reasons).length > 0 ? `: ${JSON.stringify(connect.reasons)}` : ''})`)
     const connected = cluster.sample()

@@ -78,27 +78,31 @@ export async function runIdle (options, log = (m) => process.stderr.write(`${m}\
   for (const p of idlePlan(o)) {
     log(`[idle] ${p.target} ${p.variant} ${num(p.clients)}${o.repeat > 1 ? ` (repetition ${p.rep})` : ''}`)
     let r
-    try {
-      r = await runConnections({
-        target: p.target,
-        memory: !o.redis,
-        clients: p.clients,
-        members: o.members,
-        ramp: o.ramp,
-        concurrency: o.concurrency,
-        settle: o.settle,
-        idle: o.idle,
-        connectedOnly: p.variant === 'connected',
-        perAddress: o.perAddress,
-        maxPerIp: o.maxPerIp,
-        gc: true
-      }, log)
-    } catch (err) {
-      // One run failing (a server that did not start) does not end the sitting: it is reported.
-      log(`[idle] ${p.target} ${p.variant} ${num(p.clients)} failed: ${err.message}`)
-      failures.push({ ...p, error: String(err.message ?? err) })
-      continue
+    // A run whose server could not start (its port taken meanwhile by another process) is tried once more.
+    for (let attempt = 1; r === undefined; attempt++) {
+      try {
+        r = await runConnections({
+          target: p.target,
+          memory: !o.redis,
+          clients: p.clients,
+          members: o.members,
+          ramp: o.ramp,
+          concurrency: o.concurrency,
+          settle: o.settle,
+          idle: o.idle,
+          connectedOnly: p.variant === 'connected',
+          perAddress: o.perAddress,
+          maxPerIp: o.maxPerIp,
+          gc: true
+        }, log)
+      } catch (err) {
+        // One run failing does not end the sitting: it is reported.
+        log(`[idle] ${p.target} ${p.variant} ${num(p.clients)} failed (attempt ${attempt}): ${err.message}`)
+        failures.push({ ...p, attempt, error: String(err.message ?? err) })
+        if (attempt >= 2) break
+      }
     }
+    if (r === undefined) continue
     runs.push({ ...r, target: p.target, rep: p.rep, requested: p.clients })
   }
   return { kind: 'idle', options: o, runs, failures, summary: summarizeIdle(runs, o) }
@@ -220,7 +224,7 @@ export function idleMarkdown (result) {
   const o = result.options
   const t = idleTargets(result.summary, o)
   const lines = [idleTable(result.summary)]
-  if ((result.failures ?? []).length > 0) lines.push('', ...result.failures.map((f) => `- failed: ${f.target} ${f.variant} ${num(f.clients)}: ${f.error}`))
+  if ((result.failures ?? []).length > 0) lines.push('', ...result.failures.map((f) => `- failed (attempt ${f.attempt ?? 1}): ${f.target} ${f.variant} ${num(f.clients)}: ${f.error}`))
   if (t.length > 0) {
     lines.push('', table(['target', 'met', 'numbers'], t.map((x) => [x.name, x.ok ? 'yes' : x.projected ? '**not measured**' : '**no**', x.detail])))
   }

@@ -117,6 +117,9 @@ export async function startCluster ({ target, instances = 1, redis = false, name
         const deadline = Date.now() + 20_000
         for (;;) {
           const health = await waitForHttp(`http://127.0.0.1:${n.port}/health`, n.id)
+          // Another process may have taken the port between freePort() and the listen (our server then
+          // exits, or waits for an attached inspector): never load someone else's server.
+          if (health.instanceId !== n.id) throw new Error(`port ${n.port} answers as ${health.instanceId}, not ${n.id}: taken by another process; see ${n.proc.logFile}`)
           if (health.status === 'ok') break
           if (Date.now() > deadline) throw new Error(`${n.id} stays ${health.status}: ${JSON.stringify(health.redis)}`)
           await sleep(100)
