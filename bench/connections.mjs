@@ -66,7 +66,9 @@ export const CONNECTIONS_DEFAULTS = {
   /** a directory: heap snapshots before and after (implies gc), and what each connection holds, by kind */
   heapSnapshot: '',
   /** keep the .heapsnapshot files (they are large) */
-  keepSnapshots: false
+  keepSnapshots: false,
+  /** V8's sampling heap profiler over the connect (garbage included): bytes allocated per connection, by function */
+  allocations: false
 }
 
 /** Open files this run needs in one process: the sockets plus room for everything else. */
@@ -88,7 +90,7 @@ async function heapUsed (cluster) {
 
 export async function runConnections (options, log = (m) => process.stderr.write(`${m}\n`)) {
   const o = { ...CONNECTIONS_DEFAULTS, ...options }
-  const inspect = o.gc || o.heapSnapshot !== ''
+  const inspect = o.gc || o.heapSnapshot !== '' || o.allocations
   // The server holds every socket in one process: its open-files limit caps the run.
   const available = ensureFileLimit(filesNeeded(o.clients), log)
   const clientCount = Math.min(o.clients, available - FILES_BESIDES)
@@ -152,7 +154,9 @@ export async function runConnections (options, log = (m) => process.stderr.write
     const snapBefore = snapshotDir === null ? null : summarize(await inspector.heapSnapshot(join(snapshotDir, 'before.heapsnapshot')))
     // Never load a port someone else holds: the server must still be ours and alive.
     if (!cluster.alive()) throw new Error(`the server exited before the clients connected; see ${cluster.nodes[0].proc.logFile}`)
+    if (o.allocations) await inspector.startAllocationSampling()
     const connect = await generator.connect({ perSecond: o.ramp, concurrency: o.concurrency })
+    const allocations = o.allocations ? await inspector.stopAllocationSampling() : null
     log(`[connections] ${connect.connected} ${o.connectedOnly ? 'connected' : 'connected and joined'} in ${(connect.ms / 1000).toFixed(1)} s (${connect.failed} failed, ${connect.retried} retries${Object.keys(connect.reasons).length > 0 ? `: ${JSON.stringify(connect.reasons)}` : ''})`)
     const connected = cluster.sample()
     await sleep(o.settle * 1000)
@@ -200,12 +204,19 @@ export async function runConnections (options, log = (m) => process.stderr.write
             noGcPerConnectionKiB: heapAfterNoGc === null ? null : perConn(heapAfterNoGc - heapBefore)
           },
       heapByKind: snapAfter === null ? null : perConnection(snapBefore, snapAfter, n),
+      allocations: allocations === null || n === 0
+        ? null
+        : { bytesPerConnection: Math.round(allocations.total / n), top: allocations.top.map((a) => ({ fn: a.fn, bytesPerConnection: Math.round(a.bytes / n) })) },
       redis: after.redis === null ? null : { rssMiB: round(after.redis.rss / 2 ** 20, 1), perConnectionKiB: perConn(after.redis.rss - before.redis.rss) },
       idle: usageBetween(settled, after),
       loadAtStart: round(loadavg(), 2),
       serverStats: stats
     }
     log(`[connections] RSS ${result.rss.beforeMiB} -> ${result.rss.afterMiB} MiB: ${result.rss.perConnectionKiB} KiB per connection${result.heap === null ? '' : `, heap ${result.heap.perConnectionKiB} KiB${result.heap.gc ? ' (after GC)' : ''}`}; idle CPU ${result.idle.instances[0].cpuPercent} %`)
+    if (result.allocations !== null) {
+      log(`[connections] allocated during the connect (sampled, garbage included): ${result.allocations.bytesPerConnection} bytes per connection; by function:`)
+      for (const a of result.allocations.top.slice(0, 20)) log(`  ${String(a.bytesPerConnection).padStart(6)} B  ${a.fn}`)
+    }
     if (result.heapByKind !== null) {
       log(`[connections] heap per connection by kind (snapshots after a full GC): ${round(result.heapByKind.bytesPerConnection, 0)} bytes, ${round(result.heapByKind.nodesPerConnection, 1)} nodes`)
       for (const k of result.heapByKind.top.slice(0, 15)) log(`  ${String(k.bytesPerConnection).padStart(6)} B  ${String(k.countPerConnection).padStart(6)} ×  ${k.kind}`)

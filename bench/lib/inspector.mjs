@@ -85,5 +85,35 @@ export class Inspector {
     return file
   }
 
+  /** Starts V8's sampling heap profiler, counting what collections freed too (every allocation, live or not). */
+  async startAllocationSampling (samplingInterval = 16384) {
+    await this.call('HeapProfiler.enable')
+    await this.call('HeapProfiler.startSampling', { samplingInterval, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  }
+
+  /**
+   * Stops the sampling heap profiler: bytes allocated since the start by
+   * allocating function (self), the `top` largest, each as
+   * { fn: "name file:line", bytes }, and the total.
+   */
+  async stopAllocationSampling (top = 25) {
+    const { profile } = await this.call('HeapProfiler.stopSampling')
+    await this.call('HeapProfiler.disable').catch(() => {})
+    const byFn = new Map()
+    let total = 0
+    const walk = (node) => {
+      const self = node.selfSize ?? 0
+      if (self > 0) {
+        const f = node.callFrame
+        const key = `${f.functionName === '' ? '(anonymous)' : f.functionName} ${f.url.replace(/^.*\/(node_modules|dist)\//, '$1/')}:${f.lineNumber + 1}`
+        byFn.set(key, (byFn.get(key) ?? 0) + self)
+        total += self
+      }
+      for (const c of node.children ?? []) walk(c)
+    }
+    walk(profile.head)
+    return { total, top: [...byFn.entries()].sort((a, b) => b[1] - a[1]).slice(0, top).map(([fn, bytes]) => ({ fn, bytes })) }
+  }
+
   close () { this.#ws.terminate() }
 }
