@@ -202,13 +202,17 @@ export function idleTable (summary) {
   )
 }
 
-/** The issue's target at the largest size of each Flow variant: measured when reached, else projected (and said). */
-export function idleTargets (summary, o) {
+/**
+ * The issue's target at the largest size of each Flow variant: measured when reached, else projected (and
+ * said). Not judged below `minClients` (a smoke test's few thousand: fixed costs dominate RSS per connection).
+ */
+export function idleTargets (summary, o, minClients = 10_000) {
   const out = []
   for (const variant of ['connected', 'joined']) {
     const pts = summary.filter((p) => p.target === 'flow' && p.variant === variant)
     if (pts.length === 0) continue
     const last = pts[pts.length - 1]
+    if (last.requested < minClients) continue
     const reached = last.connected >= last.requested
     const kib = reached ? last.rssPerConnectionKiB : last.projection?.rssPerConnectionKiB
     const name = `${num(last.requested)} idle connections (${variant}) on one instance at ≤ ${o.targetKiB} KiB RSS each`
