@@ -11,6 +11,7 @@
 //   node bench/run.mjs --only snapshot-flow-memory,snapshot-flow            # joiner time to live: replay vs snapshot + tail
 //   node bench/run.mjs --only jitter         # connections dropped every ~15 s, Flow and Socket.IO (the issue's 2,000 clients, 120 s)
 //   node bench/run.mjs --only rolling        # each instance SIGTERMed and restarted in turn behind scripts/cluster.mjs (5,000 clients)
+//   node bench/run.mjs --only idle-flow-memory   # 10,000 and 50,000 idle connections on one instance, connected-only and joined
 //
 // Before each scenario it waits for a quiet machine (1-minute load below 1,
 // or cores at least 80 % idle over a short sample: see waitForQuiet).
@@ -27,6 +28,7 @@ import { httpTable, runHttp } from './http.mjs'
 import { profileTables, runProfile } from './profile.mjs'
 import { runSnapshot, snapshotTable } from './snapshot.mjs'
 import { memoryBudgetMarkdown, runMemoryBudget } from './memory-budget.mjs'
+import { IDLE_DEFAULTS, idleMarkdown, idleTargets, runIdle } from './idle.mjs'
 
 const OPTIONS = {
   short: false,
@@ -75,7 +77,10 @@ function plan (o) {
     { name: 'jitter', group: 'churn', explicit: !short, run: () => runJitter(short ? { projects: 10, seconds: 15, warmup: 1, drain: 20 } : {}) },
     // Each instance SIGTERMed, drained and restarted in turn behind scripts/cluster.mjs (Flow only).
     // Short: 500 clients for 30 s; full (only with --only): 5,000 clients for 60 s.
-    { name: 'rolling', group: 'churn', explicit: !short, run: () => runRolling(short ? { clients: 500, seconds: 30, warmup: 1, before: 5, gap: 5, drain: 30 } : {}) }
+    { name: 'rolling', group: 'churn', explicit: !short, run: () => runRolling(short ? { clients: 500, seconds: 30, warmup: 1, before: 5, gap: 5, drain: 30 } : {}) },
+    // Idle connections at scale (issue 17), connected-only and joined, two sizes side by side, memory mode.
+    // Short: 1,000 and 3,000; full (only with --only): 10,000 and 50,000 (capped by the open-files limit).
+    { name: 'idle-flow-memory', group: 'idle', explicit: !short, run: () => runIdle(short ? { sizes: [1000, 3000], settle: 2, idle: 2 } : {}) }
   ]
   if (!short) {
     scenarios.push(
@@ -177,7 +182,9 @@ function targets (r) {
     ...['hostile-flow', 'hostile-flow-memory'].filter((k) => r[k]).flatMap((k) => hostileTargets(r[k])),
     // Churn (issue 17): connections dropped and resumed.
     ...(r.jitter ? jitterTargets(r.jitter.runs, r.jitter.options).map((t) => [t.name, { ok: t.ok, detail: t.detail }]) : []),
-    ...(r.rolling ? rollingTargets(r.rolling.runs, r.rolling.options).map((t) => [t.name, { ok: t.ok, detail: t.detail }]) : [])
+    ...(r.rolling ? rollingTargets(r.rolling.runs, r.rolling.options).map((t) => [t.name, { ok: t.ok, detail: t.detail }]) : []),
+    // Idle connections at scale (issue 17): RSS per connection at the largest size (projected when capped).
+    ...(r['idle-flow-memory'] ? idleTargets(r['idle-flow-memory'].summary, r['idle-flow-memory'].options).map((t) => [t.name, { ok: t.ok, detail: t.detail }]) : [])
   ]
 }
 
@@ -242,6 +249,7 @@ export function markdown (run) {
   }
   if (r.jitter) out.push('', '### Jitter: connections dropped and resumed', '', jitterMarkdown({ ...r.jitter, targets: [] }))
   if (r.rolling) out.push('', '### Rolling deploy', '', rollingMarkdown({ ...r.rolling, targets: [] }))
+  if (r['idle-flow-memory']) out.push('', '### Idle connections at scale (memory mode, side by side)', '', idleMarkdown(r['idle-flow-memory']).split('\n\n')[0])
   if (r['profile-flow']) {
     const p = r['profile-flow']
     const t = profileTables(p, 25)
@@ -264,6 +272,7 @@ async function main () {
   const o = parseArgs(OPTIONS)
   const scenarios = plan(o)
   if (scenarios.some((s) => s.group === 'connections')) ensureFileLimit(filesNeeded(CONNECTIONS_DEFAULTS.clients))
+  if (scenarios.some((s) => s.group === 'idle')) ensureFileLimit(filesNeeded(o.short ? 3000 : Math.max(...IDLE_DEFAULTS.sizes)))
   const run = { kind: 'run', options: o, machine: machineInfo(), gates: {}, results: {}, failures: [] }
   const started = Date.now()
   const file = `run-${o.short ? 'short-' : ''}${stamp()}`

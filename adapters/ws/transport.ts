@@ -170,7 +170,12 @@ interface Waiter {
  */
 export class WsTransport implements Transport {
   readonly #socket: WebSocket
-  readonly #direct: Direct | null
+  /**
+   * ws's sender when prebuilt frames may be written to `#tcp` directly (the
+   * direct path, {@link directSocket}); null otherwise. Kept as two fields,
+   * not a {@link Direct} object: one object less per connection.
+   */
+  readonly #sender: WsSender | null
   /** the TCP socket under the ws socket, direct path or not */
   readonly #tcp: Socket | null
   readonly #flusher: Flusher
@@ -212,8 +217,9 @@ export class WsTransport implements Transport {
   constructor (socket: WebSocket, flusher: Flusher = EVERY_TURN) {
     this.#socket = socket
     this.#flusher = flusher
-    this.#direct = directSocket(socket)
-    this.#tcp = this.#direct?.tcp ?? (socket as unknown as WsInternals)._socket ?? null
+    const direct = directSocket(socket)
+    this.#sender = direct?.sender ?? null
+    this.#tcp = direct?.tcp ?? (socket as unknown as WsInternals)._socket ?? null
   }
 
   send (frame: string | SharedFrame): void {
@@ -228,9 +234,9 @@ export class WsTransport implements Transport {
     // Written now while the socket has room and nothing waits before it
     // (or, over the mark, when nothing would wake the queue up).
     if (this.#queue === null && (this.#socket.bufferedAmount < HIGH_WATER_BYTES || !this.#arm())) {
-      if (this.#direct !== null && !this.#corked) {
+      if (this.#sender !== null && !this.#corked) {
         this.#corked = true
-        this.#direct.tcp.cork()
+        this.#tcp?.cork()
       }
       this.#write(frame)
     } else {
@@ -243,7 +249,7 @@ export class WsTransport implements Transport {
     this.#inTurn = false
     if (this.#corked) {
       this.#corked = false
-      this.#direct?.tcp.uncork()
+      this.#tcp?.uncork()
     }
   }
 
@@ -313,10 +319,10 @@ export class WsTransport implements Transport {
 
   /** Writes one frame now: prebuilt to the TCP socket when ws has nothing queued, else through ws. */
   #write (frame: string | SharedFrame): void {
-    const direct = this.#direct
-    if (direct !== null && direct.sender._state === 0 && direct.sender._queue.length === 0) {
+    const sender = this.#sender
+    if (sender !== null && sender._state === 0 && sender._queue.length === 0) {
       if (typeof frame === 'string') this.#socket.send(frame)
-      else direct.tcp.write(frame.encoded(textFrame))
+      else this.#tcp?.write(frame.encoded(textFrame))
       return
     }
     // ws queues it (it compresses, or reads a Blob): its callback says when it is written.
@@ -329,7 +335,7 @@ export class WsTransport implements Transport {
 
   #enqueue (frame: string | SharedFrame): void {
     const size = typeof frame !== 'string'
-      ? (this.#direct !== null ? frame.encoded(textFrame).length : Buffer.byteLength(frame.text))
+      ? (this.#sender !== null ? frame.encoded(textFrame).length : Buffer.byteLength(frame.text))
       : Buffer.byteLength(frame)
     if (this.#queue === null) {
       this.#queue = []
@@ -412,7 +418,7 @@ export class WsTransport implements Transport {
       this.#drop()
       return
     }
-    const tcp = this.#direct?.tcp
+    const tcp = this.#sender === null ? null : this.#tcp
     tcp?.cork()
     while (this.#queue !== null && (this.#socket.bufferedAmount < HIGH_WATER_BYTES || !this.#arm())) {
       this.#write(this.#dequeue())

@@ -22,6 +22,8 @@ class DriverClient {
     this.project = spec.project
     this.member = spec.member
     this.url = spec.url
+    this.localAddress = spec.localAddress
+    this.join = spec.join !== false
     this.events = events
     this.open = false
   }
@@ -42,7 +44,7 @@ class RawSocketClient extends DriverClient {
   /** Connects and joins; resolves when joined, rejects on failure (the socket is closed). */
   connect (timeoutMs = 15_000) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url, WS_OPTIONS)
+      const ws = new WebSocket(this.url, this.localAddress === undefined ? WS_OPTIONS : { ...WS_OPTIONS, localAddress: this.localAddress })
       this.ws = ws
       let settled = false
       const handshake = {
@@ -65,7 +67,7 @@ class RawSocketClient extends DriverClient {
       const timer = setTimeout(() => handshake.fail(new Error('join timed out')), timeoutMs)
       ws.on('unexpected-response', (_req, res) => handshake.fail(new Error(`upgrade answered ${res.statusCode}`)))
       ws.on('error', (err) => handshake.fail(err))
-      ws.on('open', () => { this.opened(ws) })
+      ws.on('open', () => { this.opened(ws, handshake) })
       ws.on('close', (code) => {
         if (!settled) handshake.fail(new Error(`closed ${code} before joining`))
         else if (this.open) { this.open = false; this.events.closed(this, code) }
@@ -75,7 +77,7 @@ class RawSocketClient extends DriverClient {
   }
 
   /** The socket is open (nothing to do by default). */
-  opened (_ws) {}
+  opened (_ws, _handshake) {}
 
   close () { this.open = false; this.ws?.terminate() }
 }
@@ -89,7 +91,8 @@ const JOIN_FEATURES = (process.env.FLOW_BENCH_JOIN_FEATURES ?? '').split(',').fi
 const JOIN_EXTRA = JOIN_FEATURES.length === 0 ? '' : `,"features":${JSON.stringify(JOIN_FEATURES)}`
 
 class JsonClient extends RawSocketClient {
-  opened (ws) {
+  opened (ws, handshake) {
+    if (!this.join) { handshake.joined(); return }
     ws.send(`{"type":"join","project":"${this.project}","ref":1${JOIN_EXTRA}}`)
   }
 
@@ -149,7 +152,8 @@ class SocketIoWireClient extends RawSocketClient {
         this.events.ack(this, reply.id)
         return
       }
-      case 0x30: // '0' CONNECT answered: join the room (ack id 0)
+      case 0x30: // '0' CONNECT answered: join the room (ack id 0), or, connected only, done
+        if (!this.join) { handshake.joined(); return }
         ws.send(`420["join","${this.project}"]`)
         return
       case 0x34: // '4' CONNECT_ERROR

@@ -24,6 +24,18 @@ export async function freePort () {
   })
 }
 
+/** `count` distinct free ports on 127.0.0.1 (all held at once while they are picked). */
+export async function freePorts (count) {
+  const servers = await Promise.all(Array.from({ length: count }, () => new Promise((resolve, reject) => {
+    const srv = net.createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => resolve(srv))
+  })))
+  const ports = servers.map((srv) => srv.address().port)
+  await Promise.all(servers.map((srv) => new Promise((resolve) => srv.close(resolve))))
+  return ports
+}
+
 async function reachable (port) {
   return await new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1', () => { s.end(); resolve(true) })

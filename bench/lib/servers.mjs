@@ -4,7 +4,7 @@
 // or relay (bench/relay-server.mjs).
 import { existsSync, mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { cpuSeconds, freePort, memory, resultsDir, root, sleep, startProcess, waitForHttp, waitForPort } from './proc.mjs'
+import { cpuSeconds, freePort, freePorts, memory, resultsDir, root, sleep, startProcess, waitForHttp, waitForPort } from './proc.mjs'
 
 export const TARGETS = ['flow', 'socketio', 'relay']
 
@@ -29,8 +29,8 @@ export async function startRedis (name) {
  */
 const flowServer = process.env.FLOW_BENCH_SERVER ?? 'dist/server.js'
 
-function instanceCommand (target, { port, id, redisUrl, cpuProfDir, env }) {
-  const nodeArgs = cpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', cpuProfDir, '--cpu-prof-name', `${id}.cpuprofile`]
+function instanceCommand (target, { port, id, redisUrl, cpuProfDir, env, nodeArgs: extraNodeArgs = [] }) {
+  const nodeArgs = [...extraNodeArgs, ...(cpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', cpuProfDir, '--cpu-prof-name', `${id}.cpuprofile`])]
   switch (target) {
     case 'flow': {
       const flags = redisUrl === undefined
@@ -55,9 +55,11 @@ function instanceCommand (target, { port, id, redisUrl, cpuProfDir, env }) {
 /**
  * A cluster of one target: `instances` processes, sharing one redis-server
  * when `redis` is true (memory-only otherwise, which makes sense on one
- * instance). `cpuProfDir` runs the instances with `node --cpu-prof`.
+ * instance). `cpuProfDir` runs the instances with `node --cpu-prof`;
+ * `nodeArgs` are more node options for every instance; `inspect` opens each
+ * instance's inspector on a port of its own (its URL goes to the log).
  */
-export async function startCluster ({ target, instances = 1, redis = false, name = target, cpuProfDir, env = {} }) {
+export async function startCluster ({ target, instances = 1, redis = false, name = target, cpuProfDir, env = {}, nodeArgs = [], inspect = false }) {
   if (target === 'flow' && !existsSync(resolve(root, flowServer))) {
     throw new Error(`${flowServer} is missing: run \`npm run build\` first`)
   }
@@ -101,9 +103,11 @@ export async function startCluster ({ target, instances = 1, redis = false, name
   }
   try {
     for (let i = 0; i < instances; i++) {
-      const port = await freePort()
+      // The inspector's port apart from the server's (with port 0 it could take the one just freed for the server).
+      const [port, inspectPort] = inspect ? await freePorts(2) : [await freePort()]
       const id = `${name}-${i + 1}`
-      const { args, env: childEnv } = instanceCommand(target, { port, id, redisUrl: db?.url, cpuProfDir, env })
+      const extra = inspect ? [...nodeArgs, `--inspect=127.0.0.1:${inspectPort}`] : nodeArgs
+      const { args, env: childEnv } = instanceCommand(target, { port, id, redisUrl: db?.url, cpuProfDir, env, nodeArgs: extra })
       const proc = startProcess(`${id}-${runStamp()}`, process.execPath, args, childEnv)
       nodes.push({ id, port, proc })
     }
@@ -113,6 +117,9 @@ export async function startCluster ({ target, instances = 1, redis = false, name
         const deadline = Date.now() + 20_000
         for (;;) {
           const health = await waitForHttp(`http://127.0.0.1:${n.port}/health`, n.id)
+          // Another process may have taken the port between freePort() and the listen (our server then
+          // exits, or waits for an attached inspector): never load someone else's server.
+          if (health.instanceId !== n.id) throw new Error(`port ${n.port} answers as ${health.instanceId}, not ${n.id}: taken by another process; see ${n.proc.logFile}`)
           if (health.status === 'ok') break
           if (Date.now() > deadline) throw new Error(`${n.id} stays ${health.status}: ${JSON.stringify(health.redis)}`)
           await sleep(100)

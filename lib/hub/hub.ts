@@ -16,7 +16,7 @@ import { Outbox } from './outbox.js'
 import type { LocalProject } from './project.js'
 import { ProjectApi, type History, type PostedOp } from './project-api.js'
 import { ProjectRegistry } from './projects.js'
-import { AbuseTracker, CreationLimiter, TokenBucket } from './rate-limiter.js'
+import { CreationLimiter, TokenBucket } from './rate-limiter.js'
 import { SessionKeeper } from './session-keeper.js'
 import { Snapshots, type SnapshotReducer } from './snapshots.js'
 import type { OnOp } from './op-hook.js'
@@ -42,8 +42,6 @@ export interface HubOptions {
   readonly onOp?: OnOp
 }
 
-/** Longest stretch of dropped frames, with no quiet second, before 1008. */
-const ABUSE_WINDOW_MS = 5000
 /** The idle expiry of the projects served here is extended at least this often (and four times per idle TTL). */
 const KEEP_ALIVE_MAX_MS = 3_600_000
 
@@ -158,8 +156,7 @@ export class Hub {
   connect (transport: Transport, identity: Identity, budgetKey = `user:${identity.userId}`): Connection {
     const now = Date.now()
     const bucket = new TokenBucket(this.#config.rateLimit, this.#config.rateBurst, now)
-    const abuse = new AbuseTracker(ABUSE_WINDOW_MS)
-    const conn = new Connection(randomId(9), transport, identity, budgetKey, { bucket, abuse }, this.#outbox.sink)
+    const conn = new Connection(randomId(9), transport, identity, budgetKey, { bucket }, this.#outbox.sink)
     this.#connections.add(conn)
     this.stats.connectionsOpened++
     if (this.#draining) transport.close(CLOSE.goingAway, 'server shutting down')

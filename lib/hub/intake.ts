@@ -5,10 +5,13 @@ import type { Delivery } from './delivery.js'
 import type { Membership } from './membership.js'
 import type { Replayer } from './replay.js'
 import type { Snapshots } from './snapshots.js'
+import { AbuseTracker } from './rate-limiter.js'
 import { CLOSE } from './transport.js'
 
 /** Frames one connection may have waiting behind a join or leave. */
 const MAX_QUEUED_FRAMES = 4096
+/** Longest stretch of dropped frames, with no quiet second, before 1008. */
+const ABUSE_WINDOW_MS = 5000
 
 /**
  * Where a client's frames come in: the payload limit, the rate limit and
@@ -60,7 +63,7 @@ export class Intake {
     }
     if (!conn.bucket.take(now)) {
       stats.rateLimited++
-      if (conn.abuse.drop(now)) {
+      if ((conn.abuse ??= new AbuseTracker(ABUSE_WINDOW_MS)).drop(now)) {
         outbox.close(conn, CLOSE.policy, 'rate limit exceeded', { discardQueued: true })
         return
       }

@@ -86,7 +86,7 @@ export class Membership {
     member.page = features.includes('member_page')
     member.lastSeq = lp.delivered
     lp.members.set(member.sessionId, member)
-    conn.projects.set(project, member)
+    conn.joined(project, member)
     // A resumed session is known to everyone: its join changes nothing they were told (it is silent); the
     // instance that held it hears it and lets it go.
     lp.tell('join', member.toMember())
@@ -149,7 +149,7 @@ export class Membership {
     if (live === undefined || live.token === undefined) return false
     lp.members.delete(sessionId)
     live.pending = null
-    if (live.conn.projects.get(lp.name) === live) live.conn.projects.delete(lp.name)
+    if (live.conn.projects.get(lp.name) === live) live.conn.left(lp.name)
     this.#ctx.outbox.reply(live.conn, { type: 'left', project: lp.name })
     this.#ctx.projects.release(lp)
     return true
@@ -230,7 +230,7 @@ export class Membership {
     const { projects } = this.#ctx
     const member = conn.projects.get(project)
     if (member === undefined) return
-    conn.projects.delete(project)
+    conn.left(project)
     const lp = projects.get(project)
     const grace = Math.min(this.#ctx.config.resumeGraceMs, this.#ctx.config.sessionTtlSeconds * 2000 / 3)
     if (lp !== undefined) {
