@@ -14,7 +14,6 @@ import { RedisSnapshotStore } from '../../adapters/redis/snapshot-store.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
 import { APPEND, type RedisCommandClient } from '../../adapters/redis/scripts.js'
 import { isRedisOutage } from '../../adapters/redis/connection-health.js'
-import type { RedisClient } from '../../adapters/redis/client.js'
 import { FailoverOperationLog } from '../../adapters/failover/index.js'
 import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
 import { CircuitBreaker } from '../../lib/breaker.js'
@@ -244,8 +243,8 @@ t.test('a failing call rejects every op of its batch with Redis\' error; the oth
 /** A broadcaster of instance `origin` on connections of its own, closed at the end of `t`. */
 async function broadcaster (t: Test, keyPrefix: string, origin: string): Promise<RedisBroadcaster> {
   const b = new RedisBroadcaster({
-    client: await redisClient(t, redis.url) as RedisClient,
-    subscriber: await redisClient(t, redis.url) as RedisClient,
+    client: await redisClient(t, redis.url),
+    subscriber: await redisClient(t, redis.url),
     keyPrefix,
     origin
   })
