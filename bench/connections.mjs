@@ -17,7 +17,8 @@
 //   FLOW_BENCH_SERVER=/tmp/before/dist/server.js node bench/connections.mjs ...   # another build, same sitting
 //
 // Beyond one address's share (`--per-address`, 10,000), the clients are
-// spread over several loopback source addresses (127.0.0.1, 127.0.0.2, ...):
+// spread over several loopback source addresses (127.B.0.1, 127.B.0.2, ...,
+// B drawn per run):
 // each (source address, server port) pair has one ephemeral port range
 // (net.ipv4.ip_local_port_range, about 28,000 ports), and Flow refuses more
 // than FLOW_MAX_CONNECTIONS_PER_IP (10,000 by default) connections from one
@@ -53,7 +54,7 @@ export const CONNECTIONS_DEFAULTS = {
   cpuProf: '',
   /** open the sockets and stop there: no join (Flow), no room (Socket.IO) */
   connectedOnly: false,
-  /** loopback source addresses the clients are spread over (127.0.0.1, .2, ...); 0: ceil(clients / perAddress) */
+  /** loopback source addresses the clients are spread over (127.B.0.1, .2, ...); 0: ceil(clients / perAddress) */
   addresses: 0,
   /** clients per source address when `addresses` is 0 */
   perAddress: 10_000,
@@ -76,11 +77,18 @@ export const filesNeeded = (clients) => clients + 2048
 /** Files a process holds besides its sockets (logs, pipes, epoll, worker threads, Redis): when scaling down. */
 const FILES_BESIDES = 512
 
-/** The loopback source addresses of a run: none (the kernel's choice, 127.0.0.1) when one is enough. */
+/**
+ * The loopback source addresses of a run: none (the kernel's choice, 127.0.0.1) when one is enough, else
+ * 127.B.0.1, 127.B.0.2, ... with B drawn per run. A socket bound to an address takes a port no other socket
+ * on that address holds, whatever the destination: the TIME_WAIT sockets of the runs before (and every
+ * other process's sockets on 127.0.0.1) would narrow the range, and connects fail with EADDRINUSE.
+ */
 export function sourceAddresses (clients, { addresses = 0, perAddress = 10_000 } = {}) {
   const k = addresses > 0 ? addresses : Math.max(1, Math.ceil(clients / perAddress))
-  if (k > 254) throw new Error(`${k} source addresses: at most 254 (127.0.0.1 to 127.0.0.254)`)
-  return k === 1 && addresses === 0 ? [undefined] : Array.from({ length: k }, (_, i) => `127.0.0.${i + 1}`)
+  if (k > 254) throw new Error(`${k} source addresses: at most 254 (127.B.0.1 to 127.B.0.254)`)
+  if (k === 1 && addresses === 0) return [undefined]
+  const b = 1 + Math.floor(Math.random() * 254)
+  return Array.from({ length: k }, (_, i) => `127.${b}.0.${i + 1}`)
 }
 
 async function heapUsed (cluster) {
