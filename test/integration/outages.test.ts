@@ -253,8 +253,17 @@ async function verifyRecovered (t: Test, cluster: Cluster, traffic: Traffic): Pr
   return log
 }
 
+/**
+ * Two instances, both on Redis before anyone joins: boot does not wait for
+ * Redis, and a join on an instance still on its fallback would start in
+ * that instance's own epoch (seen on a loaded machine, with the 300 ms
+ * command timeout of KNOBS).
+ */
 async function cluster (t: Test, redis: TestRedis | string, options: { outageBufferOps?: number } = {}): Promise<Cluster> {
-  return await startCluster(t, typeof redis === 'string' ? redis : redis.url, 2, { ...KNOBS, ...options })
+  const c = await startCluster(t, typeof redis === 'string' ? redis : redis.url, 2, { ...KNOBS, ...options })
+  // A URL alone is a Redis that is not there yet: the instances boot degraded.
+  if (typeof redis !== 'string') await waitStatus(c.instances, 'ok')
+  return c
 }
 
 /** Each sender saw, in an epoch other than the Redis log's, ops of the other senders on its instance: they kept collaborating. */
