@@ -23,7 +23,7 @@ import { opFrame, storedOpJson } from '../../lib/protocol/op-frame.js'
 import type { AppendResult, LogMissing, NewOp } from '../../ports/operation-log.js'
 import type { BroadcastMessage } from '../../ports/broadcaster.js'
 import type { Op } from '../../lib/types.js'
-import { keysUnder, redisClient, startRedis, uniquePrefix, type TestRedisClient } from '../helpers/redis.js'
+import { keysUnder, redisClient, startRedis, uniquePrefix, recording } from '../helpers/redis.js'
 import { Recorder } from '../helpers/wait.js'
 
 const redis = await startRedis(t)
@@ -53,20 +53,6 @@ function range (from: number, to: number): number[] {
   const out: number[] = []
   for (let n = from; n <= to; n++) out.push(n)
   return out
-}
-
-/** A client that records every command it is asked to send. */
-function recording (client: TestRedisClient): { client: RedisCommandClient, commands: string[][] } {
-  const commands: string[][] = []
-  return {
-    commands,
-    client: {
-      sendCommand: async (args) => {
-        commands.push([...args])
-        return await client.sendCommand(args)
-      }
-    }
-  }
 }
 
 /** The APPEND calls among `commands`, each as the number of ops it carried. */

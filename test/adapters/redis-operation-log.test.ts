@@ -11,7 +11,7 @@ import { APPEND, OPERATION_LOG_SCRIPTS, type RedisCommandClient } from '../../ad
 import type { AppendResult, NewOp } from '../../ports/operation-log.js'
 import { NO_EPOCH, type Op } from '../../lib/types.js'
 import { operationLogContract } from '../contracts/operation-log.js'
-import { keysUnder, redisClient, startRedis, uniquePrefix, type TestRedisClient } from '../helpers/redis.js'
+import { keysUnder, redisClient, startRedis, uniquePrefix, recording, type TestRedisClient } from '../helpers/redis.js'
 import { Recorder, waitFor } from '../helpers/wait.js'
 
 const redis = await startRedis(t)
@@ -63,20 +63,6 @@ function openLog (t: Test, client: RedisCommandClient, options: LogOptions = {})
   const log = createRedisOperationLog({ client, keyPrefix: prefix ?? uniquePrefix(), historyLimit: 1000, ...rest })
   t.teardown(async () => { await log.close() })
   return log
-}
-
-/** A client that records every command it is asked to send. */
-function recording (client: TestRedisClient): { client: RedisCommandClient, commands: string[][] } {
-  const commands: string[][] = []
-  return {
-    commands,
-    client: {
-      sendCommand: async (args) => {
-        commands.push([...args])
-        return await client.sendCommand(args)
-      }
-    }
-  }
 }
 
 /** What Redis Cluster hashes to find a key's slot: the part between the first `{` and the next `}`, when not empty. */

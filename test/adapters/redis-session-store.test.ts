@@ -4,7 +4,7 @@ import { RedisSessionStore, type RedisSessionStoreOptions } from '../../adapters
 import { OPERATION_LOG_SCRIPTS, SESSION_FORGET_INSTANCE, SESSION_STORE_SCRIPTS, runScript, type RedisCommandClient } from '../../adapters/redis/scripts.js'
 import { CLUSTER_SLOTS, crc16, keySlot } from '../../adapters/redis/slots.js'
 import { partitionSlotRange, partitionTags, redisKeys } from '../../adapters/redis/keys.js'
-import { keysUnder, redisClient, startRedis, uniquePrefix, type TestRedis, type TestRedisClient } from '../helpers/redis.js'
+import { keysUnder, redisClient, startRedis, uniquePrefix, type TestRedis, recording } from '../helpers/redis.js'
 import { waitFor } from '../helpers/wait.js'
 import type { ExpiredSession, SessionRef } from '../../ports/session-store.js'
 import type { Member } from '../../lib/types.js'
@@ -15,20 +15,6 @@ let n = 0
 function member (): Member {
   n++
   return { sessionId: `s${n}`, userId: `u${n}`, presence: { n }, joinedAt: 1_700_000_000_000 + n }
-}
-
-/** A client that records every command it is asked to send. */
-function recording (client: TestRedisClient): { client: RedisCommandClient, commands: string[][] } {
-  const commands: string[][] = []
-  return {
-    commands,
-    client: {
-      sendCommand: async (args) => {
-        commands.push([...args])
-        return await client.sendCommand(args)
-      }
-    }
-  }
 }
 
 /** A store on its own connection to `server`, closed at the end of `t`. */

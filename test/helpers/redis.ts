@@ -15,6 +15,7 @@ import { delimiter, join } from 'node:path'
 import type { Test } from 'tap'
 import { createClient, type RedisClientType } from 'redis'
 import { waitFor } from './wait.js'
+import type { RedisCommandClient } from '../../adapters/redis/scripts.js'
 
 const REDIS_SERVER = 'redis-server'
 /** How long a redis-server may take to answer PING after it was spawned. */
@@ -240,6 +241,20 @@ export function uniquePrefix (): string {
 }
 
 export type TestRedisClient = RedisClientType
+
+/** A client that records every command it is asked to send, and sends it on `client`. */
+export function recording (client: TestRedisClient): { client: RedisCommandClient, commands: string[][] } {
+  const commands: string[][] = []
+  return {
+    commands,
+    client: {
+      sendCommand: async (args) => {
+        commands.push([...args])
+        return await client.sendCommand(args)
+      }
+    }
+  }
+}
 
 export interface RedisClientOptions {
   /** reject commands at once while disconnected instead of queueing them until the reconnection (default false) */
