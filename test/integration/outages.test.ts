@@ -9,7 +9,7 @@
 import { setTimeout as delay } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { startRedis, redisClient, type TestRedis } from '../helpers/redis.js'
-import { startCluster, type Cluster } from '../helpers/cluster.js'
+import { readLog, startCluster, type Cluster, type Log } from '../helpers/cluster.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { connect, type Frame } from '../helpers/client.js'
 import { createTraffic, type Sender, type Traffic } from '../helpers/traffic.js'
@@ -51,17 +51,6 @@ interface Health {
   readonly ports: Record<'sessions' | 'broadcaster' | 'log', PortHealth>
 }
 
-interface LoggedOp {
-  readonly seq: number
-  readonly id: string
-}
-
-interface Log {
-  readonly epoch: string
-  readonly head: number
-  readonly ops: readonly LoggedOp[]
-}
-
 /** What one client saw of one epoch: from `joined` or a `reset`, the op and ack frames that followed. */
 interface Segment {
   readonly epoch: string
@@ -88,27 +77,6 @@ async function waitStatus (instances: readonly TestServer[], status: 'ok' | 'deg
     throw new Error(`${String(err)}; the last reports: ${JSON.stringify(states)}`)
   })
   return reports
-}
-
-/** The whole Redis log of a project as one instance serves it, page by page. */
-async function readLog (s: TestServer, project: string): Promise<Log> {
-  const ops: LoggedOp[] = []
-  let epoch: string | undefined
-  let head = 0
-  for (let since = 0; ;) {
-    const res = await s.app.inject({ url: `/projects/${project}/ops?since=${since}&limit=1000` })
-    const page = res.json<{ epoch: string, seq: number, ops: LoggedOp[], reset: boolean }>()
-    if (res.statusCode !== 200 || page.reset) throw new Error(`history of ${project} from ${since}: ${res.statusCode} ${res.body.slice(0, 200)}`)
-    if (epoch !== undefined && page.epoch !== epoch) throw new Error(`the epoch changed while paging: ${epoch} -> ${page.epoch}`)
-    epoch = page.epoch
-    head = page.seq
-    ops.push(...page.ops.map((o) => ({ seq: o.seq, id: o.id })))
-    if (page.ops.length === 0) break
-    since = (page.ops.at(-1) as LoggedOp).seq
-    if (since >= head) break
-  }
-  if (epoch === undefined) throw new Error(`no history page of ${project}`)
-  return { epoch, head, ops }
 }
 
 /**

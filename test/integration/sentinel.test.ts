@@ -14,6 +14,7 @@ import { createTraffic, type Sender } from '../helpers/traffic.js'
 import { startSentinelGroup } from '../helpers/sentinel.js'
 import { redisClient, uniquePrefix } from '../helpers/redis.js'
 import { waitFor } from '../helpers/wait.js'
+import { readLog } from '../helpers/cluster.js'
 
 const PROJECT = 'doc'
 // The default command timeout (1 s): a shorter one trips on a loaded test machine as if Redis were away.
@@ -23,11 +24,6 @@ interface Health {
   readonly status: string
   readonly redis: { readonly primary?: string | null, readonly lastError: string | null }
   readonly ports: Record<'sessions' | 'broadcaster' | 'log', { readonly circuit: string | null, readonly serving: string }>
-}
-
-interface LoggedOp {
-  readonly seq: number
-  readonly id: string
 }
 
 async function health (s: TestServer): Promise<Health> {
@@ -44,26 +40,6 @@ async function waitStatus (instances: readonly TestServer[], status: 'ok' | 'deg
     throw new Error(`${String(err)}; the last reports: ${JSON.stringify(last)}`)
   })
   return reports
-}
-
-/** The whole log of a project as one instance serves it, page by page. */
-async function readLog (s: TestServer, project: string): Promise<{ epoch: string, head: number, ops: LoggedOp[] }> {
-  const ops: LoggedOp[] = []
-  let epoch = ''
-  let head = 0
-  for (let since = 0; ;) {
-    const res = await s.app.inject({ url: `/projects/${project}/ops?since=${since}&limit=1000` })
-    const page = res.json<{ epoch: string, seq: number, ops: LoggedOp[], reset: boolean }>()
-    if (res.statusCode !== 200 || page.reset) throw new Error(`history of ${project} from ${since}: ${res.statusCode} ${res.body.slice(0, 200)}`)
-    if (epoch !== '' && page.epoch !== epoch) throw new Error(`the epoch changed while paging: ${epoch} -> ${page.epoch}`)
-    epoch = page.epoch
-    head = page.seq
-    ops.push(...page.ops.map((o) => ({ seq: o.seq, id: o.id })))
-    if (page.ops.length === 0) break
-    since = (page.ops.at(-1) as LoggedOp).seq
-    if (since >= head) break
-  }
-  return { epoch, head, ops }
 }
 
 /** What one client saw of one epoch: from `joined` or a `reset`, the ops and acks that followed. */
