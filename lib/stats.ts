@@ -55,6 +55,8 @@ export class Stats {
   broadcastErrors = 0
   fallbacks = 0
   recoveries = 0
+  /** op logs found below what this instance saw in their epoch (Redis lost acked ops) and moved to a new epoch */
+  logFences = 0
   connectionsOpened = 0
   connectionsClosed = 0
   slowConsumersClosed = 0

@@ -80,6 +80,7 @@ export function createFlowMetrics (flow: StatsSources, loop: LoopMonitor): FlowM
   counter('flow_broadcast_errors_total', 'Publishes that failed', () => stats.broadcastErrors)
   counter('flow_fallbacks_total', 'Ports that switched to their memory fallback', () => stats.fallbacks)
   counter('flow_recoveries_total', 'Ports that switched back to Redis', () => stats.recoveries)
+  counter('flow_log_fences_total', 'Op logs found below seqs this instance saw (Redis lost acked ops), moved to a new epoch', () => stats.logFences)
   counter('flow_degraded_seconds_total', 'Time spent serving from the memory fallback', () => (flow.breaker?.degradedMs ?? 0) / 1000)
   gauge('flow_circuit_open', '1 while the Redis circuit is not closed', () => flow.breaker !== null && flow.breaker.state !== 'closed' ? 1 : 0)
   counter('flow_slow_consumers_closed_total', 'Connections closed for not reading', () => stats.slowConsumersClosed)

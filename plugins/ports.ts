@@ -7,7 +7,8 @@ import { createMemoryOperationLog, type MemoryOperationLog } from '../adapters/m
 import { createMemorySessionStore } from '../adapters/memory/session-store.js'
 import { createMemorySnapshotStore } from '../adapters/memory/snapshot-store.js'
 import { createRedisBroadcaster } from '../adapters/redis/broadcaster.js'
-import { createRedisOperationLog } from '../adapters/redis/operation-log.js'
+import { createRedisOperationLog, type Fence } from '../adapters/redis/operation-log.js'
+import { LogWatermarks } from '../adapters/redis/watermarks.js'
 import { createRedisSessionStore } from '../adapters/redis/session-store.js'
 import { createRedisSnapshotStore } from '../adapters/redis/snapshot-store.js'
 import { ConnectionHealth, isRedisOutage } from '../adapters/redis/connection-health.js'
@@ -95,6 +96,12 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
       client, subscriber, keyPrefix, instanceId, timeoutMs, probeIntervalMs: config.redisProbeIntervalMs,
       recover: async () => { await failover?.resync() }
     })
+    // What this instance saw of each log, from its own calls and other instances' op messages (watermarks.ts).
+    const watermarks = new LogWatermarks({ idleMs: history.idleTtlMs })
+    const onFence = (fence: Fence): void => {
+      fastify.flowConfig.stats.logFences++
+      fastify.log.warn({ ...fence }, 'the op log is below ops this instance saw in its epoch (Redis lost them): it moves to a new epoch, its clients get reset')
+    }
     failover = createFailoverPorts({
       breaker: health.breaker,
       watchdog: health.watchdog,
@@ -103,9 +110,9 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
       maxBuffered: config.outageBufferOps,
       maxBufferedBytes: config.outageBufferBytes,
       primary: {
-        broadcaster: useBroadcaster ? make(createRedisBroadcaster({ client, subscriber, keyPrefix, origin: instanceId, onMessage: health.onMessage })) : undefined,
+        broadcaster: useBroadcaster ? make(createRedisBroadcaster({ client, subscriber, keyPrefix, origin: instanceId, onMessage: health.onMessage, watermarks })) : undefined,
         // With Pub/Sub too, the append script publishes: publish order is seq order.
-        log: useLog ? make(createRedisOperationLog({ client, keyPrefix, ...history, historyLimit: config.historyRedis, publishOrigin: useBroadcaster ? instanceId : undefined })) : undefined,
+        log: useLog ? make(createRedisOperationLog({ client, keyPrefix, ...history, historyLimit: config.historyRedis, publishOrigin: useBroadcaster ? instanceId : undefined, watermarks, onFence }))  : undefined,
         sessions: useSessions ? make(createRedisSessionStore({ client, keyPrefix, instanceId, ttlMs, leaseMs: config.instanceLeaseMs })) : undefined,
         snapshots: useLog ? make(createRedisSnapshotStore({ client, keyPrefix, ...history, historyLimit: config.historyRedis })) : undefined
       },

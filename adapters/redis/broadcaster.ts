@@ -3,6 +3,7 @@ import type { RedisClient } from './client.js'
 import { decodeMessage, encodeEnvelope, envelopePrefix } from './codec.js'
 import { redisKeys, type RedisKeys } from './keys.js'
 import { ClosedError } from '../../lib/errors.js'
+import type { LogWatermarks } from './watermarks.js'
 
 export interface RedisBroadcasterOptions {
   /** publishes (a normal connection) */
@@ -14,6 +15,11 @@ export interface RedisBroadcasterOptions {
   readonly origin: string
   /** told of every message the subscriber receives (a sign of life of the connection) */
   readonly onMessage?: () => void
+  /**
+   * told the (epoch, seq) of every op another instance's log appended
+   * (watermarks.ts: the op log's scripts then notice a log that lost it)
+   */
+  readonly watermarks?: LogWatermarks
 }
 
 /**
@@ -31,6 +37,7 @@ export class RedisBroadcaster implements Broadcaster {
   /** how this instance's own messages start: their echoes are dropped unparsed */
   readonly #ownPrefix: string
   readonly #onMessage: (() => void) | undefined
+  readonly #watermarks: LogWatermarks | undefined
   readonly #handlers = new Map<string, BroadcastHandler>()
   readonly #listeners = new Map<string, (raw: string) => void>()
   #closed = false
@@ -42,6 +49,7 @@ export class RedisBroadcaster implements Broadcaster {
     this.#origin = options.origin
     this.#ownPrefix = envelopePrefix(options.origin)
     this.#onMessage = options.onMessage
+    this.#watermarks = options.watermarks
   }
 
   async subscribe (project: string, handler: BroadcastHandler): Promise<void> {
@@ -55,7 +63,11 @@ export class RedisBroadcaster implements Broadcaster {
       if (raw.startsWith(this.#ownPrefix)) return
       // The ops of a batch, one message each and in order, as if published one by one.
       for (const envelope of decodeMessage(raw)) {
-        if (envelope.origin !== this.#origin) this.#handlers.get(project)?.(envelope.message)
+        if (envelope.origin === this.#origin) continue
+        const message = envelope.message
+        // A relayed op carries another log's seq (an instance not on the shared log).
+        if (message.kind === 'op' && message.relay !== true) this.#watermarks?.saw(project, message.epoch, message.op.seq)
+        this.#handlers.get(project)?.(message)
       }
     }
     this.#listeners.set(project, listener)

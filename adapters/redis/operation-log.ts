@@ -5,7 +5,8 @@ import { NO_EPOCH, type LogPosition, type Op } from '../../lib/types.js'
 import { idempotencyKey, isOpId, randomId } from '../../lib/ids.js'
 import { opEnvelopeParts, storedOpJson, withStoredFrame } from './codec.js'
 import { DEFAULT_KEY_PREFIX, redisKeys, type OpLogKeys, type RedisKeys } from './keys.js'
-import { APPEND, HEAD, OPEN, READ, TOUCH, runScript, type RedisCommandClient } from './scripts.js'
+import { APPEND, FENCE, HEAD, OPEN, READ, TOUCH, runScript, type RedisCommandClient } from './scripts.js'
+import { LogWatermarks, type Watermark } from './watermarks.js'
 import { ClosedError, RedisReplyError } from '../../lib/errors.js'
 import { integer, list, positiveInteger, text, tuple } from './replies.js'
 
@@ -44,6 +45,24 @@ export interface RedisOperationLogOptions {
    * script call, at most (default 1 MiB); an op larger than this goes alone
    */
   readonly maxBatchBytes?: number
+  /**
+   * what this instance saw of each project's log (watermarks.ts), shared
+   * with the Redis broadcaster; default: one of its own, fed by this log's
+   * calls only
+   */
+  readonly watermarks?: LogWatermarks
+  /** told each time a call of this log found it below what this instance saw, and moved it to a new epoch */
+  readonly onFence?: (fence: Fence) => void
+}
+
+/** A log found below what the instance saw, moved to a new epoch (its surviving ops kept). */
+export interface Fence {
+  readonly project: string
+  /** the epoch and seq the instance saw */
+  readonly seen: Watermark
+  /** the log's new epoch, and its head (the seqs Redis still had) */
+  readonly epoch: string
+  readonly head: number
 }
 
 /** An op as stored in a stream entry: the entry id holds the seq, the key the project. */
@@ -150,6 +169,10 @@ export class RedisOperationLog implements OperationLog {
   #queued = new Map<string, { readonly keys: OpLogKeys, readonly ops: Queued[] }>()
   #flushQueued = false
   #closed = false
+  readonly #seen: LogWatermarks
+  readonly #onFence: ((fence: Fence) => void) | undefined
+  /** how many times a log was found below what this instance saw, and moved to a new epoch */
+  #fenced = 0
   /** random once per log; candidates add a counter (no random bytes per call on the hot path) */
   readonly #epochBase = randomId(9)
   #epochCount = 0
@@ -166,6 +189,8 @@ export class RedisOperationLog implements OperationLog {
     this.publishesOps = options.publishOrigin !== undefined
     this.#maxBatchOps = positiveInteger(options.maxBatchOps ?? DEFAULT_MAX_BATCH_OPS, 'maxBatchOps')
     this.#maxBatchBytes = positiveInteger(options.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES, 'maxBatchBytes')
+    this.#seen = options.watermarks ?? new LogWatermarks()
+    this.#onFence = options.onFence
     if (this.#idRetention < this.#historyLimit) throw new RangeError('idRetention must be an integer >= historyLimit')
   }
 
@@ -173,6 +198,30 @@ export class RedisOperationLog implements OperationLog {
    * A fresh epoch for the scripts to use when a project has none: unique per
    * process (random base) and per call (counter). Used only then.
    */
+  /**
+   * Logs this instance found below a seq it had seen (acked, delivered or
+   * read) in the same epoch, and moved to a new epoch: Redis lost acked ops
+   * (a failover to a lagging replica, a restart that lost part of its AOF).
+   */
+  get fenced (): number {
+    return this.#fenced
+  }
+
+  /** The script arguments naming what this instance saw of the project's log: '' and '0' for nothing. */
+  #seenArgs (project: string): [string, string] {
+    const seen = this.#seen.get(project)
+    return seen === undefined ? ['', '0'] : [seen.epoch, String(seen.seq)]
+  }
+
+  /** After a script's answer: the log at (epoch, head), and whether this call moved it from `seen` to a new epoch. */
+  #saw (project: string, epoch: string, head: number, fenced: boolean, seen: readonly [string, string]): void {
+    if (fenced) {
+      this.#fenced++
+      this.#onFence?.({ project, seen: { epoch: seen[0], seq: Number(seen[1]) }, epoch, head })
+    }
+    this.#seen.saw(project, epoch, head)
+  }
+
   #candidate (): string {
     this.#epochCount++
     return `${this.#epochBase}${this.#epochCount.toString(36)}`
@@ -236,6 +285,8 @@ export class RedisOperationLog implements OperationLog {
       this.#ttl,
       ...(this.#origin === undefined ? ['', '', '', ''] : [this.#keys.channel(project), ...envelopeParts(this.#origin, project)])
     ]
+    const seen = this.#seenArgs(project)
+    args.push(...seen)
     for (const op of batch) args.push(op.input.create === false ? '0' : '1', op.key, op.body)
     const fail = (err: unknown): void => { for (const op of batch) op.reject(err) }
     runScript(this.#client, APPEND, keys.all, args).then((reply) => {
@@ -246,11 +297,24 @@ export class RedisOperationLog implements OperationLog {
         fail(err)
         return
       }
+      let head = 0
+      let epoch = ''
+      for (const r of results) {
+        if (r.missing === true) continue
+        epoch = r.epoch
+        head = Math.max(head, r.duplicate ? r.seq : r.op.seq)
+      }
+      this.#saw(project, epoch, head, appendFenced(reply), seen)
       for (const [i, op] of batch.entries()) op.resolve(results[i] as AppendResult | LogMissing)
     }, fail)
   }
 
   async read (project: string, since: number, limit: number, epoch?: string, maxBytes = this.#pageBytes): Promise<ReadResult> {
+    return await this.#read(project, since, limit, epoch, maxBytes, true)
+  }
+
+  async #read (project: string, since: number, limit: number, epoch: string | undefined, maxBytes: number,
+    mayFence: boolean): Promise<ReadResult> {
     this.#assertOpen()
     const keys = this.#opLog(project)
     if (!Number.isSafeInteger(since) || since < 0) throw new RangeError('since must be an integer >= 0')
@@ -258,6 +322,7 @@ export class RedisOperationLog implements OperationLog {
     if (Number.isNaN(maxBytes)) throw new RangeError('maxBytes must be a number')
     const count = Math.max(1, Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER))
     const budget = Math.max(0, Math.min(Math.floor(maxBytes), Number.MAX_SAFE_INTEGER))
+    const seen = this.#seen.get(project)
     const reply = await runScript(this.#client, READ, keys.all.slice(0, 3), [
       String(since),
       String(count),
@@ -269,6 +334,10 @@ export class RedisOperationLog implements OperationLog {
     const items = list(reply, 'read')
     const [current, head, reset] = tuple(items.slice(0, 3), 3, 'read')
     const position = { epoch: epochOf(current), head: integer(head) }
+    if (await this.#behind(project, keys, seen, text(current), position.head) && mayFence) {
+      // The log lost ops this instance saw: it is in a new epoch now, so this read's answer is another epoch's.
+      return await this.#read(project, since, limit, epoch, maxBytes, false)
+    }
     if (integer(reset) === 1) return { ...position, ops: [], reset: true }
     const ops: Op[] = []
     for (let i = 3; i + 1 < items.length; i += 2) {
@@ -281,17 +350,25 @@ export class RedisOperationLog implements OperationLog {
   }
 
   async head (project: string): Promise<LogPosition> {
+    return await this.#head(project, true)
+  }
+
+  async #head (project: string, mayFence: boolean): Promise<LogPosition> {
     this.#assertOpen()
     const keys = this.#opLog(project)
+    const seen = this.#seen.get(project)
     const [epoch, seq] = tuple(await runScript(this.#client, HEAD, [keys.meta], []), 2, 'head')
+    if (await this.#behind(project, keys, seen, text(epoch), integer(seq)) && mayFence) return await this.#head(project, false)
     return { epoch: epochOf(epoch), seq: integer(seq) }
   }
 
   async open (project: string): Promise<OpenedLog> {
     this.#assertOpen()
     const keys = this.#opLog(project)
-    const reply = await runScript(this.#client, OPEN, keys.all, [this.#candidate(), this.#ttl])
-    const [epoch, seq, created] = tuple(reply, 3, 'open')
+    const seen = this.#seenArgs(project)
+    const reply = await runScript(this.#client, OPEN, keys.all, [this.#candidate(), this.#ttl, ...seen])
+    const [epoch, seq, created, fenced] = tuple(reply, 4, 'open')
+    this.#saw(project, text(epoch), integer(seq), integer(fenced) === 1, seen)
     return { epoch: text(epoch), seq: integer(seq), created: integer(created) === 1 }
   }
 
@@ -306,6 +383,26 @@ export class RedisOperationLog implements OperationLog {
   /** Marks the log closed; further calls reject. The client stays open. */
   async close (): Promise<void> {
     this.#closed = true
+  }
+
+  /**
+   * Records what a read-only call saw (epoch '' for no log); when the log
+   * was below what this instance had seen in that epoch *before the call was
+   * sent* (`seen`: so the seen op was in Redis before the call ran, whatever
+   * connection told of it), fences it (FENCE: a new epoch, the ops kept)
+   * and resolves true: the caller asks again.
+   */
+  async #behind (project: string, keys: OpLogKeys, seen: Watermark | undefined, epoch: string, head: number): Promise<boolean> {
+    if (epoch === '') return false
+    if (seen === undefined || seen.epoch !== epoch || seen.seq <= head) {
+      this.#seen.saw(project, epoch, head)
+      return false
+    }
+    const args: [string, string] = [seen.epoch, String(seen.seq)]
+    const reply = await runScript(this.#client, FENCE, keys.all, [this.#candidate(), ...args])
+    const [now, at, fenced] = tuple(reply, 3, 'fence')
+    this.#saw(project, text(now), integer(at), integer(fenced) === 1, args)
+    return true
   }
 
   #opLog (project: string): OpLogKeys {
@@ -341,14 +438,19 @@ function encodeOp (op: NewOp | NewOpIfLogExists): string {
   return storedOpJson(op)
 }
 
-/** Each op's result from an APPEND reply ({epoch, created, code, seq, ...}: scripts.ts). */
+/** Whether an APPEND call moved the log to a new epoch (its reply's third item: scripts.ts). */
+function appendFenced (raw: unknown): boolean {
+  return integer(list(raw, 'append')[2]) === 1
+}
+
+/** Each op's result from an APPEND reply ({epoch, created, fenced, code, seq, ...}: scripts.ts). */
 function appendResults (project: string, batch: readonly Queued[], raw: unknown): Array<AppendResult | LogMissing> {
-  const reply = tuple(raw, 2 + 2 * batch.length, 'append')
+  const reply = tuple(raw, 3 + 2 * batch.length, 'append')
   const epoch = text(reply[0])
   const createdBy = integer(reply[1])
   return batch.map((op, i): AppendResult | LogMissing => {
-    const code = integer(reply[2 + 2 * i])
-    const seq = integer(reply[3 + 2 * i])
+    const code = integer(reply[3 + 2 * i])
+    const seq = integer(reply[4 + 2 * i])
     if (code === 2) return { duplicate: false, created: false, missing: true }
     if (code === 0) return { duplicate: true, epoch, seq, id: op.input.id }
     if (code !== 1) throw new RedisReplyError(`the append script answered code ${code}`)

@@ -132,6 +132,24 @@ local function ensure(candidate)
   redis.call('HSET', KEYS[1], 'epoch', candidate, 'seq', int(seq), 'bytes', '0')
   return candidate, seq, 0, true
 end
+
+-- The caller saw this log at seq \`known\` of epoch \`seen\` ('' for nothing
+-- seen). A head below it in that epoch means the store lost ops that were
+-- acked or delivered: the log moves to \`candidate\`, keeping its ops, head
+-- and ids, and its snapshot when the snapshot covers no more than the head
+-- (else the snapshot goes). Returns true when it did.
+local function fence(candidate, seen, known)
+  if seen == '' then return false end
+  local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+  local head = tonumber(m[2]) or 0
+  if m[1] ~= seen or head >= tonumber(known) then return false end
+  redis.call('HSET', KEYS[1], 'epoch', candidate)
+  local s = redis.call('HMGET', KEYS[6], 'epoch', 'seq')
+  if s[1] == seen then
+    if (tonumber(s[2]) or 0) <= head then redis.call('HSET', KEYS[6], 'epoch', candidate) else redis.call('DEL', KEYS[6]) end
+  end
+  return true
+end
 `
 
 /**
@@ -142,7 +160,10 @@ end
  * sequenced ops on, '' for none, [7] [8] [9] the message around the two
  * values only the script knows and the op's JSON (sent once, not twice):
  * `[7] .. epoch .. [8] .. seq .. [9] .. json without its opening brace ..
- * '}}'` (codec.ts, opEnvelopeParts); then three per op, in arrival order:
+ * '}}'` (codec.ts, opEnvelopeParts); [10] the epoch and [11] the seq this
+ * instance saw the log at ('' and '0': nothing seen), for fence(): a log
+ * that lost ops the caller saw moves to a new epoch before the ops are
+ * appended; then three per op, in arrival order:
  * '0' to append only to an existing log or '1' to create it, the op's
  * idempotency key (`<userId>\n<op id>`, lib/ids.ts), the op as JSON without
  * `project` and `seq`.
@@ -156,9 +177,10 @@ end
  * pushed and its id remembered (`ids` becomes `ids:old` by RENAME when it
  * holds [4] ids: no per-append trim of the ids).
  *
- * Returns {epoch, created, code, seq, code, seq, ...}: the log's epoch (''
- * when every op was missing), the 1-based position of the op whose turn
- * created the log (0: none), then per op 1 and its seq when appended, 0 and
+ * Returns {epoch, created, fenced, code, seq, code, seq, ...}: the log's
+ * epoch ('' when every op was missing), the 1-based position of the op
+ * whose turn created the log (0: none), 1 when fence() moved the log to a
+ * new epoch (else 0), then per op 1 and its seq when appended, 0 and
  * the original seq when the id was already accepted (nothing written then,
  * except a new epoch, and nothing published), 2 and 0 when missing.
  *
@@ -181,9 +203,9 @@ export const APPEND = defineLua('append', 6, OP_LOG + `
 local most, limit, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local epoch, head, bytes, kept
 local ids, made, n = 0, 0, 0
-local out = {'', 0}
+local out = {'', 0, fence(ARGV[1], ARGV[10], ARGV[11]) and 1 or 0}
 local published = {}
-for i = 10, #ARGV, 3 do
+for i = 12, #ARGV, 3 do
   n = n + 1
   if not epoch and ARGV[i] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then
     out[#out + 1] = 2
@@ -293,13 +315,31 @@ return {m[1], tonumber(m[2]) or 0}
 
 /**
  * OPEN. KEYS: meta, ops, sizes, ids, ids:old, snap. ARGV: [1] candidate epoch, [2]
- * idle TTL ms ('0': none). Creates the log when the project has none (see
- * ensure), extends its TTL. Returns {epoch, head, created (0 or 1)}.
+ * idle TTL ms ('0': none), [3] [4] the epoch and seq the caller saw the log
+ * at (see fence; '' and '0': nothing seen). Moves a log that lost ops the
+ * caller saw to a new epoch (fence), creates the log when the project has
+ * none (see ensure), extends its TTL. Returns {epoch, head, created (0 or
+ * 1), fenced (0 or 1)}.
  */
 export const OPEN = defineLua('open', 6, OP_LOG + `
+local fenced = fence(ARGV[1], ARGV[3], ARGV[4])
 local epoch, head, _, created = ensure(ARGV[1])
 keep(ARGV[2])
-return {epoch, head, created and 1 or 0}
+return {epoch, head, created and 1 or 0, fenced and 1 or 0}
+`)
+
+/**
+ * FENCE. KEYS: meta, ops, sizes, ids, ids:old, snap. ARGV: [1] candidate
+ * epoch, [2] [3] the epoch and seq the caller saw the log at. Moves a log
+ * that lost ops the caller saw to a new epoch (fence); creates nothing and
+ * leaves the TTL. Returns {epoch ('' when the project has no log), head,
+ * fenced (0 or 1)}.
+ */
+export const FENCE = defineLua('fence', 6, OP_LOG + `
+local fenced = fence(ARGV[1], ARGV[2], ARGV[3])
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+if not m[1] then return {'', 0, 0} end
+return {m[1], tonumber(m[2]) or 0, fenced and 1 or 0}
 `)
 
 /**
@@ -552,7 +592,7 @@ export const SESSION_STORE_SCRIPTS: readonly LuaScript[] = [
 ]
 
 /** The scripts of the op log, for SCRIPT LOAD or inspection. */
-export const OPERATION_LOG_SCRIPTS: readonly LuaScript[] = [APPEND, READ, HEAD, OPEN, TOUCH]
+export const OPERATION_LOG_SCRIPTS: readonly LuaScript[] = [APPEND, READ, HEAD, OPEN, FENCE, TOUCH]
 
 function isNoScript (err: unknown): boolean {
   return err instanceof Error && err.message.startsWith('NOSCRIPT')

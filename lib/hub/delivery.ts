@@ -291,11 +291,21 @@ export class Delivery {
    * data lost) or history no longer reaches back, every member gets `reset`.
    */
   async #resync (lp: LocalProject, force = false): Promise<void> {
+    // What was delivered before asking: the log held those ops before it answered (whatever connection told of them).
+    const delivered = lp.delivered
+    const epoch = lp.epoch
     // open, not head: members are here, so the project has a log (a lost one comes back with a new epoch).
     const position = await this.#ctx.ports.log.open(lp.name)
     if (!force && position.epoch === lp.epoch) {
       if (position.seq > lp.delivered) await this.#catchUp(lp)
-      return
+      if (position.epoch !== epoch || position.seq >= delivered) return
+      // The log is below ops this project delivered, in the same epoch: the
+      // store lost them and the log did not move to a new epoch (the Redis
+      // log does when it knows: adapters/redis/watermarks.ts). The members
+      // reload from the log's head rather than take its next ops for ones
+      // they already have.
+      this.#ctx.logger.warn({ project: lp.name, epoch, delivered, head: position.seq },
+        'the op log is below ops this instance delivered in the same epoch: its members get reset')
     }
     // Ops appended to the old epoch and waiting on a gap: their senders get
     // their acks now, in seq order, before the `reset` (the seqs are the old epoch's).
