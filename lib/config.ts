@@ -256,6 +256,22 @@ export const SETTINGS = {
     env: 'REDIS_SENTINEL_NAME', kind: 'string',
     doc: 'the master group name the sentinels monitor (`sentinel monitor <name> ...`); needed with `REDIS_SENTINELS`'
   },
+  ackDurability: {
+    env: 'FLOW_ACK_DURABILITY', kind: 'enum', default: 'memory', values: ['memory', 'replica'],
+    doc: 'what an op\'s ack (on the Redis op log) waits for: `memory`, the primary has it; `replica`, also ' +
+      '`FLOW_ACK_REPLICAS` replicas (Redis `WAIT`, one per event-loop turn for all its appends), so a failover ' +
+      'to one of them loses no acked op; past `FLOW_ACK_TIMEOUT_MS` the op is answered `unavailable` (retry it ' +
+      'with its id)'
+  },
+  ackReplicas: {
+    env: 'FLOW_ACK_REPLICAS', kind: 'int', default: 1, min: 1, max: 16,
+    doc: 'replicas that must have an op before its ack, with `FLOW_ACK_DURABILITY=replica`'
+  },
+  ackTimeoutMs: {
+    env: 'FLOW_ACK_TIMEOUT_MS', kind: 'int', default: 500, min: 10, max: 30_000,
+    doc: 'longest wait for the replicas with `FLOW_ACK_DURABILITY=replica`; below `FLOW_REDIS_COMMAND_TIMEOUT_MS` ' +
+      '(the wait holds the command connection)'
+  },
   redisConnectWaitMs: {
     env: 'REDIS_CONNECT_WAIT_MS', kind: 'int', default: 2000, min: 0, max: 60_000,
     doc: 'longest wait for Redis at boot; after it the server starts anyway'
@@ -425,6 +441,11 @@ export function resolveConfig (options: FlowConfigOptions = {}, env: NodeJS.Proc
     throw new ConfigError('FLOW_OPENAPI_UI=true needs the OpenAPI document: FLOW_OPENAPI=false turns it off')
   }
   if (config.redisSentinels !== undefined || config.redisSentinelName !== undefined) checkSentinels(config)
+  if (config.ackDurability === 'replica' && config.ackTimeoutMs >= config.redisCommandTimeoutMs) {
+    throw new ConfigError(`FLOW_ACK_TIMEOUT_MS (${config.ackTimeoutMs}) must be below FLOW_REDIS_COMMAND_TIMEOUT_MS ` +
+      `(${config.redisCommandTimeoutMs}): the replicas' wait holds the command connection, and a longer one ` +
+      'would look like Redis gone silent')
+  }
   if (config.nodeEnv === 'production' && config.auth !== 'none' &&
       config.jwtSecret === undefined && config.jwtPublicKey === undefined) {
     throw new ConfigError('NODE_ENV=production needs FLOW_JWT_SECRET or FLOW_JWT_PUBLIC_KEY, ' +

@@ -78,6 +78,11 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
   const useSessions = onRedis(config.useRedisCollaboration, 'sessions')
   const useBroadcaster = onRedis(config.useRedisWebsockets, 'broadcaster')
   const useLog = onRedis(config.useRedisEventOrdering, 'log')
+  if (config.ackDurability !== 'memory' && !useLog) {
+    // Not refused: rolling a deployment back to the memory log is one flag, whatever else is set.
+    fastify.log.warn({ ackDurability: config.ackDurability }, 'FLOW_ACK_DURABILITY applies to the Redis op log only ' +
+      '(USE_REDIS_EVENT_ORDERING=true with Redis): acks come from this process\'s memory')
+  }
   // Snapshots are checked against the op log: they live where it lives, or are the host's beside its own log.
   if (given.snapshots !== undefined && given.log === undefined) {
     throw new TypeError('a snapshot store handed in needs the op log it is checked against handed in too (ports.log)')
@@ -98,6 +103,8 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
     })
     // What this instance saw of each log, from its own calls and other instances' op messages (watermarks.ts).
     const watermarks = new LogWatermarks({ idleMs: history.idleTtlMs })
+    // FLOW_ACK_DURABILITY=replica: acks wait for the replicas (WAIT); only the Redis op log has any.
+    const durability = config.ackDurability === 'replica' ? { replicas: config.ackReplicas, timeoutMs: config.ackTimeoutMs } : undefined
     const onFence = (fence: Fence): void => {
       fastify.flowConfig.stats.logFences++
       fastify.log.warn({ ...fence }, 'the op log is below ops this instance saw in its epoch (Redis lost them): it moves to a new epoch, its clients get reset')
@@ -112,7 +119,7 @@ async function portsPlugin (fastify: FastifyInstance, opts: PortsPluginOptions):
       primary: {
         broadcaster: useBroadcaster ? make(createRedisBroadcaster({ client, subscriber, keyPrefix, origin: instanceId, onMessage: health.onMessage, watermarks })) : undefined,
         // With Pub/Sub too, the append script publishes: publish order is seq order.
-        log: useLog ? make(createRedisOperationLog({ client, keyPrefix, ...history, historyLimit: config.historyRedis, publishOrigin: useBroadcaster ? instanceId : undefined, watermarks, onFence }))  : undefined,
+        log: useLog ? make(createRedisOperationLog({ client, keyPrefix, ...history, historyLimit: config.historyRedis, publishOrigin: useBroadcaster ? instanceId : undefined, watermarks, onFence, durability }))  : undefined,
         sessions: useSessions ? make(createRedisSessionStore({ client, keyPrefix, instanceId, ttlMs, leaseMs: config.instanceLeaseMs })) : undefined,
         snapshots: useLog ? make(createRedisSnapshotStore({ client, keyPrefix, ...history, historyLimit: config.historyRedis })) : undefined
       },

@@ -7,7 +7,7 @@ import { opEnvelopeParts, storedOpJson, withStoredFrame } from './codec.js'
 import { DEFAULT_KEY_PREFIX, redisKeys, type OpLogKeys, type RedisKeys } from './keys.js'
 import { APPEND, FENCE, HEAD, OPEN, READ, TOUCH, runScript, type RedisCommandClient } from './scripts.js'
 import { LogWatermarks, type Watermark } from './watermarks.js'
-import { ClosedError, RedisReplyError } from '../../lib/errors.js'
+import { ClosedError, RedisReplyError, UnavailableError } from '../../lib/errors.js'
 import { integer, list, positiveInteger, text, tuple } from './replies.js'
 
 export interface RedisOperationLogOptions {
@@ -53,6 +53,13 @@ export interface RedisOperationLogOptions {
   readonly watermarks?: LogWatermarks
   /** told each time a call of this log found it below what this instance saw, and moved it to a new epoch */
   readonly onFence?: (fence: Fence) => void
+  /**
+   * Durable acks (FLOW_ACK_DURABILITY=replica): an append resolves only once
+   * `replicas` replicas have it (one WAIT per turn, after the turn's APPEND
+   * calls, on the same connection), within `timeoutMs`; else it rejects
+   * `unavailable`. Default: resolved when the primary has it.
+   */
+  readonly durability?: { readonly replicas: number, readonly timeoutMs: number }
 }
 
 /** A log found below what the instance saw, moved to a new epoch (its surviving ops kept). */
@@ -80,6 +87,14 @@ const DEFAULT_ID_RETENTION = 10_000
 const DEFAULT_PAGE_BYTES = 1024 * 1024
 const DEFAULT_MAX_BATCH_OPS = 256
 const DEFAULT_MAX_BATCH_BYTES = 1024 * 1024
+
+/** The WAIT of one turn's appends (durable acks): sent once, after the turn's calls. */
+interface Confirm {
+  /** true once it was sent: a command of the turn sent later (a script sent again after NOSCRIPT) is not covered */
+  sent: boolean
+  promise: Promise<void> | null
+  readonly wait: () => Promise<void>
+}
 
 /** An append waiting for its turn's script call. */
 interface Queued {
@@ -171,6 +186,12 @@ export class RedisOperationLog implements OperationLog {
   #closed = false
   readonly #seen: LogWatermarks
   readonly #onFence: ((fence: Fence) => void) | undefined
+  readonly #durability: { readonly replicas: number, readonly timeoutMs: number } | undefined
+  /** after a WAIT short of replicas: appends are refused until the replicas are back (INFO replication) */
+  #replicasAway = false
+  /** the INFO check in flight while the replicas are away, and when the last one answered */
+  #replicaCheck: Promise<void> | null = null
+  #replicaCheckedAt = 0
   /** how many times a log was found below what this instance saw, and moved to a new epoch */
   #fenced = 0
   /** random once per log; candidates add a counter (no random bytes per call on the hot path) */
@@ -191,6 +212,11 @@ export class RedisOperationLog implements OperationLog {
     this.#maxBatchBytes = positiveInteger(options.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES, 'maxBatchBytes')
     this.#seen = options.watermarks ?? new LogWatermarks()
     this.#onFence = options.onFence
+    if (options.durability !== undefined) {
+      positiveInteger(options.durability.replicas, 'durability.replicas')
+      positiveInteger(options.durability.timeoutMs, 'durability.timeoutMs')
+    }
+    this.#durability = options.durability
     if (this.#idRetention < this.#historyLimit) throw new RangeError('idRetention must be an integer >= historyLimit')
   }
 
@@ -235,6 +261,7 @@ export class RedisOperationLog implements OperationLog {
     const keys = this.#opLog(input.project)
     const body = encodeOp(input)
     const key = idempotencyKey(input.userId, input.id)
+    if (this.#replicasAway) await this.#replicasBack()
     return await new Promise<AppendResult | LogMissing>((resolve, reject) => {
       // What it adds to the call: the create flag, the key, the JSON.
       const bytes = 1 + Buffer.byteLength(key) + Buffer.byteLength(body)
@@ -259,6 +286,23 @@ export class RedisOperationLog implements OperationLog {
     this.#flushQueued = false
     const queued = this.#queued
     this.#queued = new Map()
+    // With durable acks, one WAIT after every call of the turn (sent below, on the same connection, so it
+    // covers them all); each call's ops resolve once it answers.
+    let confirm: Confirm | null = null
+    if (this.#durability !== undefined) {
+      const turn: Confirm = {
+        sent: false,
+        promise: null,
+        wait: () => {
+          if (turn.promise === null) {
+            turn.promise = this.#waitReplicas()
+            turn.sent = true
+          }
+          return turn.promise
+        }
+      }
+      confirm = turn
+    }
     for (const [project, { keys, ops }] of queued) {
       let from = 0
       while (from < ops.length) {
@@ -269,14 +313,48 @@ export class RedisOperationLog implements OperationLog {
           to++
         }
         // Sent now, in order, on one client: Redis runs the calls in that order.
-        this.#appendBatch(project, keys, ops.slice(from, to))
+        this.#appendBatch(project, keys, ops.slice(from, to), confirm)
         from = to
       }
+    }
+    // Every call of the turn waits on it (or failed already): a rejection is theirs to see, never unhandled.
+    if (confirm !== null) confirm.wait().catch(() => {})
+  }
+
+  /**
+   * WAIT for the replicas (durable acks): resolves when enough of them have
+   * every write sent before it on this connection; else rejects
+   * `unavailable` and refuses appends until INFO shows the replicas back.
+   */
+  async #waitReplicas (): Promise<void> {
+    const { replicas, timeoutMs } = this.#durability as { replicas: number, timeoutMs: number }
+    const reply = await this.#client.sendCommand(['WAIT', String(replicas), String(timeoutMs)])
+    if (integer(reply) >= replicas) return
+    this.#replicasAway = true
+    this.#replicaCheckedAt = Date.now()
+    throw new UnavailableError(`the op is on the primary but ${integer(reply)} of ${replicas} replicas confirmed it within ` +
+      `${timeoutMs} ms (FLOW_ACK_DURABILITY=replica): try again with its id`)
+  }
+
+  /** While the replicas are away: resolves once INFO replication shows enough of them online (checked at most every timeoutMs), else rejects. */
+  async #replicasBack (): Promise<void> {
+    const { replicas, timeoutMs } = this.#durability as { replicas: number, timeoutMs: number }
+    if (this.#replicaCheck === null && Date.now() - this.#replicaCheckedAt >= timeoutMs) {
+      this.#replicaCheck = this.#client.sendCommand(['INFO', 'replication']).then((info) => {
+        if (onlineReplicas(text(info)) >= replicas) this.#replicasAway = false
+      }).finally(() => {
+        this.#replicaCheckedAt = Date.now()
+        this.#replicaCheck = null
+      })
+    }
+    if (this.#replicaCheck !== null) await this.#replicaCheck
+    if (this.#replicasAway) {
+      throw new UnavailableError(`fewer than ${replicas} replicas confirm writes (FLOW_ACK_DURABILITY=replica): the op was not appended; try again`)
     }
   }
 
   /** One APPEND call for `batch` (one project's ops, in arrival order); each op's promise settles with its own result. */
-  #appendBatch (project: string, keys: OpLogKeys, batch: readonly Queued[]): void {
+  #appendBatch (project: string, keys: OpLogKeys, batch: readonly Queued[], confirm: Confirm | null): void {
     const args = [
       this.#candidate(),
       String(this.#historyLimit),
@@ -289,7 +367,9 @@ export class RedisOperationLog implements OperationLog {
     args.push(...seen)
     for (const op of batch) args.push(op.input.create === false ? '0' : '1', op.key, op.body)
     const fail = (err: unknown): void => { for (const op of batch) op.reject(err) }
-    runScript(this.#client, APPEND, keys.all, args).then((reply) => {
+    // Sent again after the turn's WAIT (runScript does after NOSCRIPT): it needs a WAIT of its own.
+    let late = false
+    runScript(this.#client, APPEND, keys.all, args, () => { late ||= confirm?.sent === true }).then((reply) => {
       let results: Array<AppendResult | LogMissing>
       try {
         results = appendResults(project, batch, reply)
@@ -305,7 +385,10 @@ export class RedisOperationLog implements OperationLog {
         head = Math.max(head, r.duplicate ? r.seq : r.op.seq)
       }
       this.#saw(project, epoch, head, appendFenced(reply), seen)
-      for (const [i, op] of batch.entries()) op.resolve(results[i] as AppendResult | LogMissing)
+      const settle = (): void => { for (const [i, op] of batch.entries()) op.resolve(results[i] as AppendResult | LogMissing) }
+      if (confirm === null) settle()
+      else if (late) this.#waitReplicas().then(settle, fail)
+      else confirm.wait().then(settle, fail)
     }, fail)
   }
 
@@ -475,6 +558,13 @@ function isStoredOp (value: unknown): value is StoredOp {
   return typeof op.id === 'string' && typeof op.userId === 'string' &&
     (op.sessionId === null || typeof op.sessionId === 'string') &&
     'data' in op && typeof op.ts === 'number'
+}
+
+/** Replicas INFO replication lists as online with a lag (seconds since their last ack) of at most 1. */
+function onlineReplicas (info: string): number {
+  let n = 0
+  for (const m of info.matchAll(/^slave\d+:.*\bstate=online\b.*\blag=(\d+)/gm)) if (Number(m[1]) <= 1) n++
+  return n
 }
 
 /** `<seq>-0` -> seq */

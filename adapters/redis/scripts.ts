@@ -615,7 +615,8 @@ const cached = new WeakMap<RedisCommandClient, Set<string>>()
  * them; a Redis restart drops the connection first, and the failover's probe
  * loads the op log's scripts before the port returns to Redis.
  */
-export async function runScript (client: RedisCommandClient, script: LuaScript, keys: readonly string[], args: readonly string[]): Promise<unknown> {
+export async function runScript (client: RedisCommandClient, script: LuaScript, keys: readonly string[], args: readonly string[],
+  onResend?: () => void): Promise<unknown> {
   if (script.numberOfKeys !== -1 && keys.length !== script.numberOfKeys) {
     throw new TypeError(`script ${script.name} takes ${script.numberOfKeys} keys, got ${keys.length}`)
   }
@@ -632,6 +633,8 @@ export async function runScript (client: RedisCommandClient, script: LuaScript, 
       if (!isNoScript(err)) throw err
       known.delete(script.sha1)
     }
+    // Sent again, after whatever the caller sent meanwhile.
+    onResend?.()
   }
   const reply = await client.sendCommand(['EVAL', script.source, ...tail])
   known.add(script.sha1)

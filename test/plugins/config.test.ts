@@ -163,3 +163,15 @@ t.test('REDIS_SENTINELS and REDIS_SENTINEL_NAME are read together and checked, n
     /option redisSentinelName \(REDIS_SENTINEL_NAME\) must not be empty/)
   t.equal(resolveConfig({}, {}).redisSentinels, undefined, 'unset by default: one Redis, REDIS_URL')
 })
+
+t.test('FLOW_ACK_DURABILITY and its replicas and timeout are read and checked, naming the variable', async (t) => {
+  const defaults = resolveConfig({}, {})
+  t.same([defaults.ackDurability, defaults.ackReplicas, defaults.ackTimeoutMs], ['memory', 1, 500], 'memory acks by default')
+  const config = resolveConfig({}, { FLOW_ACK_DURABILITY: 'replica', FLOW_ACK_REPLICAS: '2', FLOW_ACK_TIMEOUT_MS: '200' })
+  t.same([config.ackDurability, config.ackReplicas, config.ackTimeoutMs], ['replica', 2, 200])
+  t.match(thrown(() => resolveConfig({}, { FLOW_ACK_DURABILITY: 'disk' })).message, /FLOW_ACK_DURABILITY/)
+  t.match(thrown(() => resolveConfig({}, { FLOW_ACK_REPLICAS: '0' })).message, /FLOW_ACK_REPLICAS/)
+  t.match(thrown(() => resolveConfig({}, { FLOW_ACK_DURABILITY: 'replica', FLOW_ACK_TIMEOUT_MS: '1000' })).message,
+    /FLOW_ACK_TIMEOUT_MS \(1000\) must be below FLOW_REDIS_COMMAND_TIMEOUT_MS \(1000\)/, 'a wait as long as the watchdog\'s is refused')
+  t.equal(resolveConfig({}, { FLOW_ACK_TIMEOUT_MS: '1000' }).ackTimeoutMs, 1000, 'not checked while acks are memory ones')
+})
