@@ -23,14 +23,18 @@ export interface SentinelGroupOptions {
   readonly downAfterMs?: number
   /** `sentinel failover-timeout` (default 5000) */
   readonly failoverTimeoutMs?: number
+  /** replicas of the primary (default 1) */
+  readonly replicas?: number
 }
 
 export interface TestSentinelGroup {
   readonly name: string
   /** the first primary */
   readonly primary: TestRedis
-  /** its replica, which a failover promotes */
+  /** its (first) replica, which a failover promotes when it is the only one */
   readonly replica: TestRedis
+  /** every replica */
+  readonly replicas: readonly TestRedis[]
   /** the sentinels' ports */
   readonly sentinelPorts: readonly number[]
   /** `127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`, as REDIS_SENTINELS wants it */
@@ -115,7 +119,9 @@ function entries (reply: unknown): Array<Record<string, string>> {
  */
 export async function startSentinelGroup (t: Test, options: SentinelGroupOptions = {}): Promise<TestSentinelGroup> {
   const primary = await startRedis(t)
-  const replica = await startRedis(t, { args: ['--replicaof', '127.0.0.1', String(primary.port)] })
+  const replicas = await Promise.all(Array.from({ length: options.replicas ?? 1 },
+    async () => await startRedis(t, { args: ['--replicaof', '127.0.0.1', String(primary.port)] })))
+  const replica = replicas[0] as TestRedis
   const dir = await mkdtemp(join(tmpdir(), 'flow-sentinel-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   killAllOnExit()
@@ -129,22 +135,23 @@ export async function startSentinelGroup (t: Test, options: SentinelGroupOptions
     await client.connect()
     return client
   }))
-  const replicaClient = createClient({ url: replica.url, socket: { reconnectStrategy: () => 50 } })
-  replicaClient.on('error', () => {})
-  t.teardown(() => { if (replicaClient.isOpen) replicaClient.destroy() })
-  await replicaClient.connect()
-
-  await waitFor(async () => (await replicaClient.info('replication')).includes('master_link_status:up'),
-    { what: 'the replica to be in sync with the primary', timeoutMs: 15_000, intervalMs: 50 })
+  for (const r of replicas) {
+    const replicaClient = createClient({ url: r.url, socket: { reconnectStrategy: () => 50 } })
+    replicaClient.on('error', () => {})
+    t.teardown(() => { if (replicaClient.isOpen) replicaClient.destroy() })
+    await replicaClient.connect()
+    await waitFor(async () => (await replicaClient.info('replication')).includes('master_link_status:up'),
+      { what: 'the replica to be in sync with the primary', timeoutMs: 15_000, intervalMs: 50 })
+    replicaClient.destroy()
+  }
   await waitFor(async () => {
     for (const c of clients) {
-      const replicas = entries(await c.sendCommand(['SENTINEL', 'REPLICAS', SENTINEL_NAME]))
       const sentinels = entries(await c.sendCommand(['SENTINEL', 'SENTINELS', SENTINEL_NAME]))
-      if (replicas.length !== 1 || (replicas[0]?.flags ?? '').includes('down') || sentinels.length !== 2) return false
+      const known = entries(await c.sendCommand(['SENTINEL', 'REPLICAS', SENTINEL_NAME]))
+      if (known.length !== replicas.length || known.some((r) => (r.flags ?? '').includes('down')) || sentinels.length !== 2) return false
     }
     return true
-  }, { what: 'every sentinel to know the replica and the two other sentinels', timeoutMs: 20_000, intervalMs: 100 })
-  replicaClient.destroy()
+  }, { what: 'every sentinel to know the replicas and the two other sentinels', timeoutMs: 20_000, intervalMs: 100 })
 
   const ask = async (args: string[]): Promise<unknown> => {
     let last: unknown
@@ -162,6 +169,7 @@ export async function startSentinelGroup (t: Test, options: SentinelGroupOptions
     name: SENTINEL_NAME,
     primary,
     replica,
+    replicas,
     sentinelPorts,
     sentinels: sentinelPorts.map((p) => `127.0.0.1:${p}`).join(','),
     primaryPort: async () => Number((await ask(['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', SENTINEL_NAME]) as string[])[1]),

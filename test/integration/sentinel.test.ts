@@ -61,13 +61,17 @@ function segments (sender: Sender): Segment[] {
 
 /**
  * Two instances on the group, four clients writing; the primary is killed
- * (after ops it alone acked when `loseAcked`: the replica is frozen for
- * them) and the replica promoted. Checks the protocol's rules afterwards.
+ * (after ops it alone acked when `loseAcked`: the replicas are frozen for
+ * them) and a replica promoted. With `durable` (FLOW_ACK_DURABILITY=replica,
+ * two replicas so one is left to confirm writes after the failover) no op
+ * is acked while the replicas are frozen. Checks the protocol's rules
+ * afterwards.
  */
-async function failover (t: Test, loseAcked: boolean): Promise<void> {
-  const group = await startSentinelGroup(t)
+async function failover (t: Test, loseAcked: boolean, durable = false): Promise<void> {
+  const group = await startSentinelGroup(t, { replicas: durable ? 2 : 1 })
   const keyPrefix = uniquePrefix()
   const flags = {
+    ...(durable ? { ackDurability: 'replica' as const } : {}),
     redisSentinels: group.sentinels,
     redisSentinelName: group.name,
     keyPrefix,
@@ -88,25 +92,32 @@ async function failover (t: Test, loseAcked: boolean): Promise<void> {
   await tr.acked(15, 'before the failover', 20_000)
 
   if (loseAcked) {
-    // The replica frozen for a moment (well under down-after-milliseconds, so the sentinels still
-    // promote it) and cut off: what the primary acks now never reaches it.
+    // The replicas frozen for a moment (well under down-after-milliseconds, so the sentinels still
+    // promote one) and cut off: what the primary acks now never reaches them.
     const primary = await redisClient(t, group.primary.url)
-    group.replica.stop()
+    for (const r of group.replicas) r.stop()
     await primary.sendCommand(['CLIENT', 'KILL', 'TYPE', 'replica'])
-    await tr.acked(3, 'while the replica is cut off')
+    if (durable) {
+      await waitFor(() => tr.senders.some((s) => s.unavailable > 0), { what: 'an op to be refused while no replica confirms', timeoutMs: 10_000, intervalMs: 20 })
+    } else {
+      await tr.acked(3, 'while the replica is cut off')
+    }
   }
   await group.primary.kill()
-  if (loseAcked) group.replica.cont()
+  if (loseAcked) for (const r of group.replicas) r.cont()
   await waitStatus([a, b], 'degraded', 'once the primary is gone')
   t.pass('both instances serve from memory while there is no primary')
   await tr.acked(5, 'while there is no primary', 20_000)
-  await waitFor(async () => await group.primaryPort().catch(() => 0) === group.replica.port,
-    { what: 'the sentinels to promote the replica', timeoutMs: 30_000, intervalMs: 100 })
+  let promoted = 0
+  await waitFor(async () => {
+    promoted = await group.primaryPort().catch(() => 0)
+    return group.replicas.some((r) => r.port === promoted)
+  }, { what: 'the sentinels to promote a replica', timeoutMs: 30_000, intervalMs: 100 })
   const reports = await waitStatus([a, b], 'ok', 'after the failover', 45_000)
   for (const [i, h] of reports.entries()) {
     t.same(Object.values(h.ports).map((p) => [p.circuit, p.serving]), [['closed', 'redis'], ['closed', 'redis'], ['closed', 'redis']],
       `instance ${i === 0 ? 'a' : 'b'}: every port is back on Redis`)
-    t.equal(h.redis.primary, `127.0.0.1:${group.replica.port}`, `instance ${i === 0 ? 'a' : 'b'} is on the promoted replica`)
+    t.equal(h.redis.primary, `127.0.0.1:${promoted}`, `instance ${i === 0 ? 'a' : 'b'} is on the promoted replica`)
   }
   await tr.acked(15, 'after the failover', 20_000)
   await tr.stop()
@@ -152,7 +163,10 @@ async function failover (t: Test, loseAcked: boolean): Promise<void> {
   // The promoted replica holds the log's meta with the old epoch and a lower head: the instances, which saw the
   // lost seqs, move the log to a new epoch before appending (adapters/redis/watermarks.ts).
   t.same(conflicts, [], 'no (epoch, seq) names two different ops: a loss comes with a new epoch, never a silent gap')
-  if (loseAcked) {
+  if (durable) {
+    t.equal(lost, 0, 'with durable acks no acked op was lost')
+    t.ok(tr.senders.reduce((n, s) => n + s.unavailable, 0) > 0, 'ops the replicas could not confirm were answered unavailable and sent again')
+  } else if (loseAcked) {
     t.ok(lost > 0, 'the failover lost the ops only the old primary had')
     t.not(log.epoch, segments(tr.senders[0] as Sender)[0]?.epoch, 'the log is in another epoch than the one the clients joined')
     const fences = await Promise.all([a, b].map(async (s) => (await s.app.inject({ url: '/ws/stats' })).json<{ logFences: number }>().logFences))
@@ -177,6 +191,10 @@ t.test('on Sentinel, a killed primary is an outage the instances ride out, then 
 
 t.test('ops the old primary acked but never replicated are lost, and every client that saw them gets reset', async (t) => {
   await failover(t, true)
+})
+
+t.test('with durable acks (FLOW_ACK_DURABILITY=replica) the same failover loses no acked op', async (t) => {
+  await failover(t, true, true)
 })
 
 t.test('with no sentinel reachable, the server starts at once, degraded, and serves from memory', async (t) => {
