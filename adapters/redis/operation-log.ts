@@ -233,17 +233,14 @@ export class RedisOperationLog implements OperationLog {
     return this.#fenced
   }
 
-  /** The script arguments naming what this instance saw of the project's log: '' and '0' for nothing. */
-  #seenArgs (project: string): [string, string] {
-    const seen = this.#seen.get(project)
-    return seen === undefined ? ['', '0'] : [seen.epoch, String(seen.seq)]
-  }
 
   /** After a script's answer: the log at (epoch, head), and whether this call moved it from `seen` to a new epoch. */
-  #saw (project: string, epoch: string, head: number, fenced: boolean, seen: readonly [string, string]): void {
+  #saw (project: string, epoch: string, head: number, fenced: boolean, seen: readonly Watermark[]): void {
     if (fenced) {
       this.#fenced++
-      this.#onFence?.({ project, seen: { epoch: seen[0], seq: Number(seen[1]) }, epoch, head })
+      // The seq seen in the epoch the log was in: the first pair that is not the log's new epoch.
+      const lost = seen.find((w) => w.epoch !== epoch) ?? { epoch: '', seq: 0 }
+      this.#onFence?.({ project, seen: { epoch: lost.epoch, seq: lost.seq }, epoch, head })
     }
     this.#seen.saw(project, epoch, head)
   }
@@ -363,8 +360,8 @@ export class RedisOperationLog implements OperationLog {
       this.#ttl,
       ...(this.#origin === undefined ? ['', '', '', ''] : [this.#keys.channel(project), ...envelopeParts(this.#origin, project)])
     ]
-    const seen = this.#seenArgs(project)
-    args.push(...seen)
+    const seen = this.#seenNow(project)
+    args.push(seenArg(seen))
     for (const op of batch) args.push(op.input.create === false ? '0' : '1', op.key, op.body)
     const fail = (err: unknown): void => { for (const op of batch) op.reject(err) }
     // Sent again after the turn's WAIT (runScript does after NOSCRIPT): it needs a WAIT of its own.
@@ -405,7 +402,7 @@ export class RedisOperationLog implements OperationLog {
     if (Number.isNaN(maxBytes)) throw new RangeError('maxBytes must be a number')
     const count = Math.max(1, Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER))
     const budget = Math.max(0, Math.min(Math.floor(maxBytes), Number.MAX_SAFE_INTEGER))
-    const seen = this.#seen.get(project)
+    const seen = this.#seenNow(project)
     const reply = await runScript(this.#client, READ, keys.all.slice(0, 3), [
       String(since),
       String(count),
@@ -439,7 +436,7 @@ export class RedisOperationLog implements OperationLog {
   async #head (project: string, mayFence: boolean): Promise<LogPosition> {
     this.#assertOpen()
     const keys = this.#opLog(project)
-    const seen = this.#seen.get(project)
+    const seen = this.#seenNow(project)
     const [epoch, seq] = tuple(await runScript(this.#client, HEAD, [keys.meta], []), 2, 'head')
     if (await this.#behind(project, keys, seen, text(epoch), integer(seq)) && mayFence) return await this.#head(project, false)
     return { epoch: epochOf(epoch), seq: integer(seq) }
@@ -448,8 +445,8 @@ export class RedisOperationLog implements OperationLog {
   async open (project: string): Promise<OpenedLog> {
     this.#assertOpen()
     const keys = this.#opLog(project)
-    const seen = this.#seenArgs(project)
-    const reply = await runScript(this.#client, OPEN, keys.all, [this.#candidate(), this.#ttl, ...seen])
+    const seen = this.#seenNow(project)
+    const reply = await runScript(this.#client, OPEN, keys.all, [this.#candidate(), this.#ttl, seenArg(seen)])
     const [epoch, seq, created, fenced] = tuple(reply, 4, 'open')
     this.#saw(project, text(epoch), integer(seq), integer(fenced) === 1, seen)
     return { epoch: text(epoch), seq: integer(seq), created: integer(created) === 1 }
@@ -475,17 +472,22 @@ export class RedisOperationLog implements OperationLog {
    * connection told of it), fences it (FENCE: a new epoch, the ops kept)
    * and resolves true: the caller asks again.
    */
-  async #behind (project: string, keys: OpLogKeys, seen: Watermark | undefined, epoch: string, head: number): Promise<boolean> {
+  async #behind (project: string, keys: OpLogKeys, seen: readonly Watermark[], epoch: string, head: number): Promise<boolean> {
     if (epoch === '') return false
-    if (seen === undefined || seen.epoch !== epoch || seen.seq <= head) {
+    const known = seen.find((w) => w.epoch === epoch)
+    if (known === undefined || known.seq <= head) {
       this.#seen.saw(project, epoch, head)
       return false
     }
-    const args: [string, string] = [seen.epoch, String(seen.seq)]
-    const reply = await runScript(this.#client, FENCE, keys.all, [this.#candidate(), ...args])
+    const reply = await runScript(this.#client, FENCE, keys.all, [this.#candidate(), seenArg(seen)])
     const [now, at, fenced] = tuple(reply, 3, 'fence')
-    this.#saw(project, text(now), integer(at), integer(fenced) === 1, args)
+    this.#saw(project, text(now), integer(at), integer(fenced) === 1, seen)
     return true
+  }
+
+  /** What this instance saw of the project's log now, copied (the watermarks update their entries in place). */
+  #seenNow (project: string): Watermark[] {
+    return this.#seen.all(project).map((w) => ({ epoch: w.epoch, seq: w.seq }))
   }
 
   #opLog (project: string): OpLogKeys {
@@ -519,6 +521,11 @@ function encodeOp (op: NewOp | NewOpIfLogExists): string {
     throw new TypeError('op data must be a JSON value')
   }
   return storedOpJson(op)
+}
+
+/** What the scripts take for what an instance saw of a log: `<epoch> <seq>` pairs separated by spaces, '' for nothing. */
+function seenArg (seen: readonly Watermark[]): string {
+  return seen.map((w) => `${w.epoch} ${w.seq}`).join(' ')
 }
 
 /** Whether an APPEND call moved the log to a new epoch (its reply's third item: scripts.ts). */

@@ -133,19 +133,28 @@ local function ensure(candidate)
   return candidate, seq, 0, true
 end
 
--- The caller saw this log at seq \`known\` of epoch \`seen\` ('' for nothing
--- seen). A head below it in that epoch means the store lost ops that were
--- acked or delivered: the log moves to \`candidate\`, keeping its ops, head
--- and ids, and its snapshot when the snapshot covers no more than the head
--- (else the snapshot goes). Returns true when it did.
-local function fence(candidate, seen, known)
+-- \`seen\`: what the caller saw of this log, as \`<epoch> <seq>\` pairs
+-- separated by spaces ('' for nothing seen): the seq it saw in each epoch it
+-- remembers. A head below the seq seen in the log's epoch means the store
+-- lost ops that were acked or delivered: the log moves to \`candidate\`,
+-- keeping its ops, head and ids, and its snapshot when the snapshot covers
+-- no more than the head (else the snapshot goes). Returns true when it did.
+local function fence(candidate, seen)
   if seen == '' then return false end
   local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+  if not m[1] then return false end
   local head = tonumber(m[2]) or 0
-  if m[1] ~= seen or head >= tonumber(known) then return false end
+  local known
+  for e, n in string.gmatch(seen, '(%S+) (%S+)') do
+    if e == m[1] then
+      known = tonumber(n)
+      break
+    end
+  end
+  if not known or head >= known then return false end
   redis.call('HSET', KEYS[1], 'epoch', candidate)
   local s = redis.call('HMGET', KEYS[6], 'epoch', 'seq')
-  if s[1] == seen then
+  if s[1] == m[1] then
     if (tonumber(s[2]) or 0) <= head then redis.call('HSET', KEYS[6], 'epoch', candidate) else redis.call('DEL', KEYS[6]) end
   end
   return true
@@ -160,10 +169,10 @@ end
  * sequenced ops on, '' for none, [7] [8] [9] the message around the two
  * values only the script knows and the op's JSON (sent once, not twice):
  * `[7] .. epoch .. [8] .. seq .. [9] .. json without its opening brace ..
- * '}}'` (codec.ts, opEnvelopeParts); [10] the epoch and [11] the seq this
- * instance saw the log at ('' and '0': nothing seen), for fence(): a log
- * that lost ops the caller saw moves to a new epoch before the ops are
- * appended; then three per op, in arrival order:
+ * '}}'` (codec.ts, opEnvelopeParts); [10] what this instance saw of the
+ * log (`<epoch> <seq>` pairs, '' for nothing), for fence(): a log that lost
+ * ops the caller saw moves to a new epoch before the ops are appended; then
+ * three per op, in arrival order:
  * '0' to append only to an existing log or '1' to create it, the op's
  * idempotency key (`<userId>\n<op id>`, lib/ids.ts), the op as JSON without
  * `project` and `seq`.
@@ -203,9 +212,9 @@ export const APPEND = defineLua('append', 6, OP_LOG + `
 local most, limit, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local epoch, head, bytes, kept
 local ids, made, n = 0, 0, 0
-local out = {'', 0, fence(ARGV[1], ARGV[10], ARGV[11]) and 1 or 0}
+local out = {'', 0, fence(ARGV[1], ARGV[10]) and 1 or 0}
 local published = {}
-for i = 12, #ARGV, 3 do
+for i = 11, #ARGV, 3 do
   n = n + 1
   if not epoch and ARGV[i] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then
     out[#out + 1] = 2
@@ -315,14 +324,14 @@ return {m[1], tonumber(m[2]) or 0}
 
 /**
  * OPEN. KEYS: meta, ops, sizes, ids, ids:old, snap. ARGV: [1] candidate epoch, [2]
- * idle TTL ms ('0': none), [3] [4] the epoch and seq the caller saw the log
- * at (see fence; '' and '0': nothing seen). Moves a log that lost ops the
+ * idle TTL ms ('0': none), [3] what the caller saw of the log (see fence;
+ * '' for nothing). Moves a log that lost ops the
  * caller saw to a new epoch (fence), creates the log when the project has
  * none (see ensure), extends its TTL. Returns {epoch, head, created (0 or
  * 1), fenced (0 or 1)}.
  */
 export const OPEN = defineLua('open', 6, OP_LOG + `
-local fenced = fence(ARGV[1], ARGV[3], ARGV[4])
+local fenced = fence(ARGV[1], ARGV[3])
 local epoch, head, _, created = ensure(ARGV[1])
 keep(ARGV[2])
 return {epoch, head, created and 1 or 0, fenced and 1 or 0}
@@ -330,13 +339,13 @@ return {epoch, head, created and 1 or 0, fenced and 1 or 0}
 
 /**
  * FENCE. KEYS: meta, ops, sizes, ids, ids:old, snap. ARGV: [1] candidate
- * epoch, [2] [3] the epoch and seq the caller saw the log at. Moves a log
+ * epoch, [2] what the caller saw of the log (see fence). Moves a log
  * that lost ops the caller saw to a new epoch (fence); creates nothing and
  * leaves the TTL. Returns {epoch ('' when the project has no log), head,
  * fenced (0 or 1)}.
  */
 export const FENCE = defineLua('fence', 6, OP_LOG + `
-local fenced = fence(ARGV[1], ARGV[2], ARGV[3])
+local fenced = fence(ARGV[1], ARGV[2])
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 if not m[1] then return {'', 0, 0} end
 return {m[1], tonumber(m[2]) or 0, fenced and 1 or 0}

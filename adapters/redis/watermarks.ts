@@ -15,7 +15,9 @@
  * instance delivered without appending them). One object is shared by both.
  *
  * Bounded: at most `maxProjects` entries (the least recently updated go
- * first), each at most a project id (128 chars), an epoch and a number; an
+ * first), each at most a project id (128 chars) and four epochs (the
+ * current one and three earlier: a store that flaps between replicas may
+ * come back to an older epoch) with their seqs; an
  * entry not updated for `idleMs` is dropped (after the log's idle TTL the
  * project comes back with a new epoch anyway, so the entry says nothing).
  */
@@ -28,7 +30,16 @@ interface Entry extends Watermark {
   seq: number
   /** Date.now() when it last moved to the end of the map (at most once per refreshMs) */
   at: number
+  /**
+   * the epochs seen before this one, newest first, at most EARLIER: a store
+   * may come back to one (Sentinel flapping between two replicas, one of
+   * which still holds an older epoch of the log)
+   */
+  earlier: Watermark[] | null
 }
+
+/** Epochs remembered per project besides the current one. */
+const EARLIER = 3
 
 export interface LogWatermarksOptions {
   /** projects remembered, at most (default 50,000) */
@@ -58,7 +69,10 @@ export class LogWatermarks {
     this.#refreshMs = options.refreshMs ?? 1000
   }
 
-  /** The log of `project` was seen at `seq` of `epoch`. Another epoch replaces what was known (the log moved on). */
+  /**
+   * The log of `project` was seen at `seq` of `epoch`. Another epoch becomes
+   * the current one; the one it replaces is kept among the earlier ones.
+   */
   saw (project: string, epoch: string, seq: number): void {
     if (epoch === '') return
     const now = Date.now()
@@ -73,17 +87,31 @@ export class LogWatermarks {
       return
     }
     if (known !== undefined) {
+      // Back to an epoch seen before: what was seen of it still counts.
+      const before = known.earlier?.find((w) => w.epoch === epoch)
+      const earlier = [{ epoch: known.epoch, seq: known.seq }, ...(known.earlier ?? []).filter((w) => w !== before)].slice(0, EARLIER)
       this.#seen.delete(project)
-      this.#seen.set(project, { epoch, seq, at: now })
+      this.#seen.set(project, { epoch, seq: Math.max(seq, before?.seq ?? 0), at: now, earlier })
       return
     }
     this.#forgetIdle(now)
     if (this.#seen.size >= this.#max) this.#seen.delete(this.#seen.keys().next().value as string)
-    this.#seen.set(project, { epoch, seq, at: now })
+    this.#seen.set(project, { epoch, seq, at: now, earlier: null })
   }
 
-  /** What was seen of `project`'s log; undefined when nothing (or it was forgotten). */
+  /** What was seen of `project`'s log in its current epoch; undefined when nothing (or it was forgotten). */
   get (project: string): Watermark | undefined {
+    return this.#entry(project)
+  }
+
+  /** What was seen of `project`'s log in each epoch remembered, the current one first; empty when nothing. */
+  all (project: string): readonly Watermark[] {
+    const known = this.#entry(project)
+    if (known === undefined) return []
+    return known.earlier === null ? [known] : [known, ...known.earlier]
+  }
+
+  #entry (project: string): Entry | undefined {
     const known = this.#seen.get(project)
     if (known === undefined) return undefined
     if (Date.now() - known.at >= this.#idleMs) {

@@ -29,8 +29,8 @@ import { Recorder } from '../helpers/wait.js'
 const redis = await startRedis(t)
 const shared = await redisClient(t, redis.url)
 
-/** The arguments of an APPEND call before the ops: EVALSHA sha numkeys, 6 keys, 11 arguments. */
-const APPEND_HEAD = 3 + APPEND.numberOfKeys + 11
+/** The arguments of an APPEND call before the ops: EVALSHA sha numkeys, 6 keys, 10 arguments. */
+const APPEND_HEAD = 3 + APPEND.numberOfKeys + 10
 
 let counter = 0
 

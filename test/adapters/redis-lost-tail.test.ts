@@ -147,6 +147,28 @@ t.test('a read or a head that finds the log below what was seen answers in the n
   t.equal(other.fenced, 0, 'an instance that saw nothing lost does not count a fence')
 })
 
+t.test('a store that comes back to an older epoch of the log (replicas flapping) is fenced again', async (t) => {
+  const prefix = uniquePrefix()
+  const project = 'flap'
+  const log = openLog(t, prefix)
+  await appendAll(log, project, 5)
+  const { epoch } = await log.head(project)
+  const lagging = await copyKeys(prefix, project)
+  await appendAll(log, project, 3)
+  await lagging.restore()
+  const first = await log.append(newOp(project))
+  if (first.duplicate) throw new Error('a duplicate')
+  t.not(first.epoch, epoch, 'the first loss moves the log to a new epoch')
+  // The other replica, still in the old epoch at seq 5, is the primary again.
+  await lagging.restore()
+  const second = await log.append(newOp(project))
+  if (second.duplicate) throw new Error('a duplicate')
+  t.not(second.epoch, epoch, 'seq 6 of the old epoch is not given again: the old epoch is remembered too')
+  t.not(second.epoch, first.epoch)
+  t.equal(second.op.seq, 6)
+  t.equal(log.fenced, 2)
+})
+
 t.test('no fence without a loss: a log at or past what was seen, or in another epoch, keeps its epoch', async (t) => {
   const prefix = uniquePrefix()
   const watermarks = new LogWatermarks()
@@ -182,7 +204,11 @@ t.test('watermarks are bounded: the least recently updated project goes first, a
   marks.saw('a', 'e', 1)
   t.equal(marks.get('a')?.seq, 2, 'a lower seq of the same epoch never lowers the watermark')
   marks.saw('a', 'f', 1)
-  t.match(marks.get('a'), { epoch: 'f', seq: 1 }, 'another epoch replaces it')
+  t.match(marks.get('a'), { epoch: 'f', seq: 1 }, 'another epoch becomes the current one')
+  marks.saw('a', 'e', 1)
+  t.match(marks.all('a'), [{ epoch: 'e', seq: 2 }, { epoch: 'f', seq: 1 }], 'back to an earlier epoch: what was seen of it still counts')
+  for (const e of ['g', 'h', 'i', 'j']) marks.saw('a', e, 1)
+  t.same(marks.all('a').map((w) => w.epoch), ['j', 'i', 'h', 'g'], 'three earlier epochs at most')
 
   const idle = new LogWatermarks({ idleMs: 50 })
   idle.saw('x', 'e', 1)
