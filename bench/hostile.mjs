@@ -22,11 +22,12 @@
 //   node bench/hostile.mjs --projects 5 --members 10 --seconds 5 --after 5 --hostile-writes 20 --no-wait
 //
 // Flow needs `npm run build` first.
-import { pathToFileURL } from 'node:url'
+import { existsSync, readFileSync } from 'node:fs'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from './lib/args.mjs'
 import { Generator } from './lib/generator.mjs'
 import { HOSTILE_CLIENT_DEFAULTS, HostileClient } from './lib/hostile-client.mjs'
-import { cpuSeconds, loadavg, machineCpu, machineInfo, sleep, waitForQuiet } from './lib/proc.mjs'
+import { cpuSeconds, loadavg, machineCpu, machineInfo, resultsDir, sleep, waitForQuiet } from './lib/proc.mjs'
 import { ms, num, ratio, stamp, table, windowPlot, writeResult } from './lib/report.mjs'
 import { Sampler } from './lib/sampler.mjs'
 import { round, startCluster, usageBetween } from './lib/servers.mjs'
@@ -70,6 +71,16 @@ export const HOSTILE_DEFAULTS = {
 
 const MiB = 2 ** 20
 const WINDOW_S = 5
+const LOOP_PROBE = fileURLToPath(new URL('./lib/loop-probe.mjs', import.meta.url))
+let probes = 0
+
+/** Each instance's event-loop delay over the measured phase (bench/lib/loop-probe.mjs), or null where it wrote none. */
+function readLoopProbe (base, nodes) {
+  return nodes.map((n) => {
+    const file = `${base}-${n.id}.json`
+    return existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : null
+  })
+}
 
 function parseEnv (s) {
   if (s === '') return {}
@@ -103,7 +114,10 @@ export async function runHostile (options, log = (m) => process.stderr.write(`${
 async function runOnce (o, { label, redis, hostile: withHostile, rep }, log) {
   const name = `${label} ${withHostile ? 'hostile' : 'quiet'}${o.repeat > 1 ? ` #${rep}` : ''}`
   const cpuProfDir = o.cpuProfDir === '' ? undefined : `${o.cpuProfDir}/${withHostile ? 'hostile' : 'quiet'}-${rep}`
-  const cluster = await startCluster({ target: 'flow', instances: o.instances, redis, name: `flow-hostile${redis ? '' : '-mem'}`, env: parseEnv(o.serverEnv), cpuProfDir })
+  // The instances' event-loop delay over the measured phase: SIGUSR2 starts the window and ends it.
+  const probe = `${resultsDir}/loop-${process.pid}-${++probes}`
+  const cluster = await startCluster({ target: 'flow', instances: o.instances, redis, name: `flow-hostile${redis ? '' : '-mem'}`, env: { ...parseEnv(o.serverEnv), FLOW_BENCH_LOOP_PROBE: probe }, cpuProfDir, nodeArgs: ['--import', LOOP_PROBE] })
+  const signalProbe = () => { for (const n of cluster.nodes) process.kill(n.proc.pid, 'SIGUSR2') }
   const sampler = new Sampler(cluster)
   const generator = new Generator({ driver: 'flow', clients: memberSpecs(cluster.nodes, o.projects, o.members, 'flow'), members: o.members, payloadBytes: o.payload })
   let hostile = null
@@ -122,6 +136,7 @@ async function runOnce (o, { label, redis, hostile: withHostile, rep }, log) {
     const m0 = machineCpu()
     const load = loadavg()
     sampler.mark(withHostile ? 'hostile' : 'quiet')
+    signalProbe()
     if (withHostile) {
       hostile = new HostileClient({
         ports: cluster.nodes.map((n) => n.port),
@@ -145,6 +160,7 @@ async function runOnce (o, { label, redis, hostile: withHostile, rep }, log) {
     measuring.catch(() => {}) // awaited below; not an unhandled rejection meanwhile
     // The hostile client runs while the members send; the quiet run waits the same.
     await sleep(startDelayMs + o.seconds * 1000)
+    signalProbe()
     const hostileResult = hostile === null ? null : await hostile.stop()
     hostile = null
     const stopAt = sampler.now()
@@ -172,7 +188,7 @@ async function runOnce (o, { label, redis, hostile: withHostile, rep }, log) {
       rate: o.rate,
       measure,
       after: { seconds: round(series.marks.at(-1).t - stopAt, 1), resets: idle.resets, closed: idle.closed, errors: idle.errors, stray: idle.stray },
-      server: { ...usage, cpuPercent: round((100 * usage.serverCpuSeconds) / usage.seconds, 1) },
+      server: { ...usage, cpuPercent: round((100 * usage.serverCpuSeconds) / usage.seconds, 1), loop: readLoopProbe(probe, cluster.nodes) },
       generator: { cpuSeconds: round(gen1 - gen0, 3), cpuPercent: round((100 * (gen1 - gen0)) / usage.seconds, 1), note: withHostile ? 'includes the hostile worker thread' : undefined },
       machine: { loadAtStart: round(load, 2), busySeconds: round(m1.busy - m0.busy, 2), otherCpuSeconds: round(Math.max(0, (m1.busy - m0.busy) - usage.serverCpuSeconds - (usage.redis?.cpuSeconds ?? 0) - (gen1 - gen0)), 2) },
       hostileClient: hostileResult === null ? null : { ...hostileResult, ghostKeys },
@@ -182,7 +198,7 @@ async function runOnce (o, { label, redis, hostile: withHostile, rep }, log) {
     }
     run.memory = memorySummary(run, o)
     run.health = healthSummary(run, cluster.nodes.map((n) => n.id))
-    log(`[hostile] ${name}: p99 ${run.measure.latency.p99} ms, lost ${measure.lost}, dup ${measure.duplicates}, order ${measure.orderViolations}, resets ${measure.resets}+${idle.resets}, RSS peak ${run.memory.rss.map((x) => num(x.peak / MiB, 0)).join('/')} MiB${redis ? `, Redis peak ${num((run.memory.redisUsed?.peak ?? NaN) / MiB, 1)} MiB` : ''}, degraded samples ${run.health.reduce((s, h) => s + h.degraded, 0)}`)
+    log(`[hostile] ${name}: p99 ${run.measure.latency.p99} ms, lost ${measure.lost}, dup ${measure.duplicates}, order ${measure.orderViolations}, resets ${measure.resets}+${idle.resets}, RSS peak ${run.memory.rss.map((x) => num(x.peak / MiB, 0)).join('/')} MiB${redis ? `, Redis peak ${num((run.memory.redisUsed?.peak ?? NaN) / MiB, 1)} MiB` : ''}, degraded samples ${run.health.reduce((s, h) => s + h.degraded, 0)}, server ${num(usage.serverCpuSeconds, 2)} CPU-s, loop delay p99/p99.9/max ${run.server.loop.map((l) => l === null ? '—' : `${l.p99}/${l.p999}/${l.max}`).join(', ')} ms`)
     return run
   } finally {
     await hostile?.stop().catch(() => {})

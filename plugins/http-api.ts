@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import rateLimit, { type FastifyRateLimitStore } from '@fastify/rate-limit'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Ajv } from 'ajv'
 import { PROJECT_ID, OP_ID } from '../lib/ids.js'
 import { bearerToken, createAuthenticator } from '../lib/auth.js'
@@ -159,15 +159,19 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
   const apiKeys = createAuthenticator({ apiKey: config.apiKey })
   const { mode } = fastify.flowAuth
   const max = config.httpRateLimit
+  // Without authentication the key is the address, known as the request
+  // arrives: over-limit requests are refused at onRequest, before their body
+  // is read and parsed (a client refused 300 times a second costs the server
+  // the least it can). With authentication the key is the identity the
+  // route's own preValidation hook (flow-auth) sets, so the limits run right
+  // after it; not preHandler (a request that fails validation would not count).
+  const early = mode === 'open'
   await fastify.register(rateLimit, {
     global: true,
     max,
     timeWindow: 1000,
     store: WindowStore,
-    // The route's own preValidation hook (flow-auth) runs first, so the key
-    // is the identity it set. Not onRequest (no identity yet), nor
-    // preHandler (a request that fails validation would not count).
-    hook: 'preValidation',
+    hook: early ? 'onRequest' : 'preValidation',
     keyGenerator: (request) => rateLimitKey(request, mode, (token) => apiKeys.isApiKey(token)),
     // Thrown to Flow's error handler: 429 with the protocol's body; retry-after is set already.
     errorResponseBuilder: (_request, context) =>
@@ -178,15 +182,16 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
   // GET answers) and what it sends (request bodies). A request made while its identity is in debt is
   // refused with 429 and retry-after; the API key spends none.
   const { reads, writes } = hub.budgets
-  // Read once per request, in preHandler; onSend spends the answer's bytes against the same key.
+  // The key is found once per request (at onRequest without authentication, before the body is read; in
+  // preHandler with it), and refused there while in debt; preHandler spends the body's bytes, onSend the
+  // answer's, against the same key.
   const keys = new WeakMap<FastifyRequest, string>()
-  fastify.addHook('preHandler', async (request, reply) => {
+  const checkBudget = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const key = rateLimitKey(request, mode, (token) => apiKeys.isApiKey(token))
     if (key === 'key') return
     keys.set(request, key)
-    const now = Date.now()
     const reading = request.method === 'GET' || request.method === 'HEAD'
-    const wait = (reading ? reads : writes).wait(key, now)
+    const wait = (reading ? reads : writes).wait(key, Date.now())
     if (wait > 0) {
       fastify.flowHub.stats[reading ? 'readsDeferred' : 'writesPaused']++
       const seconds = Math.ceil(wait / 1000)
@@ -194,7 +199,19 @@ async function projectRoutes (fastify: FastifyInstance): Promise<void> {
       const limit = reading ? 'FLOW_IDENTITY_READ_BYTES_PER_SECOND' : 'FLOW_IDENTITY_WRITE_BYTES_PER_SECOND'
       throw rateLimited(`over ${limit}: retry in ${seconds} second${seconds === 1 ? '' : 's'}`)
     }
-    if (!reading) writes.spend(key, bodyBytes(request), now)
+  }
+  if (early) {
+    // Each route's own onRequest hook, after the rate limit's (its onRoute hook ran first): as before, a
+    // request counts in the rate limit before its budget is looked at.
+    fastify.addHook('onRoute', (route) => {
+      const hooks = route.onRequest
+      route.onRequest = hooks === undefined ? [checkBudget] : [...(Array.isArray(hooks) ? hooks : [hooks]), checkBudget]
+    })
+  }
+  fastify.addHook('preHandler', async (request, reply) => {
+    if (!early) await checkBudget(request, reply)
+    const key = keys.get(request)
+    if (key !== undefined && request.method !== 'GET' && request.method !== 'HEAD') writes.spend(key, bodyBytes(request), Date.now())
   })
   fastify.addHook('onSend', async (request, reply, payload) => {
     if (reply.statusCode !== 200 || (request.method !== 'GET' && request.method !== 'HEAD')) return payload

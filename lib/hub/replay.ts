@@ -12,6 +12,17 @@ import type { Snapshots } from './snapshots.js'
 const REPLAY_PAGE = 500
 
 /**
+ * A replay's page is read and sent in slices of at most this many bytes
+ * (one op at least), with a turn of the event loop between two slices: a
+ * page of 1 MiB of big ops is otherwise one synchronous stretch of reading,
+ * decoding and sending of several ms, during which no other member's frame
+ * moves (and pages follow each other without a turn while the budgets allow).
+ */
+export const REPLAY_SLICE_BYTES = 128 * 1024
+
+const nextTurn = async (): Promise<void> => { await new Promise<void>((resolve) => { setImmediate(resolve) }) }
+
+/**
  * Catch-up of one member: the ops it asked for (join with `since`, `sync`),
  * or the project's state (a snapshot and the ops after it), up to what the
  * project has delivered live, while its live ops are held back; then the
@@ -89,9 +100,10 @@ export class Replayer {
    * before the first op is sent, once the history is known to serve `since`.
    *
    * Paced, so no replay is closed as a slow consumer for reading at network
-   * speed and no connection's replays crowd out the others: pages are
-   * bounded by bytes (FLOW_REPLAY_PAGE_BYTES), the next page waits until the
-   * connection has drained to one page, and a connection is sent at most
+   * speed and no connection's replays crowd out the others: the history is
+   * read and sent in slices of REPLAY_SLICE_BYTES with a turn of the event
+   * loop between two, the next slice waits while the connection holds more
+   * than a page (FLOW_REPLAY_PAGE_BYTES) unsent, and a connection is sent at most
    * FLOW_REPLAY_BYTES_PER_SECOND of history (its budget, shared by its
    * replays: beyond it the replay waits), and its identity at most
    * FLOW_IDENTITY_READ_BYTES_PER_SECOND across all its connections and
@@ -105,8 +117,14 @@ export class Replayer {
     const conn = member.conn
     const key = conn.budgetKey
     conn.replayBudget ??= new ReplayBudget(config.replayBytesPerSecond, Date.now())
+    const sliceBytes = Math.min(REPLAY_SLICE_BYTES, config.replayPageBytes)
     let from = since
-    for (;;) {
+    for (let slice = 0; ; slice++) {
+      // Other connections' frames and requests get the loop between two slices.
+      if (slice > 0) {
+        await nextTurn()
+        if (conn.closed) return 'done'
+      }
       // Before every page, the first too: earlier pages or replays of this connection, or of other connections
       // of its identity, may have spent the budgets.
       const now = Date.now()
@@ -121,7 +139,7 @@ export class Replayer {
         // Its identity's other replays may have spent what this one waited for.
         if (shared > 0) continue
       }
-      const page = await this.#ctx.ports.log.read(lp.name, from, REPLAY_PAGE, epoch, config.replayPageBytes)
+      const page = await this.#ctx.ports.log.read(lp.name, from, REPLAY_PAGE, epoch, sliceBytes)
       if (page.reset || page.epoch !== lp.epoch) return 'reset'
       if (from === since) first?.()
       let bytes = 0

@@ -117,3 +117,27 @@ t.test('behind a trusted proxy (FLOW_TRUST_PROXY) requests count per X-Forwarded
   ])
   t.same(statuses([...three, ...four]), [200, 200, 429, 429], 'without FLOW_TRUST_PROXY, X-Forwarded-For is not believed')
 })
+
+t.test('without a credential, a request over the limit or its address\'s write budget is refused before its body is read', async (t) => {
+  const { app } = await startServer(t, { httpRateLimit: 2 })
+  const url = '/projects/doc/ops'
+  const bad = { method: 'POST' as const, url, headers: { 'content-type': 'application/json' }, payload: '{"data": not json' }
+  t.equal((await app.inject(bad)).statusCode, 400, 'within the limit, the body is parsed (and refused)')
+  t.equal((await app.inject(bad)).statusCode, 400)
+  // Past the limit: 429, not the parser's 400 nor the body limit's 413.
+  const refused = await app.inject(bad)
+  t.equal(refused.statusCode, 429, 'refused at once: the body was not parsed')
+  t.match(refused.json(), { code: 'rate_limited' })
+  t.equal((await app.inject({ ...bad, payload: 'x'.repeat(2 * 1024 * 1024) })).statusCode, 429, 'nor read to its end')
+
+  // The write budget: an address in debt is refused before the body is parsed, too.
+  const { app: budgeted } = await startServer(t, { httpRateLimit: 100, identityWriteBytesPerSecond: 64 * 1024 })
+  const other = '198.51.100.10'
+  const big = await budgeted.inject({ method: 'POST', url, remoteAddress: other, payload: { data: 'x'.repeat(60 * 1024) } })
+  t.equal(big.statusCode, 201)
+  const second = await budgeted.inject({ method: 'POST', url, remoteAddress: other, payload: { data: 'x'.repeat(60 * 1024) } })
+  t.equal(second.statusCode, 201, 'a full second\'s worth goes at once')
+  const inDebt = await budgeted.inject({ ...bad, remoteAddress: other })
+  t.equal(inDebt.statusCode, 429, 'in debt: refused before the body is parsed')
+  t.match(inDebt.json<{ message: string }>().message, /FLOW_IDENTITY_WRITE_BYTES_PER_SECOND/)
+})

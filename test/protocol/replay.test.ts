@@ -7,6 +7,7 @@ import { MemoryOperationLog } from '../../adapters/memory/operation-log.js'
 import { MemorySessionStore } from '../../adapters/memory/session-store.js'
 import type { ReadResult } from '../../ports/operation-log.js'
 import type { Member } from '../../lib/types.js'
+import { REPLAY_SLICE_BYTES } from '../../lib/hub/replay.js'
 
 /** Appends `count` ops to a project through a member, waiting for every ack. */
 async function append (client: TestClient, project: string, count: number): Promise<void> {
@@ -288,4 +289,41 @@ t.test('one connection\'s replays share a budget of bytes per second: repeated s
   t.equal(seqsOf(reader, 'doc').length, 240, 'every replay sent every op')
   t.ok(took >= 2000, `the budget held: six replays took ${Math.round(took)} ms, not less than ~2.5 s`)
   t.same(reader.all('reset'), [])
+})
+
+/** A memory op log that records, for each read, how many ops it returned and the event loop's turn it ran in. */
+class RecordingLog extends MemoryOperationLog {
+  readonly reads: Array<{ project: string, ops: number, turn: number }> = []
+  turn = 0
+  override async read (project: string, since: number, limit: number, epoch?: string, maxBytes?: number): Promise<ReadResult> {
+    const result = await super.read(project, since, limit, epoch, maxBytes)
+    this.reads.push({ project, ops: result.ops.length, turn: this.turn })
+    return result
+  }
+}
+
+t.test('a replay is read and sent in slices of REPLAY_SLICE_BYTES with a turn of the event loop between two', async (t) => {
+  const log = new RecordingLog()
+  const server = await startServer(t, { identityWriteBytesPerSecond: 64 * 1024 * 1024, ports: { log } })
+  const OP_BYTES = 40_000
+  const writer = await connect(t, `${server.ws}?userId=writer`)
+  const { epoch } = await writer.join('big')
+  // ~960 KB: under one page (FLOW_REPLAY_PAGE_BYTES, 1 MiB), which was read and sent in one go.
+  for (let i = 0; i < 24; i++) await writer.request({ type: 'op', project: 'big', data: 'x'.repeat(OP_BYTES) })
+  // Counts the turns of the event loop while the replay runs.
+  let turning = true
+  const turn = (): void => { log.turn++; if (turning) setImmediate(turn) }
+  setImmediate(turn)
+  t.teardown(() => { turning = false })
+  log.reads.length = 0
+  const reader = await connect(t, server.ws, { timeoutMs: 30_000 })
+  await reader.join('big', { since: 0, epoch })
+  await until(reader, () => seqsOf(reader, 'big').length === 24, 'the replay', 30_000)
+  turning = false
+  t.same(seqsOf(reader, 'big'), range(1, 24), 'every op, in order')
+  const reads = log.reads.filter((r) => r.project === 'big' && r.ops > 0)
+  const perSlice = Math.max(1, Math.floor(REPLAY_SLICE_BYTES / OP_BYTES))
+  t.ok(reads.length >= Math.ceil(24 / perSlice), `read in ${reads.length} slices`)
+  t.ok(reads.every((r) => r.ops <= perSlice), `each slice at most ${perSlice} ops of ${OP_BYTES} bytes (${reads.map((r) => r.ops).join(', ')})`)
+  t.ok(reads.every((r, i) => i === 0 || r.turn > (reads[i - 1] as { turn: number }).turn), 'a turn of the event loop between two slices')
 })
