@@ -85,7 +85,11 @@ export interface TestRedisCluster {
 
 const CLUSTER_SLOTS = 16_384
 
-type AdminClient = ReturnType<typeof createClient>
+function adminClient (port: number) {
+  return createClient({ socket: { host: '127.0.0.1', port, reconnectStrategy: false, connectTimeout: 5000 }, commandOptions: { timeout: undefined } })
+}
+
+type AdminClient = ReturnType<typeof adminClient>
 
 /**
  * One admin connection per node, made on first use and dropped when it
@@ -98,7 +102,7 @@ class Admin {
   async command (port: number, args: readonly string[]): Promise<unknown> {
     let connecting = this.#clients.get(port)
     if (connecting === undefined) {
-      const client = createClient({ socket: { host: '127.0.0.1', port, reconnectStrategy: false, connectTimeout: 5000 }, commandOptions: { timeout: undefined } })
+      const client = adminClient(port)
       client.on('error', () => {})
       client.on('end', () => { if (this.#clients.get(port) === connecting) this.#clients.delete(port) })
       connecting = client.connect().catch((err: unknown) => {
