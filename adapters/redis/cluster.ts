@@ -173,7 +173,7 @@ export class ClusterConnection extends EventEmitter<ClusterConnectionEvents> imp
     if (this.#closed || !this.#connected || !this.#cluster.isReady) return false
     const masters = this.#cluster.masters
     if (masters.length === 0) return false
-    return masters.every((m) => m.client?.isReady === true && (m.pubSub === undefined || m.pubSub.client.isReady))
+    return masters.every((m) => m.client?.isReady === true && (m.pubSub === undefined || m.pubSub.connectPromise !== undefined || m.pubSub.client.isReady))
   }
 
   /** The masters of the topology as node-redis knows it (`host:port`). */
