@@ -27,3 +27,32 @@ export interface RedisClient {
   subscribe (channel: string, listener: (message: string, channel: string) => void): Promise<void>
   unsubscribe (channel: string, listener?: (message: string, channel: string) => void): Promise<unknown>
 }
+
+/** An error from whatever a connection library threw. */
+export function asError (err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err))
+}
+
+/**
+ * The pause between two connection attempts of the Sentinel and Cluster
+ * connections: `wake()` (their close) ends it at once.
+ */
+export class RetryPause {
+  #wake: (() => void) | null = null
+
+  async sleep (ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms)
+      function done (): void {
+        clearTimeout(timer)
+        resolve()
+      }
+      this.#wake = done
+    })
+    this.#wake = null
+  }
+
+  wake (): void {
+    this.#wake?.()
+  }
+}

@@ -60,7 +60,7 @@
 import { EventEmitter } from 'node:events'
 import { createCluster, type RedisClusterOptions } from 'redis'
 import { DisconnectedError } from '../../lib/errors.js'
-import type { RedisClient } from './client.js'
+import { asError, RetryPause, type RedisClient } from './client.js'
 
 /** A seed node's address. */
 export interface ClusterNode {
@@ -129,17 +129,13 @@ export function routingKey (args: readonly string[]): string | undefined {
   return args[1]
 }
 
-function asError (err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err))
-}
-
 export class ClusterConnection extends EventEmitter<ClusterConnectionEvents> implements RedisClient {
   readonly #options: ClusterConnectionOptions
   readonly #cluster: Cluster
   #connected = false
   #connecting: Promise<void> | null = null
   #closed = false
-  #wake: (() => void) | null = null
+  readonly #pause = new RetryPause()
   /** isReady at the last check: a change emits `ready` or `error` */
   #wasReady = false
   #timer: NodeJS.Timeout | undefined
@@ -213,21 +209,9 @@ export class ClusterConnection extends EventEmitter<ClusterConnectionEvents> imp
       } catch (err) {
         if (this.#closed) return
         this.emit('error', asError(err))
-        await this.#sleep(this.#options.retryDelay(attempt))
+        await this.#pause.sleep(this.#options.retryDelay(attempt))
       }
     }
-  }
-
-  async #sleep (ms: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms)
-      function done (): void {
-        clearTimeout(timer)
-        resolve()
-      }
-      this.#wake = done
-    })
-    this.#wake = null
   }
 
   #assertReady (): void {
@@ -286,7 +270,7 @@ export class ClusterConnection extends EventEmitter<ClusterConnectionEvents> imp
     if (this.#closed) return
     this.#closed = true
     clearInterval(this.#timer)
-    this.#wake?.()
+    this.#pause.wake()
     try {
       await (this.#connected ? how(this.#cluster) : this.#cluster.destroy())
     } catch {

@@ -30,7 +30,7 @@
 import { EventEmitter } from 'node:events'
 import { createSentinel, type RedisSentinelOptions } from 'redis'
 import { DisconnectedError } from '../../lib/errors.js'
-import type { RedisClient } from './client.js'
+import { asError, RetryPause, type RedisClient } from './client.js'
 
 /** A sentinel's address. */
 export interface SentinelNode {
@@ -87,10 +87,6 @@ function newSentinel (options: SentinelConnectionOptions) {
 type Sentinel = ReturnType<typeof newSentinel>
 type Listener = Parameters<Sentinel['unsubscribe']>[1]
 
-function asError (err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err))
-}
-
 export class SentinelConnection extends EventEmitter<SentinelConnectionEvents> implements RedisClient {
   readonly #options: SentinelConnectionOptions
   #sentinel: Sentinel
@@ -98,7 +94,7 @@ export class SentinelConnection extends EventEmitter<SentinelConnectionEvents> i
   #connected = false
   #connecting: Promise<void> | null = null
   #closed = false
-  #wake: (() => void) | null = null
+  readonly #pause = new RetryPause()
 
   constructor (options: SentinelConnectionOptions) {
     super()
@@ -158,21 +154,9 @@ export class SentinelConnection extends EventEmitter<SentinelConnectionEvents> i
         this.emit('error', asError(err))
         // connect() gave up and destroyed the sentinel object: a new one, after a pause.
         this.#sentinel = this.#create()
-        await this.#sleep(this.#options.retryDelay(attempt))
+        await this.#pause.sleep(this.#options.retryDelay(attempt))
       }
     }
-  }
-
-  async #sleep (ms: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms)
-      function done (): void {
-        clearTimeout(timer)
-        resolve()
-      }
-      this.#wake = done
-    })
-    this.#wake = null
   }
 
   #assertReady (): void {
@@ -213,7 +197,7 @@ export class SentinelConnection extends EventEmitter<SentinelConnectionEvents> i
   async #end (how: (sentinel: Sentinel) => Promise<void>): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    this.#wake?.()
+    this.#pause.wake()
     const sentinel = this.#sentinel
     try {
       await (this.#connected ? how(sentinel) : sentinel.destroy())
