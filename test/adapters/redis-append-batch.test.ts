@@ -22,8 +22,8 @@ import { idempotencyKey } from '../../lib/ids.js'
 import { opFrame, storedOpJson } from '../../lib/protocol/op-frame.js'
 import type { AppendResult, LogMissing, NewOp } from '../../ports/operation-log.js'
 import type { BroadcastMessage } from '../../ports/broadcaster.js'
-import type { Op } from '../../lib/types.js'
 import { keysUnder, redisClient, startRedis, uniquePrefix, recording } from '../helpers/redis.js'
+import { accepted, newOp, range } from '../helpers/ops.js'
 import { Recorder } from '../helpers/wait.js'
 
 const redis = await startRedis(t)
@@ -37,22 +37,6 @@ let counter = 0
 function uniqueProject (): string {
   counter += 1
   return `batch-${counter}-${randomBytes(3).toString('hex')}`
-}
-
-function newOp (project: string, data: unknown = null, id = `op-${++counter}-${randomBytes(3).toString('hex')}`, userId = 'user-1'): NewOp {
-  return { project, id, userId, sessionId: 'session-1', data, ts: 1_700_000_000_000 + counter }
-}
-
-function accepted (result: AppendResult | LogMissing): Op {
-  if (result.missing === true) throw new Error('expected an append, got missing')
-  if (result.duplicate) throw new Error(`expected an append, got a duplicate of seq ${result.seq}`)
-  return result.op
-}
-
-function range (from: number, to: number): number[] {
-  const out: number[] = []
-  for (let n = from; n <= to; n++) out.push(n)
-  return out
 }
 
 /** The APPEND calls among `commands`, each as the number of ops it carried. */

@@ -5,11 +5,11 @@
  * frozen (SIGSTOP) to make it lag.
  */
 import t, { type Test } from 'tap'
-import { randomBytes } from 'node:crypto'
 import { createRedisOperationLog, type RedisOperationLog } from '../../adapters/redis/operation-log.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
-import type { AppendResult, NewOp } from '../../ports/operation-log.js'
+import type { AppendResult } from '../../ports/operation-log.js'
 import { recording, redisClient, startRedis, uniquePrefix } from '../helpers/redis.js'
+import { newOp } from '../helpers/ops.js'
 import { waitFor } from '../helpers/wait.js'
 
 const primary = await startRedis(t)
@@ -18,11 +18,6 @@ const shared = await redisClient(t, primary.url)
 const onReplica = await redisClient(t, replica.url)
 await waitFor(async () => /master_link_status:up/.test(await onReplica.info('replication')),
   { what: 'the replica to sync', timeoutMs: 10_000, intervalMs: 20 })
-
-let counter = 0
-function newOp (project: string, id = `op-${++counter}-${randomBytes(3).toString('hex')}`): NewOp {
-  return { project, id, userId: 'u', sessionId: null, data: counter, ts: 1_700_000_000_000 + counter }
-}
 
 function durableLog (t: Test, prefix: string, client = recording(shared)): { log: RedisOperationLog, commands: string[][] } {
   const log = createRedisOperationLog({ client: client.client, keyPrefix: prefix, durability: { replicas: 1, timeoutMs: 300 } })

@@ -9,31 +9,19 @@
  * ops appended and acked, then the keys put back as they were copied.
  */
 import t, { type Test } from 'tap'
-import { randomBytes } from 'node:crypto'
 import { createRedisOperationLog, type RedisOperationLog } from '../../adapters/redis/operation-log.js'
 import { RedisBroadcaster } from '../../adapters/redis/broadcaster.js'
 import { RedisSnapshotStore } from '../../adapters/redis/snapshot-store.js'
 import { LogWatermarks } from '../../adapters/redis/watermarks.js'
 import { redisKeys } from '../../adapters/redis/keys.js'
-import type { AppendResult, NewOp } from '../../ports/operation-log.js'
 import type { BroadcastMessage } from '../../ports/broadcaster.js'
 import type { Op } from '../../lib/types.js'
 import { redisClient, startRedis, uniquePrefix, type TestRedisClient } from '../helpers/redis.js'
+import { accepted, newOp } from '../helpers/ops.js'
 import { waitFor } from '../helpers/wait.js'
 
 const redis = await startRedis(t)
 const shared = await redisClient(t, redis.url)
-
-let counter = 0
-function newOp (project: string): NewOp {
-  counter++
-  return { project, id: `op-${counter}-${randomBytes(3).toString('hex')}`, userId: 'u', sessionId: null, data: counter, ts: 1_700_000_000_000 + counter }
-}
-
-function accepted (result: AppendResult): Op {
-  if (result.duplicate) throw new Error(`expected an append, got a duplicate of seq ${result.seq}`)
-  return result.op
-}
 
 function openLog (t: Test, prefix: string, options: { watermarks?: LogWatermarks, publishOrigin?: string, client?: TestRedisClient } = {}): RedisOperationLog {
   const { client, ...rest } = options

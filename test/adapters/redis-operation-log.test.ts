@@ -12,6 +12,7 @@ import type { AppendResult, NewOp } from '../../ports/operation-log.js'
 import { NO_EPOCH, type Op } from '../../lib/types.js'
 import { operationLogContract } from '../contracts/operation-log.js'
 import { keysUnder, redisClient, startRedis, uniquePrefix, recording, type TestRedisClient } from '../helpers/redis.js'
+import { accepted, newOp, range } from '../helpers/ops.js'
 import { Recorder, waitFor } from '../helpers/wait.js'
 
 const redis = await startRedis(t)
@@ -27,21 +28,6 @@ let counter = 0
 function uniqueProject (): string {
   counter += 1
   return `project-${counter}-${randomBytes(3).toString('hex')}`
-}
-
-function newOp (project: string, data: unknown = null, id = `op-${++counter}-${randomBytes(3).toString('hex')}`): NewOp {
-  return { project, id, userId: 'user-1', sessionId: 'session-1', data, ts: 1_700_000_000_000 + counter }
-}
-
-function accepted (result: AppendResult): Op {
-  if (result.duplicate) throw new Error(`expected an append, got a duplicate of seq ${result.seq}`)
-  return result.op
-}
-
-function range (from: number, to: number): number[] {
-  const out: number[] = []
-  for (let n = from; n <= to; n++) out.push(n)
-  return out
 }
 
 function isIncreasing (values: readonly number[]): boolean {
