@@ -99,11 +99,6 @@ export class LogWatermarks {
     this.#seen.set(project, { epoch, seq, at: now, earlier: null })
   }
 
-  /** What was seen of `project`'s log in its current epoch; undefined when nothing (or it was forgotten). */
-  get (project: string): Watermark | undefined {
-    return this.#entry(project)
-  }
-
   /** What was seen of `project`'s log in each epoch remembered, the current one first; empty when nothing. */
   all (project: string): readonly Watermark[] {
     const known = this.#entry(project)

@@ -99,7 +99,7 @@ t.test('an instance that only heard of the lost ops by broadcast fences the log 
   const { epoch } = await writer.head(project)
   await appendAll(writer, project, 2)
   await waitFor(() => heard.length === 5, { what: 'instance b to hear the five ops', timeoutMs: 5000, intervalMs: 10 })
-  t.match(watermarks.get(project), { epoch, seq: 5 }, 'b knows the log reached seq 5')
+  t.match(watermarks.all(project)[0], { epoch, seq: 5 }, 'b knows the log reached seq 5')
   await copy.restore()
 
   const opened = await reader.open(project)
@@ -169,7 +169,7 @@ t.test('no fence without a loss: a log at or past what was seen, or in another e
   await appendAll(b, project, 4)
   const results = [await a.append(newOp(project)), await a.open(project), await a.read(project, 0, 100), await a.head(project)]
   t.same(results.map((r) => r.epoch), [epoch, epoch, epoch, epoch], 'every call keeps the epoch')
-  t.same(watermarks.get(project)?.seq, 8, 'a\'s watermark follows the head')
+  t.same(watermarks.all(project)[0]?.seq, 8, 'a\'s watermark follows the head')
 
   // The log expired and came back with another epoch: what a saw of the old one does not fence the new one.
   await shared.del([...redisKeys(prefix).opLog(project).all])
@@ -187,12 +187,12 @@ t.test('watermarks are bounded: the least recently updated project goes first, a
   await new Promise((resolve) => setTimeout(resolve, 10))
   marks.saw('a', 'e', 2)
   marks.saw('d', 'e', 1)
-  t.same(['a', 'b', 'c', 'd'].map((p) => marks.get(p)?.seq), [2, undefined, 1, 1], 'b, updated least recently, made room for d')
+  t.same(['a', 'b', 'c', 'd'].map((p) => marks.all(p)[0]?.seq), [2, undefined, 1, 1], 'b, updated least recently, made room for d')
   t.equal(marks.size, 3)
   marks.saw('a', 'e', 1)
-  t.equal(marks.get('a')?.seq, 2, 'a lower seq of the same epoch never lowers the watermark')
+  t.equal(marks.all('a')[0]?.seq, 2, 'a lower seq of the same epoch never lowers the watermark')
   marks.saw('a', 'f', 1)
-  t.match(marks.get('a'), { epoch: 'f', seq: 1 }, 'another epoch becomes the current one')
+  t.match(marks.all('a')[0], { epoch: 'f', seq: 1 }, 'another epoch becomes the current one')
   marks.saw('a', 'e', 1)
   t.match(marks.all('a'), [{ epoch: 'e', seq: 2 }, { epoch: 'f', seq: 1 }], 'back to an earlier epoch: what was seen of it still counts')
   for (const e of ['g', 'h', 'i', 'j']) marks.saw('a', e, 1)
@@ -201,6 +201,6 @@ t.test('watermarks are bounded: the least recently updated project goes first, a
   const idle = new LogWatermarks({ idleMs: 50 })
   idle.saw('x', 'e', 1)
   await new Promise((resolve) => setTimeout(resolve, 80))
-  t.equal(idle.get('x'), undefined, 'forgotten once idle past idleMs')
+  t.equal(idle.all('x')[0], undefined, 'forgotten once idle past idleMs')
   t.throws(() => new LogWatermarks({ maxProjects: 0 }), RangeError)
 })
